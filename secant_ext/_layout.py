@@ -1,0 +1,47 @@
+"""Shared layout of the small device tensors the three phases exchange.
+
+Every backend (reference, C++, Triton) reads and writes these tensors the same way;
+this file is the one place their layout is written down.
+
+Group state: a float64 tensor of ``STATE_SIZE`` on the parameters' device, one per param
+group. float64 so that counters are exact up to 2**53 and alpha keeps full precision.
+
+Stats table: the ``secant_stats`` op returns a ``[P, K]`` table of partial sums
+(float64 for float64 buckets, float32 otherwise). Column sums, taken in row order, are the
+statistics; ``K = NUM_STATS`` plus one column per tensor for the sign variant.
+"""
+
+# --- group state fields -------------------------------------------------------------
+ALPHA = 0          # current learning rate alpha_t (1.0 before the first step)
+STEP = 1           # steps attempted (skipped ones included)
+TAKEN = 2          # steps whose update was applied
+SKIPPED = 3        # steps skipped for a non-finite statistic
+CLIPPED = 4        # steps whose curvature was clipped by the safeguard
+LAST_SKIPPED = 5   # 1.0 if the latest step was skipped
+LAST_CLIPPED = 6   # 1.0 if the latest step's curvature was clipped
+MOMENTUM_READY = 7 # 1.0 if the momentum buffer held an average before the latest step
+DOT = 8            # a = <s, y> of the latest step
+S_SQ = 9           # b = |s|^2
+Y_SQ = 10          # c = |y|^2
+G_SQ = 11          # |g|^2 of the training gradient
+STATE_SIZE = 12
+
+# --- stats table columns -------------------------------------------------------------
+COL_DOT = 0
+COL_S_SQ = 1
+COL_Y_SQ = 2
+COL_G_SQ = 3
+NUM_STATS = 4      # column NUM_STATS + i: sum |v_i| of tensor i (sign variant only)
+
+# --- codes passed to the ops ---------------------------------------------------------
+RULES = {"secant": 0, "steffensen": 1, "bb2": 2}
+SIGN_NONE = 0      # not a sign method: the direction is used as it is
+SIGN_SCALED = 1    # alpha * mean(|v|) * sign(v), per tensor
+SIGN_UNSCALED = 2  # alpha * sign(v)
+
+
+def initial_state_values():
+    """Values of a fresh group state (alpha starts at 1.0, counters at 0)."""
+    values = [0.0] * STATE_SIZE
+    values[ALPHA] = 1.0
+    return values

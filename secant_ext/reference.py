@@ -1,0 +1,138 @@
+"""The specification in code: the three phases of a step in eager PyTorch.
+
+Each function takes the same lists as the C++ and Triton ops of the same name and is the
+answer they are tested against. Arithmetic happens in the tensors' own dtype (so run on
+float64 copies this is the exact answer, and run on bf16 it shows the error a naive
+low-precision implementation makes); sums accumulate in float32, or float64 for float64
+tensors. No host synchronization: branches on device values are ``torch.where``.
+
+Notation (SPEC section 1): ``x`` parameters, ``s`` the probe gradient at x, ``g_plus`` the
+probe gradient at ``x + s``, ``y = g_plus - s``, ``g`` the training gradient, ``m`` the
+momentum buffers, ``state`` the group state of ``_layout``.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+
+from . import _layout as L
+
+Tensors = Sequence[torch.Tensor]
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
+    """``out = x + s``: the lookahead point. ``x`` is left untouched, so restoring it is exact."""
+    for xi, si, oi in zip(x, s, out):
+        torch.add(xi, si, out=oi)
+
+
+def _direction(g, x, m, mom_ready, momentum, nesterov, weight_decay):
+    """The update direction of one tensor and its new momentum buffer (None without momentum)."""
+    if weight_decay != 0:
+        g = g + weight_decay * x
+    if m is None:
+        return g, None
+    m_new = torch.where(mom_ready, momentum * m + (1 - momentum) * g, g)
+    d = momentum * m_new + (1 - momentum) * g if nesterov else m_new
+    return d, m_new
+
+
+def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors,
+                 state: torch.Tensor, momentum: float, nesterov: bool,
+                 weight_decay: float, sign: bool) -> torch.Tensor:
+    """The ``[1, K]`` table of sums: ``<s,y>, |s|^2, |y|^2, |g|^2`` and, for the sign
+    variant, ``sum |v_i|`` of each tensor's direction. ``g`` empty means ``g = s``;
+    ``m`` empty means no momentum."""
+    dtype = s[0].dtype if len(s) else torch.float32
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    dev = s[0].device if len(s) else state.device
+    g = g if len(g) else s
+    dot = torch.zeros((), dtype=acc, device=dev)
+    s_sq, y_sq, g_sq = dot.clone(), dot.clone(), dot.clone()
+    abs_sums: List[torch.Tensor] = []
+    mom_ready = state[L.TAKEN] >= 1
+    for i, (si, gpi, gi) in enumerate(zip(s, g_plus, g)):
+        yi = gpi - si
+        dot += (si * yi).sum(dtype=acc)
+        s_sq += (si * si).sum(dtype=acc)
+        y_sq += (yi * yi).sum(dtype=acc)
+        g_sq += (gi * gi).sum(dtype=acc)
+        if sign:
+            mi = m[i] if len(m) else None
+            v, _ = _direction(gi, x[i], mi, mom_ready, momentum, nesterov, weight_decay)
+            abs_sums.append(v.abs().sum(dtype=acc))
+    return torch.stack([dot, s_sq, y_sq, g_sq, *abs_sums]).unsqueeze(0)
+
+
+def secant_alpha(stats: torch.Tensor, state: torch.Tensor, rule: int, safeguard: bool) -> None:
+    """Sum the stats table (float64, row order), apply the rule, update ``state`` in place.
+
+    secant:     alpha = b / (a + b)     (safeguard: a clipped at 0, so alpha in (0, 1])
+    steffensen: alpha = b / a           (safeguard: a <= 0 keeps the previous alpha)
+    bb2:        alpha = a / (c + b)     (safeguard: a <= 0 keeps the previous alpha)
+    b == 0 keeps the previous alpha; a non-finite sum skips the step.
+    """
+    sums = stats.to(torch.float64).sum(dim=0)
+    a, b, c, g_sq = sums[L.COL_DOT], sums[L.COL_S_SQ], sums[L.COL_Y_SQ], sums[L.COL_G_SQ]
+    prev = state[L.ALPHA]
+    finite = torch.isfinite(sums[: L.NUM_STATS]).all()
+    clipped = torch.zeros((), dtype=torch.bool, device=state.device)
+    if rule == L.RULES["secant"]:
+        if safeguard:
+            clipped = a < 0
+            a = a.clamp(min=0)
+        alpha = b / (a + b)
+    elif rule == L.RULES["steffensen"]:
+        if safeguard:
+            clipped = a <= 0
+        alpha = b / a
+    elif rule == L.RULES["bb2"]:
+        if safeguard:
+            clipped = a <= 0
+        alpha = a / (c + b)
+    else:
+        raise ValueError(f"unknown rule code {rule}")
+    keep = (b == 0) | (clipped & (rule != L.RULES["secant"]))
+    alpha = torch.where(keep, prev, alpha)
+    clipped = clipped & finite & (b != 0)
+
+    new = state.clone()
+    new[L.STEP] += 1
+    new[L.MOMENTUM_READY] = (state[L.TAKEN] >= 1).to(torch.float64)
+    new[L.ALPHA] = torch.where(finite, alpha, prev)
+    new[L.TAKEN] += finite.to(torch.float64)
+    new[L.SKIPPED] += (~finite).to(torch.float64)
+    new[L.CLIPPED] += clipped.to(torch.float64)
+    new[L.LAST_SKIPPED] = (~finite).to(torch.float64)
+    new[L.LAST_CLIPPED] = clipped.to(torch.float64)
+    new[L.DOT], new[L.S_SQ], new[L.Y_SQ], new[L.G_SQ] = sums[0], sums[1], sums[2], sums[3]
+    state.copy_(new)
+
+
+def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
+           momentum: float, nesterov: bool, weight_decay: float, sign_mode: int) -> None:
+    """``x <- x - alpha * d`` (or the sign step), momentum written back; nothing changes when
+    the group state says the step was skipped. ``stats`` is this bucket's table (its sign
+    columns give ``mean |v|``)."""
+    skip = state[L.LAST_SKIPPED] != 0
+    mom_ready = state[L.MOMENTUM_READY] != 0
+    abs_sums = stats.to(torch.float64).sum(dim=0)[L.NUM_STATS:]
+    for i, (xi, gi) in enumerate(zip(x, g)):
+        alpha = state[L.ALPHA].to(xi.dtype)
+        mi = m[i] if len(m) else None
+        d, m_new = _direction(gi, xi, mi, mom_ready, momentum, nesterov, weight_decay)
+        if sign_mode == L.SIGN_SCALED:
+            scale = (abs_sums[i] / max(xi.numel(), 1)).to(xi.dtype)
+            step = alpha * scale * torch.sign(d)
+        elif sign_mode == L.SIGN_UNSCALED:
+            step = alpha * torch.sign(d)
+        else:
+            step = alpha * d
+        xi.copy_(torch.where(skip, xi, xi - step))
+        if mi is not None:
+            mi.copy_(torch.where(skip, mi, m_new))

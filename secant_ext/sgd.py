@@ -1,0 +1,33 @@
+"""A-SGD: ``x <- x - alpha_t g`` with alpha_t from the regularized secant equation."""
+from __future__ import annotations
+
+from ._base import SecantOptimizer
+
+
+class SecantSGD(SecantOptimizer):
+    r"""A-SGD: stochastic gradient descent whose learning rate sets itself.
+
+    Each step measures curvature along the probe gradient ``s`` with one extra gradient
+    evaluation at ``x + s`` and sets, per param group,
+
+    .. math:: \alpha_t = \frac{\|s\|^2}{\langle s, y\rangle + \|s\|^2}, \quad y = \nabla F(x+s) - s
+
+    then ``x <- x - alpha_t (g + weight_decay * x)``.
+
+    Args:
+        params: parameters or param groups, as for ``torch.optim.SGD``.
+        rule: ``"secant"`` (the formula above, default), ``"steffensen"`` (``b/a``) or
+            ``"bb2"`` (``a/(c+b)``), with ``a=<s,y>, b=|s|^2, c=|y|^2``.
+        safeguard: clip negative curvature (``a`` at 0) and keep alpha when ``b == 0``.
+        nonfinite: ``"skip"`` a step with a non-finite gradient (state unchanged, counted)
+            or ``"raise"`` ``FloatingPointError`` naming the parameter (syncs the host).
+        weight_decay: coupled L2 penalty, as in ``torch.optim.SGD``.
+        backend: ``"auto"``, ``"triton"``, ``"cpp"`` or ``"reference"``.
+        process_group: sum the statistics over this group's ranks (sharded parameters).
+    """
+
+    def __init__(self, params, *, rule="secant", safeguard=True, nonfinite="skip",
+                 weight_decay=0.0, backend="auto", process_group=None):
+        super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
+                         weight_decay=weight_decay, backend=backend,
+                         process_group=process_group)

@@ -1,0 +1,28 @@
+"""A-SIGNSGD: ``x <- x - alpha_t mean(|v|) sign(v)`` per tensor (Signum when momentum > 0)."""
+from __future__ import annotations
+
+from . import _layout as L
+from ._base import SecantOptimizer
+
+
+class SecantSignSGD(SecantOptimizer):
+    r"""A-SIGNSGD: the scaled sign step with a self-set learning rate.
+
+    ``x <- x - alpha_t * mean(|v|) * sign(v)`` for each tensor, ``v = g``, or the averaged
+    momentum ``m`` when ``momentum > 0`` (Signum). The scale makes a step as large as a
+    gradient step; ``sign_scale="none"`` gives the unscaled ``x <- x - alpha_t sign(v)``,
+    which moves every weight by alpha and was unstable on MNIST (kept for studies).
+
+    Args: as ``SecantSGD``, plus ``momentum`` in ``[0, 1)`` (default 0) and ``sign_scale``
+    (``"mean"`` or ``"none"``).
+    """
+
+    _sign_mode = L.SIGN_SCALED
+
+    def __init__(self, params, *, momentum=0.0, sign_scale="mean", rule="secant",
+                 safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto",
+                 process_group=None):
+        super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
+                         weight_decay=weight_decay, momentum=momentum,
+                         sign_scale=sign_scale, backend=backend,
+                         process_group=process_group)
