@@ -72,6 +72,9 @@ class SecantOptimizer(Optimizer):
     stochastic secant equation. Use ``SecantSGD``, ``SecantSGDM`` or ``SecantSignSGD``."""
 
     _sign_mode = L.SIGN_NONE
+    # GradScaler then hands us its scale instead of unscaling one gradient itself, so a
+    # step under it can be refused with a clear message (see ``step``).
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, *, rule: str = "secant", safeguard: bool = True,
                  nonfinite: str = "skip", weight_decay: float = 0.0, momentum: float = 0.0,
@@ -115,7 +118,12 @@ class SecantOptimizer(Optimizer):
         _check_positive_float("weight_decay", group["weight_decay"])
         _check_positive_float("momentum", group["momentum"])
         _backends.validate_backend(group["backend"])
+        if len({id(p) for p in group["params"]}) != len(group["params"]):
+            raise ValueError("a param group lists the same parameter twice; pass each "
+                             "parameter once")
         devices = {p.device for p in group["params"]}
+        if len(devices) == 1 and group["backend"] != "auto":
+            _backends.resolve(group["backend"], next(iter(devices)))  # fails loudly now
         if len(devices) > 1:
             raise ValueError("all parameters of a param group must be on one device (alpha "
                              f"is shared by the group), got {sorted(map(str, devices))}; "
@@ -215,7 +223,12 @@ class SecantOptimizer(Optimizer):
     def _take_grads(self, params) -> List[Optional[torch.Tensor]]:
         grads = []
         for p in params:
-            grads.append(p.grad)
+            t = p.grad
+            # DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which
+            # the next backward overwrites in place: such a gradient is kept as a copy.
+            if t is not None and t._is_view():
+                t = t.clone(memory_format=torch.preserve_format)
+            grads.append(t)
             p.grad = None
         return grads
 
@@ -249,6 +262,13 @@ class SecantOptimizer(Optimizer):
                 "gradients, computes the loss, calls loss.backward() and returns the loss. "
                 "The optimizer calls it again at a lookahead point to measure curvature, "
                 "so it cannot work from precomputed gradients alone.")
+        if getattr(self, "grad_scale", None) is not None:
+            self.grad_scale = self.found_inf = None
+            raise RuntimeError(
+                "torch.amp.GradScaler is not supported: a step evaluates three gradients "
+                "inside closures, and the scaler unscales one. Use bf16 autocast (no loss "
+                "scaling needed), or fp16 without a scaler: a step whose gradients overflow "
+                "is skipped and counted (nonfinite='skip').")
         devices = {p.device for g in self.param_groups for p in g["params"]}
         rng_before_train = _RngState(devices)
         with torch.enable_grad():
@@ -334,8 +354,10 @@ class SecantOptimizer(Optimizer):
     def _apply(self, plan, g, s, g_plus, has_probe: bool) -> None:
         flat = [p for _, buckets in plan for _, ps in buckets for p in ps]
         g_of, s_of, gp_of = dict(zip(flat, g)), dict(zip(flat, s)), dict(zip(flat, g_plus))
+        work = []
         for group, buckets in plan:
-            if not buckets:
+            # With a process group every rank joins the collective, even with no gradient here.
+            if not buckets and self.process_group is None:
                 continue
             state = self._group_state(group)
             mu, nesterov, wd = group["momentum"], group["nesterov"], group["weight_decay"]
@@ -353,28 +375,77 @@ class SecantOptimizer(Optimizer):
                     sign_mode == L.SIGN_SCALED)
                 tables.append(table)
                 args.append((backend, ps, gs, ms))
-            tables = self._reduce_tables(tables)
-            combined = tables[0] if len(tables) == 1 else \
-                torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables])
-            buckets[0][0].secant_alpha(combined, state, L.RULES[group["rule"]],
+            work.append((group, state, sign_mode, args, tables))
+        reduced = self._reduce_tables(work)
+        for (group, state, sign_mode, args, _), (combined, tables) in zip(work, reduced):
+            mu, nesterov, wd = group["momentum"], group["nesterov"], group["weight_decay"]
+            alpha_backend = args[0][0] if args else \
+                _backends.resolve(group["backend"], state.device)
+            alpha_backend.secant_alpha(combined, state, L.RULES[group["rule"]],
                                        group["safeguard"])
             if group["nonfinite"] == "raise":
                 self._raise_if_skipped(state, flat, g, s, g_plus)
             for (backend, ps, gs, ms), table in zip(args, tables):
                 backend.update(ps, gs, ms, table, state, mu, nesterov, wd, sign_mode)
 
-    def _reduce_tables(self, tables):
-        """Sum the statistics over the ranks of ``process_group`` (one collective)."""
+    def _reduce_tables(self, work):
+        """Per entry of ``work`` (``(group, state, sign_mode, args, tables)``), the table
+        ``secant_alpha`` reads and the tables ``update`` reads, summed over the ranks of
+        ``process_group``.
+
+        All groups go in ONE float64 all-reduce, once per step, before the division. Its
+        layout comes from ``group["params"]``, the same on every rank, not from which tensors
+        have gradients here: a rank whose shard is empty, or which has no gradient in a group,
+        adds zeros and still joins. A non-finite value on one rank makes the sum non-finite on
+        all, so the skip decision is global. For the scaled sign step, each tensor's
+        ``sum |v|`` and element count are summed, and the column is rescaled so that
+        ``update``'s division by the local element count gives the global mean."""
         if self.process_group is None:
-            return tables
+            return [(tables[0] if len(tables) == 1 else
+                     torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables]), tables)
+                    for _, _, _, _, tables in work]
         import torch.distributed as dist
-        sums = [t.to(torch.float64).sum(dim=0) for t in tables]
-        flat = torch.cat(sums)
-        dist.all_reduce(flat, group=self.process_group)
+        device = work[0][1].device
+        pieces = []
+        for group, state, sign_mode, args, tables in work:
+            stats = torch.zeros(L.NUM_STATS, dtype=torch.float64, device=state.device)
+            if tables:
+                stats = torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables]).sum(0)
+            pieces.append(stats.to(device))
+            if sign_mode == L.SIGN_SCALED:
+                index = {p: i for i, p in enumerate(group["params"])}
+                n = len(group["params"])
+                abs_sums = torch.zeros(n, dtype=torch.float64, device=device)
+                numels = torch.zeros(n, dtype=torch.float64, device=device)
+                for (_, ps, _, _), t in zip(args, tables):
+                    at = torch.tensor([index[p] for p in ps], device=device)
+                    abs_sums[at] = t[:, L.NUM_STATS:].to(torch.float64).sum(0).to(device)
+                    numels[at] = torch.tensor([float(p.numel()) for p in ps],
+                                              dtype=torch.float64, device=device)
+                pieces += [abs_sums, numels]
+        total = torch.cat(pieces)
+        dist.all_reduce(total, group=self.process_group)
         out, start = [], 0
-        for t, s in zip(tables, sums):
-            out.append(flat[start:start + s.numel()].to(t.dtype).unsqueeze(0))
-            start += s.numel()
+        for group, state, sign_mode, args, tables in work:
+            stats = total[start:start + L.NUM_STATS]
+            start += L.NUM_STATS
+            combined = stats.unsqueeze(0).to(state.device)
+            new_tables = [stats.to(device=t.device, dtype=t.dtype).unsqueeze(0) for t in tables]
+            if sign_mode == L.SIGN_SCALED:
+                n = len(group["params"])
+                abs_sums, numels = total[start:start + n], total[start + n:start + 2 * n]
+                start += 2 * n
+                index = {p: i for i, p in enumerate(group["params"])}
+                new_tables = []
+                for (_, ps, _, _), t in zip(args, tables):
+                    at = torch.tensor([index[p] for p in ps], device=device)
+                    local = torch.tensor([float(p.numel()) for p in ps], dtype=torch.float64,
+                                         device=device)
+                    # update divides by the local count; the mean wants the global one
+                    scaled = abs_sums[at] * local / numels[at].clamp(min=1)
+                    new_tables.append(torch.cat([stats, scaled]).to(
+                        device=t.device, dtype=t.dtype).unsqueeze(0))
+            out.append((combined, new_tables))
         return out
 
     def _momentum_buffer(self, p):
@@ -400,8 +471,10 @@ class SecantOptimizer(Optimizer):
                     raise FloatingPointError(
                         f"non-finite {label} in parameter {names[p]} (shape "
                         f"{tuple(p.shape)}); the step was not applied (nonfinite='raise')")
+        elsewhere = "" if self.process_group is None else \
+            ", or a non-finite value on another rank of process_group"
         raise FloatingPointError("the secant statistics overflowed (gradients too large for "
-                                 "the accumulator); the step was not applied "
+                                 f"the accumulator{elsewhere}); the step was not applied "
                                  "(nonfinite='raise')")
 
 
