@@ -1,0 +1,133 @@
+"""Host-side metadata of a launch: how the tensors of a bucket are cut into chunks, and
+the table of their data pointers, packed into one int64 device buffer.
+
+Every launch covers all tensors of a call at once (apex's multi_tensor_apply, without its
+limit on the number of tensors): the kernels read each tensor's data pointer from the
+buffer and walk it as flat storage. Layout of the buffer, for T tensors, C chunks and L
+lists of tensors::
+
+    numels[T] | first_chunk[T + 1] | chunk_tensor[C] | hyper[2] | ptrs[L * T]
+
+``first_chunk`` is the exclusive prefix sum of each tensor's chunk count, so chunk ``c``
+of tensor ``t = chunk_tensor[c]`` starts at element ``(c - first_chunk[t]) * CHUNK``.
+``hyper`` holds momentum and weight decay as float64 bit patterns (Triton passes Python
+floats as float32, which would cost float64 buckets their precision).
+
+Building the buffer reads only Python-side sizes and pointers, never device values, so it
+never synchronizes. Buffers are cached by everything they encode (pointers, sizes,
+hyperparameters): a tensor whose storage moves simply misses the cache and gets a new
+buffer, so a stale table is never used. The parameters and momentum buffers keep their
+storage across steps; gradients usually come back at the same addresses from the caching
+allocator. On CUDA the copy to the device is from pinned memory and ``non_blocking``, so
+a miss costs a small asynchronous copy, not a sync. A CUDA graph that captured a launch
+reads that launch's buffer at every replay: the cache keeps up to ``CACHE_SIZE`` buffers
+alive, and ``clear_cache()`` must not be called while such a graph is in use.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+CHUNK = 16384     # elements per chunk: one program of lookahead/update, a unit of stats
+MAX_ROWS = 512    # rows of the stats partial table, at most (programs of the stats launch)
+CACHE_SIZE = 1024
+
+Tensors = Sequence[torch.Tensor]
+
+
+def num_chunks(numels: Sequence[int]) -> int:
+    return sum(-(-int(n) // CHUNK) for n in numels)
+
+
+def rows_and_span(numels: Sequence[int]) -> tuple[int, int]:
+    """(rows P of the stats table, chunks per row): each stats program sums a contiguous
+    run of chunks, so P stays at most MAX_ROWS whatever the sizes."""
+    c = num_chunks(numels)
+    if c == 0:
+        return 1, 0
+    span = -(-c // MAX_ROWS)
+    return -(-c // span), span
+
+
+def num_partial_rows(numels: Sequence[int]) -> int:
+    """Rows of the ``[P, K]`` table ``secant_stats`` returns for tensors of these sizes."""
+    return rows_and_span(numels)[0]
+
+
+def _f64_bits(value: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
+
+
+@dataclass
+class Launch:
+    """A device buffer and the views the kernels take (see the module docstring)."""
+    buffer: torch.Tensor
+    host: torch.Tensor          # kept alive: a pending async copy or a CUDA graph reads it
+    numels: torch.Tensor
+    first_chunk: torch.Tensor
+    chunk_tensor: torch.Tensor
+    hyper: torch.Tensor
+    ptrs: torch.Tensor
+    n_tensors: int
+    n_chunks: int
+    n_rows: int
+    span: int
+
+
+_cache: "OrderedDict[tuple, Launch]" = OrderedDict()
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def _to_device(host: torch.Tensor, device: torch.device):
+    """(device buffer, host tensor to keep alive)."""
+    if device.type != "cuda":
+        return host, host
+    # Pinned + non_blocking: no sync. During CUDA graph capture a pageable non_blocking copy
+    # is captured as a copy node that rereads ``host`` at replay, which the cache keeps.
+    if not torch.cuda.is_current_stream_capturing():
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True), host
+
+
+def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: float = 0.0,
+                  weight_decay: float = 0.0) -> Launch:
+    """The (cached) launch metadata of ``lists`` (equal-length lists of tensors on
+    ``device``, tensor ``i`` of each list of the same size)."""
+    first = lists[0]
+    numels = tuple(t.numel() for t in first)
+    ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
+    key = (device, numels, ptrs, float(momentum), float(weight_decay), CHUNK, MAX_ROWS)
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    n_tensors = len(numels)
+    first_chunk = [0]
+    chunk_tensor = []
+    for t, n in enumerate(numels):
+        k = -(-n // CHUNK)
+        first_chunk.append(first_chunk[-1] + k)
+        chunk_tensor.extend([t] * k)
+    values = [*numels, *first_chunk, *chunk_tensor, _f64_bits(momentum),
+              _f64_bits(weight_decay), *ptrs]
+    host = torch.tensor(values, dtype=torch.int64)
+    buffer, host = _to_device(host, device)
+    a = n_tensors
+    b = a + n_tensors + 1
+    c = b + len(chunk_tensor)
+    n_rows, span = rows_and_span(numels)
+    launch = Launch(buffer=buffer, host=host, numels=buffer[:a], first_chunk=buffer[a:b],
+                    chunk_tensor=buffer[b:c], hyper=buffer[c:c + 2], ptrs=buffer[c + 2:],
+                    n_tensors=n_tensors, n_chunks=len(chunk_tensor), n_rows=n_rows, span=span)
+    _cache[key] = launch
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return launch

@@ -1,0 +1,115 @@
+"""Phase 3: ``x <- x - alpha * d`` (or the sign step) and the momentum buffer, one launch.
+
+Alpha, the skip flag and momentum readiness are read from the group state on the device;
+a skipped step turns every program's loop into zero iterations, so nothing is read or
+written. The scaled sign step reads its tensor's ``sum |v|`` column of the stats table
+(summed over the table's rows in float64, at most ``MAX_ROWS`` of them).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import _layout as L
+from . import _tables
+from ._common import BLOCK, NUM_WARPS, Tensors, check_lists, chunk_bounds, device_guard, \
+    f64_from_bits, to_storage, typed_ptr, types_of
+
+RBLOCK = 128  # table rows summed per vector step (scaled sign only)
+
+
+@triton.jit
+def _sign(d):
+    one = tl.full(d.shape, 1.0, d.dtype)
+    s = tl.where(d > 0, one, tl.where(d < 0, -one, 0.0 * one))
+    return tl.where(d != d, d, s)  # torch.sign(nan) is nan
+
+
+@triton.jit
+def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
+                   table, n_rows, row_stride, col_stride, state,
+                   DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_M: tl.constexpr,
+                   NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, SIGN_MODE: tl.constexpr,
+                   ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
+                   MOMENTUM_READY: tl.constexpr, NUM_STATS: tl.constexpr,
+                   CHUNK: tl.constexpr, BLOCK: tl.constexpr, RBLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    skip = tl.load(state + LAST_SKIPPED) != 0
+    end = tl.where(skip, start, end)
+    ready = tl.load(state + MOMENTUM_READY) != 0
+    alpha = tl.load(state + ALPHA).to(ACC)
+    mu64 = f64_from_bits(hyper)
+    mu = mu64.to(ACC)
+    one_minus_mu = (1.0 - mu64).to(ACC)
+    wd = f64_from_bits(hyper + 1).to(ACC)
+    coef = alpha
+    if SIGN_MODE == 1:  # alpha * mean(|v|): the column sum over the table's rows, in fp64
+        rows = tl.arange(0, RBLOCK).to(tl.int64)
+        total = tl.zeros([RBLOCK], tl.float64)
+        for r0 in range(0, n_rows, RBLOCK):
+            r = r0 + rows
+            total += tl.load(table + r * row_stride + (NUM_STATS + t) * col_stride,
+                             mask=r < n_rows, other=0).to(tl.float64)
+        n = tl.maximum(tl.load(numels + t), 1).to(tl.float64)
+        coef = alpha * (tl.sum(total) / n).to(ACC)
+    x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+    g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
+    m_ptr = typed_ptr(ptrs, 2 if HAS_M else 0, n_tensors, t, DTYPE)
+    lanes = tl.arange(0, BLOCK)
+    for off in range(start, end, BLOCK):
+        idx = off + lanes
+        mask = idx < end
+        x = tl.load(x_ptr + idx, mask=mask).to(ACC)
+        d = tl.load(g_ptr + idx, mask=mask).to(ACC)
+        if HAS_WD:
+            d = d + wd * x
+        if HAS_M:
+            m = tl.load(m_ptr + idx, mask=mask).to(ACC)
+            m_new = tl.where(ready, mu * m + one_minus_mu * d, d)
+            tl.store(m_ptr + idx, to_storage(m_new, DTYPE), mask=mask)
+            if NESTEROV:
+                d = mu * m_new + one_minus_mu * d
+            else:
+                d = m_new
+        if SIGN_MODE == 0:
+            step = coef * d
+        else:
+            step = coef * _sign(d)
+        tl.store(x_ptr + idx, to_storage(x - step, DTYPE), mask=mask)
+
+
+def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
+           momentum: float, nesterov: bool, weight_decay: float, sign_mode: int) -> None:
+    """``x <- x - alpha * d`` (or the sign step), momentum written back; nothing changes
+    when the state says the step was skipped."""
+    has_m = len(m) > 0
+    names, lists = ["x", "g"], [x, g]
+    if has_m:
+        names.append("m"), lists.append(m)
+    check_lists(names, lists)
+    if sign_mode not in (L.SIGN_NONE, L.SIGN_SCALED, L.SIGN_UNSCALED):
+        raise ValueError(f"unknown sign_mode {sign_mode}")
+    if state.dtype != torch.float64 or state.numel() != L.STATE_SIZE:
+        raise ValueError(f"state must be a float64 tensor of {L.STATE_SIZE} values, got "
+                         f"{state.dtype} of shape {tuple(state.shape)}")
+    if sign_mode == L.SIGN_SCALED and (stats.dim() != 2 or
+                                       stats.shape[1] < L.NUM_STATS + len(x)):
+        raise ValueError(f"the scaled sign step needs a stats table with {L.NUM_STATS} + "
+                         f"{len(x)} columns (one per tensor), got shape {tuple(stats.shape)}")
+    if not len(x):
+        return
+    elem, acc = types_of(x[0].dtype)
+    tab = _tables.launch_tables(lists, x[0].device, momentum, weight_decay)
+    if tab.n_chunks == 0:
+        return
+    with device_guard(x[0].device):
+        _update_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
+            stats, stats.shape[0], stats.stride(0), stats.stride(1) if stats.dim() == 2 else 1,
+            state, DTYPE=elem, ACC=acc, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
+            HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, ALPHA=L.ALPHA,
+            LAST_SKIPPED=L.LAST_SKIPPED, MOMENTUM_READY=L.MOMENTUM_READY,
+            NUM_STATS=L.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
+            num_warps=NUM_WARPS)

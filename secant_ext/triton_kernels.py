@@ -1,0 +1,18 @@
+"""The Triton implementation of the four phase functions of ``secant_ext.reference``.
+
+Same signatures and semantics; each phase is ONE launch over all tensors of the call (see
+``secant_ext/_triton/``: one file per phase, ``_tables`` for the pointer tables).
+Tensors on CUDA, or on CPU under ``TRITON_INTERPRET=1`` (how the tests run them). No
+function reads a device value on the host, so a step never synchronizes.
+
+``num_partial_rows(numels)`` is the number of rows P of the ``[P, K]`` table
+``secant_stats`` returns for tensors of those sizes (fake kernels use it).
+"""
+from ._triton._tables import clear_cache, num_partial_rows
+from ._triton.alpha import secant_alpha
+from ._triton.lookahead import lookahead
+from ._triton.stats import secant_stats
+from ._triton.update import update
+
+__all__ = ["lookahead", "secant_stats", "secant_alpha", "update", "num_partial_rows",
+           "clear_cache"]
