@@ -3,6 +3,8 @@ secant equation (A-SGD, A-SGDM, A-SIGNSGD), with fused Triton (CUDA) and C++ (CP
 and an eager reference every fast path is tested against."""
 from ._backends import cpp_available, triton_available
 from ._base import SecantOptimizer, SecantStats
+from .history import StepHistory
+from .lookahead_helpers import frozen_batchnorm
 from .sgd import SecantSGD
 from .sgdm import SecantSGDM
 from .signsgd import SecantSignSGD
@@ -10,7 +12,7 @@ from .signsgd import SecantSignSGD
 __version__ = "0.1.0"
 
 __all__ = ["SecantOptimizer", "SecantSGD", "SecantSGDM", "SecantSignSGD", "SecantStats",
-           "cpp_available", "triton_available", "backend_for", "__version__"]
+           "StepHistory", "frozen_batchnorm", "cpp_available", "triton_available", "backend_for", "__version__"]
 
 
 def backend_for(device="cpu", backend: str = "auto") -> str:

@@ -1,0 +1,61 @@
+"""Pieces the experiment files share: running a list of methods into an output folder,
+picking the best-tuned baseline, printing the table."""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .datasets import Dataset
+from .methods import Method
+from .output import STANDARD_COLUMNS, STANDARD_HEADERS, RunDir, table
+from .training import RunResult, train
+
+
+def run_methods(out: RunDir, methods: Sequence[Method], model_fn: Callable, data: Dataset,
+                loss_fn: Callable, args, batch_size: int, epochs: float,
+                results: Optional[List[RunResult]] = None, **extra) -> List[RunResult]:
+    """Train each method in turn; each one's row and history are saved as it finishes."""
+    results = [] if results is None else results
+    for i, m in enumerate(methods, 1):
+        print(f"[{i}/{len(methods)}] {m.name}", flush=True)
+        r = train(model_fn, m, data, loss_fn, epochs=epochs, batch_size=batch_size,
+                  seed=args.seed, max_steps=args.max_steps,
+                  evals_per_epoch=getattr(args, "evals_per_epoch", 1),
+                  progress=not args.no_progress)
+        row = out.add(r, **extra)
+        print(f"      train loss {row['final_train_loss']:.4g}, test acc "
+              f"{row['final_test_acc']:.2f}%, {row['train_seconds']:.1f} s"
+              + (", DIVERGED" if r.diverged else ""), flush=True)
+        results.append(r)
+    return results
+
+
+def best(results: Sequence[RunResult], family: str) -> Optional[RunResult]:
+    """The run of ``family`` with the highest final test accuracy (the tuned baseline)."""
+    runs = [r for r in results if r.method.family == family and r.evals]
+    return max(runs, key=lambda r: r.final["test_acc"]) if runs else None
+
+
+def print_table(out: RunDir, rows: Sequence[Dict[str, object]], columns=STANDARD_COLUMNS,
+                headers=STANDARD_HEADERS, title: str = "") -> str:
+    text = table(rows, columns, headers)
+    if title:
+        text = f"{title}\n{text}"
+    print("\n" + text)
+    with open(out.file("table.txt"), "a") as f:
+        f.write(text + "\n\n")
+    return text
+
+
+def floats(text: str) -> List[float]:
+    """Parse a comma-separated list of numbers (argparse type)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def ints(text: str) -> List[int]:
+    values = floats(text)
+    if any(v != int(v) or v <= 0 for v in values):
+        raise ValueError(f"expected comma-separated positive integers, got {text!r}")
+    return [int(v) for v in values]

@@ -1,0 +1,53 @@
+"""``demo``: an MLP on scikit-learn's bundled digits, A-SGD against SGD tuned over a
+constant learning-rate grid and over a decaying schedule ``c/(1+t)^gamma``."""
+from __future__ import annotations
+
+from . import methods as M
+from .common import best, floats, print_table, run_methods
+from .datasets import load_digits
+from .models import cross_entropy, mlp
+from .output import RunDir
+from .plots import alpha_vs_grad_norm, loss_curves
+
+DEFAULTS = dict(epochs=20, batch_size=32, lrs="0.01,0.03,0.1,0.3,1", decay_c="0.1,0.3,1",
+                decay_gamma="0.5,1")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--lrs", type=floats, default=floats(DEFAULTS["lrs"]),
+                   help="SGD constant learning-rate grid (default %(default)s)")
+    p.add_argument("--decay-c", type=floats, default=floats(DEFAULTS["decay_c"]),
+                   help="SGD decay grid: c of c/(1+t)^gamma, t in epochs (default %(default)s)")
+    p.add_argument("--decay-gamma", type=floats, default=floats(DEFAULTS["decay_gamma"]),
+                   help="SGD decay grid: gamma (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
+
+
+def run(args) -> RunDir:
+    out = RunDir("demo", args.out, vars(args))
+    data = load_digits(args.seed).subset(args.max_train, args.max_test)
+    print(data.describe())
+    methods = [M.a_sgd(backend=args.backend)]
+    methods += [M.sgd_const(lr) for lr in args.lrs]
+    methods += [M.sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
+    results = []
+    try:
+        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
+                    cross_entropy, args, args.batch_size, args.epochs, results)
+    finally:  # plot what finished, even when interrupted
+        if results:
+            loss_curves(results, out.file("loss_curves.png"),
+                        "digits MLP: A-SGD (untuned) vs SGD grids")
+            alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
+                               "A-SGD on digits: alpha_t and the gradient norm")
+    summary = {"dataset": data.describe()}
+    a = next(r for r in results if r.method.family == "A-SGD")
+    for fam in ("SGD const", "SGD decay"):
+        b = best(results, fam)
+        if b:
+            summary[f"best {fam}"] = {"method": b.method.name, "test_acc": b.final["test_acc"]}
+    summary["A-SGD test_acc"] = a.final["test_acc"]
+    print_table(out, out.rows, title=f"demo ({data.describe()})")
+    out.finish(summary)
+    print(f"\nresults, histories and plots in {out.path}/")
+    return out

@@ -1,0 +1,115 @@
+"""The optimizers the experiments compare, each as a named recipe.
+
+A ``Method`` builds its optimizer from the model's parameters. SGD's decaying schedule is
+``lr_t = c / (1 + t)^gamma`` with ``t`` the number of epochs elapsed (fractional), so the
+same ``(c, gamma)`` means the same schedule whatever the batch size.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+
+import secant_ext
+from secant_ext import _layout as L
+
+
+@dataclass
+class Method:
+    name: str              # unique label in tables and plots
+    family: str            # what is compared: "A-SGD", "SGD const", "SGD decay", ...
+    make: Callable         # params -> optimizer
+    secant: bool = False   # a secant_ext optimizer (records alpha, takes a probe closure)
+    schedule: Optional[Callable[[float], float]] = None  # epochs elapsed -> lr
+    probe_batch: Optional[int] = None  # b_H: size of the separate probe batch S_H
+    hyper: Dict[str, object] = field(default_factory=dict)
+
+
+def a_sgd(name="A-SGD", backend="auto", **kw) -> Method:
+    return Method(name, "A-SGD", lambda p: secant_ext.SecantSGD(p, backend=backend, **kw),
+                  secant=True, hyper=dict(kw))
+
+
+def a_sgdm(name="A-SGDM", backend="auto", probe_batch=None, **kw) -> Method:
+    hyper = dict(kw, **({"b_H": probe_batch} if probe_batch else {}))
+    return Method(name, "A-SGDM", lambda p: secant_ext.SecantSGDM(p, backend=backend, **kw),
+                  secant=True, probe_batch=probe_batch, hyper=hyper)
+
+
+def a_signsgd(name="A-SIGNSGD", backend="auto", **kw) -> Method:
+    return Method(name, "A-SIGNSGD",
+                  lambda p: secant_ext.SecantSignSGD(p, backend=backend, **kw),
+                  secant=True, hyper=dict(kw))
+
+
+def sgd_const(lr: float) -> Method:
+    return Method(f"SGD lr={lr:g}", "SGD const", lambda p: torch.optim.SGD(p, lr=lr),
+                  hyper={"lr": lr})
+
+
+def sgd_decay(c: float, gamma: float) -> Method:
+    def schedule(t: float) -> float:
+        return c / (1.0 + t) ** gamma
+    return Method(f"SGD {c:g}/(1+t)^{gamma:g}", "SGD decay",
+                  lambda p: torch.optim.SGD(p, lr=c), schedule=schedule,
+                  hyper={"c": c, "gamma": gamma})
+
+
+def adam(lr: float = 1e-3) -> Method:
+    return Method(f"Adam lr={lr:g}", "Adam", lambda p: torch.optim.Adam(p, lr=lr),
+                  hyper={"lr": lr})
+
+
+class HeavyBallSecantSGD(secant_ext.SecantSGD):
+    """A-SGD with the undamped heavy-ball sum ``m <- mu m + g``, ``x <- x - alpha m``.
+
+    For comparison only (SPEC section 1 explains why A-SGDM averages instead). The parent
+    step applies ``-alpha g``; the heavy-ball term ``-alpha mu m_prev`` is added after it,
+    on the device, and nothing moves on a step the parent skipped."""
+
+    def __init__(self, params, momentum: float = 0.9, **kw):
+        super().__init__(params, **kw)
+        self.heavy_ball_momentum = momentum
+
+    @torch.no_grad()
+    def step(self, closure=None, probe_closure=None):
+        loss = super().step(closure, probe_closure)
+        mu = self.heavy_ball_momentum
+        for group in self.param_groups:
+            state = self._group_state(group)
+            alpha = state[L.ALPHA]
+            applied = state[L.LAST_SKIPPED] == 0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].get("heavy_ball_buffer")
+                if buf is None:
+                    buf = torch.zeros_like(p)
+                    self.state[p]["heavy_ball_buffer"] = buf
+                extra = alpha.to(p.dtype) * mu * buf
+                p.sub_(torch.where(applied, extra, torch.zeros_like(extra)))
+                buf.copy_(torch.where(applied, mu * buf + p.grad, buf))
+        return loss
+
+
+def a_sgd_heavy_ball(momentum=0.9, backend="auto") -> Method:
+    return Method("A-SGD heavy-ball", "A-SGD heavy-ball",
+                  lambda p: HeavyBallSecantSGD(p, momentum=momentum, backend=backend),
+                  secant=True, hyper={"momentum": momentum})
+
+
+def lr_free_extras() -> Dict[str, Optional[Method]]:
+    """D-Adaptation and Prodigy when installed (``None`` otherwise); neither is required."""
+    out: Dict[str, Optional[Method]] = {}
+    for label, module, cls in (("D-Adapt SGD", "dadaptation", "DAdaptSGD"),
+                               ("Prodigy", "prodigyopt", "Prodigy")):
+        try:
+            opt_cls = getattr(importlib.import_module(module), cls)
+        except ImportError:
+            out[label] = None
+            continue
+        out[label] = Method(label, label, lambda p, c=opt_cls: c(p, lr=1.0),
+                            hyper={"lr": 1.0, "package": module})
+    return out

@@ -1,0 +1,102 @@
+"""``reproduce trajectory``: A-SGD against SGD with a diminishing rate ``c/(1+t)^gamma``;
+alpha_t and the gradient norm over time, and their Spearman rank correlation.
+
+The correlation is reported per step (noisy: each |g_t| is one mini-batch) and over
+window means (non-overlapping windows of ``--window`` steps), which show the trend."""
+from __future__ import annotations
+
+from typing import List
+
+from . import methods as M
+from ._deps import pyplot, require
+from .common import print_table, run_methods
+from .datasets import mnist_or_digits
+from .models import cross_entropy, mlp
+from .output import RunDir
+
+DEFAULTS = dict(epochs=3, batch_size=128)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--c", type=float, default=0.1, help="SGD schedule c (default 0.1)")
+    p.add_argument("--gamma", type=float, default=0.5, help="SGD schedule gamma (default 0.5)")
+    p.add_argument("--window", type=int, default=50,
+                   help="steps per window for the window-mean correlation (default 50)")
+    p.add_argument("--hidden", type=int, default=128, help="MLP hidden units (default 128)")
+
+
+def window_means(values: List[float], window: int) -> List[float]:
+    n = len(values) // window
+    return [sum(values[i * window:(i + 1) * window]) / window for i in range(n)]
+
+
+def spearman(a: List[float], b: List[float]):
+    """Spearman's rho and its p-value (None when fewer than 3 points)."""
+    if len(a) < 3:
+        return None, None
+    res = require("scipy.stats").spearmanr(a, b)
+    return float(res.statistic if hasattr(res, "statistic") else res[0]), float(res.pvalue)
+
+
+def plot(results, path: str, title: str) -> str:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for r in results:
+        gnorm = r.steps.column("grad_norm")
+        axes[1].plot(gnorm, lw=0.6, label=r.method.name)
+        rate = r.steps.column("alpha") if r.method.secant else r.steps.column("lr")
+        axes[0].plot(rate, lw=0.8, label=("alpha_t of " if r.method.secant else "lr of ")
+                     + r.method.name)
+        if r.method.secant:
+            axes[2].scatter(gnorm, rate, s=3, alpha=0.4)
+    axes[0].set(xlabel="step", ylabel="learning rate", yscale="log")
+    axes[1].set(xlabel="step", ylabel="|g_t| (mini-batch)", yscale="log")
+    axes[2].set(xlabel="|g_t|", ylabel="alpha_t (A-SGD)", xscale="log", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(args) -> RunDir:
+    out = RunDir("trajectory", args.out, vars(args))
+    data = mnist_or_digits(args.data_dir, args.seed, flatten=True)
+    data = data.subset(args.max_train, args.max_test)
+    if not args.data_dir:
+        print("note: " + data.note)
+    print(data.describe())
+    methods = [M.a_sgd(backend=args.backend), M.sgd_decay(args.c, args.gamma)]
+    results = []
+    try:
+        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
+                    cross_entropy, args, args.batch_size, args.epochs, results)
+    finally:
+        if results:
+            plot(results, out.file("trajectory.png"),
+                 f"trajectory on {data.name}: A-SGD's alpha_t and the gradient norm")
+    a = results[0]
+    alpha, gnorm = a.steps.column("alpha"), a.steps.column("grad_norm")
+    rho, p = spearman(alpha, gnorm)
+    w = max(min(args.window, len(alpha) // 3), 1)
+    rho_w, p_w = spearman(window_means(alpha, w), window_means(gnorm, w))
+    summary = {"dataset": data.describe(), "steps": len(alpha),
+               "spearman_per_step": {"rho": rho, "p": p, "n": len(alpha)},
+               "spearman_window_means": {"rho": rho_w, "p": p_w, "window": w,
+                                         "n": len(alpha) // w},
+               "alpha_first_last": [alpha[0], alpha[-1]] if alpha else None,
+               "grad_norm_first_last": [gnorm[0], gnorm[-1]] if gnorm else None,
+               "negative_correlation": rho_w is not None and rho_w < 0}
+    out.write_csv("trajectory.csv", [{"step": i, "alpha": x, "grad_norm": g}
+                                     for i, (x, g) in enumerate(zip(alpha, gnorm))])
+    print_table(out, out.rows, title=f"trajectory ({data.describe()})")
+    fmt = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
+    print(f"Spearman(alpha_t, |g_t|): per step {fmt(rho)} (n={len(alpha)}, p={p}); "
+          f"over {w}-step window means {fmt(rho_w)} (p={p_w})")
+    out.finish(summary)
+    print(f"\nresults, histories and plots in {out.path}/")
+    return out
