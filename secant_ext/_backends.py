@@ -34,6 +34,8 @@ def cpp_available() -> bool:
     except ImportError:
         return False
     importlib.import_module("secant_ext._fake")  # registers the meta kernels
+    if triton_available():  # Triton as the ops' CUDA kernels
+        importlib.import_module("secant_ext._cuda_registration")
     return True
 
 

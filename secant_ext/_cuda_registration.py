@@ -1,0 +1,20 @@
+"""The Triton launchers as the CUDA kernels of the ``secant_ext::`` custom ops.
+
+The C++ extension defines the schemas (``csrc/register.cpp``) and the CPU kernels; this
+module adds the CUDA implementation, so ``torch.ops.secant_ext.*`` on CUDA tensors runs the
+Triton kernels, and ``torch.compile`` graphs call them as single opaque ops sized by the
+fake kernels of ``_fake``. The launchers are not wrapped with ``torch.library.wrap_triton``
+/ ``triton_op``: they build their pointer tables from ``data_ptr()`` on the host, which
+has no meaning on the fake tensors of a trace, so the ops must stay opaque to the tracer.
+
+Imported by ``_backends.cpp_available()`` once the extension loads and triton is
+installed. Importing it touches no GPU; a CPU-only machine simply never dispatches here.
+"""
+import torch
+
+from . import triton_kernels
+
+OPS = ("lookahead", "secant_stats", "secant_alpha", "update")
+
+for _name in OPS:
+    torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(triton_kernels, _name))
