@@ -1,0 +1,126 @@
+// Vector loads and stores that hand the kernels opmath values (float for fp32, bf16 and
+// fp16, double for fp64), and the update direction shared by secant_stats and update.
+//
+// A block is Vectorized<scalar_t>::size() elements: one opmath vector for fp32/fp64, two
+// float vectors for bf16/fp16. Blocks shorter than that (a segment's tail) go through a
+// zero-filled buffer, so they run the same vector code and the padding adds exact zeros to
+// every sum.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cstring>
+
+namespace secant_ext {
+
+template <typename scalar_t>
+struct Lanes {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using fVec = at::vec::Vectorized<opmath_t>;
+  using sVec = at::vec::Vectorized<scalar_t>;
+  static constexpr int64_t kWidth = sVec::size();
+  static constexpr int kVecs = static_cast<int>(kWidth / fVec::size());
+  using Block = fVec[kVecs];
+
+  static void load(const scalar_t* p, int64_t count, Block& out) {
+    if (count == kWidth) {
+      load_full(p, out);
+    } else {
+      scalar_t buf[kWidth];
+      std::memset(static_cast<void*>(buf), 0, sizeof(buf));
+      std::memcpy(static_cast<void*>(buf), p, count * sizeof(scalar_t));
+      load_full(buf, out);
+    }
+  }
+
+  static void store(scalar_t* p, int64_t count, const Block& in) {
+    if (count == kWidth) {
+      store_full(p, in);
+    } else {
+      scalar_t buf[kWidth];
+      store_full(buf, in);
+      std::memcpy(static_cast<void*>(p), buf, count * sizeof(scalar_t));
+    }
+  }
+
+  // body(offset, count) for consecutive blocks of [begin, end); only the last may be short.
+  template <typename F>
+  static void blocks(int64_t begin, int64_t end, const F& body) {
+    int64_t i = begin;
+    for (; i + kWidth <= end; i += kWidth) body(i, kWidth);
+    if (i < end) body(i, end - i);
+  }
+
+  // Lane sum in a fixed order.
+  static opmath_t hsum(const Block& acc) {
+    opmath_t total = 0;
+    for (int j = 0; j < kVecs; ++j) {
+      opmath_t lanes[fVec::size()];
+      acc[j].store(lanes);
+      for (int k = 0; k < fVec::size(); ++k) total += lanes[k];
+    }
+    return total;
+  }
+
+  // torch.sign: -1, 0 or 1, and NaN stays NaN.
+  static fVec sign(const fVec& d) {
+    const fVec zero(0);
+    return fVec::blendv(d.gt(zero) - d.lt(zero), d, d != d);
+  }
+
+ private:
+  static void load_full(const scalar_t* p, Block& out) {
+    if constexpr (kVecs == 1) {
+      out[0] = fVec::loadu(p);
+    } else {
+      auto [lo, hi] = at::vec::convert_to_float<scalar_t>(sVec::loadu(p));
+      out[0] = lo;
+      out[1] = hi;
+    }
+  }
+
+  static void store_full(scalar_t* p, const Block& in) {
+    if constexpr (kVecs == 1) {
+      in[0].store(p);
+    } else {
+      at::vec::convert_from_float<scalar_t>(in[0], in[1]).store(p);
+    }
+  }
+};
+
+// The hyperparameters of the update direction, as the reference applies them: Python floats
+// cast to the compute type, (1 - momentum) formed in double first.
+template <typename opmath_t>
+struct Direction {
+  bool has_momentum;  // a momentum list was given
+  bool ready;         // the buffer holds an average (otherwise it restarts as g)
+  bool nesterov;
+  bool has_decay;
+  opmath_t momentum, one_minus_momentum, weight_decay;
+
+  Direction(bool has_m, bool ready_, bool nesterov_, double mu, double wd)
+      : has_momentum(has_m), ready(ready_), nesterov(nesterov_), has_decay(wd != 0),
+        momentum(static_cast<opmath_t>(mu)),
+        one_minus_momentum(static_cast<opmath_t>(1.0 - mu)),
+        weight_decay(static_cast<opmath_t>(wd)) {}
+
+  // Whether apply() reads m and x.
+  bool reads_momentum() const { return has_momentum && ready; }
+  bool reads_params() const { return has_decay; }
+
+  // d and the new momentum m_new (meaningful only with has_momentum), from g, x and m.
+  template <typename V>
+  void apply(V g, const V& x, const V& m, V& d, V& m_new) const {
+    if (has_decay) g = g + V(weight_decay) * x;
+    if (!has_momentum) {
+      d = g;
+      return;
+    }
+    m_new = ready ? V(momentum) * m + V(one_minus_momentum) * g : g;
+    d = nesterov ? V(momentum) * m_new + V(one_minus_momentum) * g : m_new;
+  }
+};
+
+}  // namespace secant_ext

@@ -1,0 +1,35 @@
+// out = x + s: the lookahead point. x is only read, so restoring it afterwards is exact.
+#include <ATen/Dispatch.h>
+
+#include "float_lanes.h"
+#include "flat_lists.h"
+#include "ops.h"
+
+namespace secant_ext {
+
+void lookahead_cpu(at::TensorList x, at::TensorList s, at::TensorList out) {
+  const char* op = "secant_ext::lookahead";
+  const auto dtype = check_lists(op, {{"x", x, false}, {"s", s, false}, {"out", out, false}});
+  const ChunkTable chunks = make_chunks(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "secant_ext::lookahead", [&] {
+    using L = Lanes<scalar_t>;
+    const auto xp = data_ptrs<scalar_t>(x), sp = data_ptrs<scalar_t>(s);
+    const auto op_ = data_ptrs<scalar_t>(out);
+    for_each_chunk(chunks, [&](int64_t, const Segment* seg, const Segment* seg_end) {
+      for (; seg != seg_end; ++seg) {
+        const scalar_t* xt = xp[seg->tensor];
+        const scalar_t* st = sp[seg->tensor];
+        scalar_t* ot = op_[seg->tensor];
+        L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t n) {
+          typename L::Block a, b;
+          L::load(xt + i, n, a);
+          L::load(st + i, n, b);
+          for (int j = 0; j < L::kVecs; ++j) a[j] = a[j] + b[j];
+          L::store(ot + i, n, a);
+        });
+      }
+    });
+  });
+}
+
+}  // namespace secant_ext

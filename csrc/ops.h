@@ -1,0 +1,21 @@
+// The CPU kernels of the secant_ext ops; schemas and registration in register.cpp.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace secant_ext {
+
+void lookahead_cpu(at::TensorList x, at::TensorList s, at::TensorList out);
+
+at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
+                            at::TensorList x, at::TensorList m, const at::Tensor& state,
+                            double momentum, bool nesterov, double weight_decay, bool sign);
+
+void secant_alpha_cpu(const at::Tensor& stats, const at::Tensor& state, int64_t rule,
+                      bool safeguard);
+
+void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::Tensor& stats,
+                const at::Tensor& state, double momentum, bool nesterov, double weight_decay,
+                int64_t sign_mode);
+
+}  // namespace secant_ext

@@ -1,0 +1,37 @@
+// Schemas of the secant_ext ops, their CPU kernels, and the Python module secant_ext._C
+// (importing it loads this library and so registers the ops).
+#include <Python.h>
+#include <torch/library.h>
+
+#include "flat_lists.h"
+#include "ops.h"
+
+TORCH_LIBRARY(secant_ext, m) {
+  m.def("lookahead(Tensor[] x, Tensor[] s, Tensor(a!)[] out) -> ()");
+  m.def("secant_stats(Tensor[] s, Tensor[] g_plus, Tensor[] g, Tensor[] x, Tensor[] m, "
+        "Tensor state, float momentum, bool nesterov, float weight_decay, bool sign) -> Tensor");
+  m.def("secant_alpha(Tensor stats, Tensor(a!) state, int rule, bool safeguard) -> ()");
+  m.def("update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor stats, Tensor state, "
+        "float momentum, bool nesterov, float weight_decay, int sign_mode) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("lookahead", &secant_ext::lookahead_cpu);
+  m.impl("secant_stats", &secant_ext::secant_stats_cpu);
+  m.impl("secant_alpha", &secant_ext::secant_alpha_cpu);
+  m.impl("update", &secant_ext::update_cpu);
+}
+
+PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "secant_ext._C",
+                               "C++ CPU kernels of the secant_ext ops (torch.ops.secant_ext)",
+                               -1, nullptr};
+  PyObject* mod = PyModule_Create(&module);
+  // The fake kernels size the stats table from this (one row per chunk).
+  if (mod != nullptr &&
+      PyModule_AddIntConstant(mod, "CHUNK_NUMEL", secant_ext::kChunkNumel) < 0) {
+    Py_DECREF(mod);
+    return nullptr;
+  }
+  return mod;
+}

@@ -1,0 +1,92 @@
+// The rule's division: sum the stats table (float64, row order), turn a = <s,y>, b = |s|^2,
+// c = |y|^2 into alpha, and update the group state in place. Scalar code, as the reference:
+//   secant      alpha = b / (a + b)   safeguard: a clipped at 0 (counted), alpha in (0, 1]
+//   steffensen  alpha = b / a         safeguard: a <= 0 keeps the previous alpha (counted)
+//   bb2         alpha = a / (c + b)   safeguard: a <= 0 keeps the previous alpha (counted)
+// b == 0 keeps the previous alpha; a non-finite sum skips the step.
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "flat_lists.h"
+#include "ops.h"
+
+namespace secant_ext {
+
+namespace {
+
+enum Rule : int64_t { kSecant = 0, kSteffensen = 1, kBB2 = 2 };
+
+template <typename T>
+void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
+  const int64_t rows = stats.size(0), cols = stats.size(1);
+  const T* p = stats.data_ptr<T>();
+  for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] += static_cast<double>(p[r * cols + k]);
+  }
+}
+
+}  // namespace
+
+void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64_t rule,
+                      bool safeguard) {
+  const char* op = "secant_ext::secant_alpha";
+  check_state(op, state);
+  TORCH_CHECK(rule == kSecant || rule == kSteffensen || rule == kBB2, op, ": unknown rule code ",
+              rule, " (0 secant, 1 steffensen, 2 bb2)");
+  TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
+  TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
+              ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
+              stats_in.sizes());
+  TORCH_CHECK(stats_in.scalar_type() == at::kFloat || stats_in.scalar_type() == at::kDouble, op,
+              ": stats must be float32 or float64, got ", stats_in.scalar_type());
+  const at::Tensor stats = stats_in.contiguous();
+  double sums[layout::NUM_STATS];
+  if (stats.scalar_type() == at::kDouble) {
+    column_sums<double>(stats, sums);
+  } else {
+    column_sums<float>(stats, sums);
+  }
+
+  double a = sums[layout::COL_DOT];
+  const double b = sums[layout::COL_S_SQ], c = sums[layout::COL_Y_SQ];
+  bool finite = true;
+  for (double v : sums) finite = finite && std::isfinite(v);
+
+  bool clipped = false;
+  double alpha;
+  if (rule == kSecant) {
+    if (safeguard) {
+      clipped = a < 0;
+      if (clipped) a = 0;  // a NaN stays NaN (and skips the step), as clamp(min=0) does
+    }
+    alpha = b / (a + b);
+  } else if (rule == kSteffensen) {
+    clipped = safeguard && a <= 0;
+    alpha = b / a;
+  } else {
+    clipped = safeguard && a <= 0;
+    alpha = a / (c + b);
+  }
+  double* st = state.data_ptr<double>();
+  const double prev = st[layout::ALPHA];
+  if (b == 0 || (clipped && rule != kSecant)) alpha = prev;
+  clipped = clipped && finite && b != 0;
+
+  st[layout::MOMENTUM_READY] = st[layout::TAKEN] >= 1 ? 1.0 : 0.0;  // before TAKEN moves
+  st[layout::STEP] += 1;
+  st[layout::ALPHA] = finite ? alpha : prev;
+  st[layout::TAKEN] += finite ? 1.0 : 0.0;
+  st[layout::SKIPPED] += finite ? 0.0 : 1.0;
+  st[layout::CLIPPED] += clipped ? 1.0 : 0.0;
+  st[layout::LAST_SKIPPED] = finite ? 0.0 : 1.0;
+  st[layout::LAST_CLIPPED] = clipped ? 1.0 : 0.0;
+  st[layout::DOT] = sums[layout::COL_DOT];
+  st[layout::S_SQ] = sums[layout::COL_S_SQ];
+  st[layout::Y_SQ] = sums[layout::COL_Y_SQ];
+  st[layout::G_SQ] = sums[layout::COL_G_SQ];
+}
+
+}  // namespace secant_ext
