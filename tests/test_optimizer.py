@@ -274,3 +274,35 @@ def test_pickle_and_deepcopy_keep_state():
     for (k1, v1), (k2, v2) in itertools.zip_longest(
             opt.state_dict()["state"].items(), clone.state_dict()["state"].items()):
         assert k1 == k2 and all(torch.equal(v1[k], v2[k]) for k in v1)
+
+
+def test_frozen_batchnorm_keeps_running_stats_of_the_lookahead_pass():
+    """With the helper registered, BatchNorm's running statistics after a step are those
+    of the one forward pass at x_t, as with a plain optimizer; without it, the lookahead
+    forward updates them a second time."""
+    def run(protect):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6),
+                                    torch.nn.Linear(6, 1))
+        X, Y = torch.randn(16, 4), torch.randn(16, 1)
+        opt = secant_ext.SecantSGD(model.parameters(), backend="reference")
+        if protect:
+            opt.register_lookahead_context(lambda: secant_ext.frozen_batchnorm(model))
+
+        def closure():
+            opt.zero_grad()
+            loss = ((model(X) - Y) ** 2).mean()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        return model[1]
+    torch.manual_seed(0)
+    once = torch.nn.BatchNorm1d(6)
+    ref_model = torch.nn.Sequential(torch.nn.Linear(4, 6), once, torch.nn.Linear(6, 1))
+    X = torch.randn(16, 4)
+    ref_model(X)  # one training-mode forward at x_t
+    protected, unprotected = run(True), run(False)
+    assert torch.equal(protected.running_mean, once.running_mean)
+    assert torch.equal(protected.running_var, once.running_var)
+    assert protected.num_batches_tracked.item() == 1
+    assert unprotected.num_batches_tracked.item() == 2
