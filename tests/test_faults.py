@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -353,8 +354,12 @@ def test_checkpoint_resumes_bitwise_in_a_new_process(tmp_path, backend):
     script = tmp_path / "run.py"
     script.write_text(CHECKPOINT_SCRIPT)
     ck = str(tmp_path / "ck.pt")
+    # the new process imports the same secant_ext as this one, installed or not
+    root = os.path.dirname(os.path.dirname(os.path.abspath(secant_ext.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     for mode in ("straight", "first", "second"):
-        subprocess.run([sys.executable, str(script), backend, mode, ck], check=True)
+        subprocess.run([sys.executable, str(script), backend, mode, ck], check=True, env=env)
     straight = torch.load(ck + ".straight")["model"]
     resumed = torch.load(ck + ".second")["model"]
     for k in straight:
