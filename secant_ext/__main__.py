@@ -31,6 +31,8 @@ def _common(p: argparse.ArgumentParser, defaults) -> None:
                    help="epochs per method (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
                    help="training mini-batch size (default %(default)s)")
+    p.add_argument("--evals-per-epoch", type=int, default=1,
+                   help="full train-loss / test-accuracy evaluations per epoch (default 1)")
     p.add_argument("--max-steps", type=int, help="stop each method after this many steps")
     p.add_argument("--max-train", type=int, help="use only the first N training examples")
     p.add_argument("--max-test", type=int, help="use only the first N test examples")
@@ -71,7 +73,9 @@ def main(argv=None) -> int:
         return 2
     from .experiments.idx import DataError
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in meta.json: the exact command of each result
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

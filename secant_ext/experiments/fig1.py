@@ -16,7 +16,7 @@ DEFAULTS = dict(epochs=5, batch_size=128)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--lrs", type=floats, default=floats("0.01,0.03,0.1,0.3"),
+    p.add_argument("--lrs", type=floats, default=floats("0.01,0.03,0.1,0.3,1"),
                    help="SGD constant learning-rate grid (default %(default)s)")
     p.add_argument("--decay-c", type=floats, default=floats("0.1,0.3,1"),
                    help="decay grid: c of c/(1+t)^gamma, t in epochs (default %(default)s)")

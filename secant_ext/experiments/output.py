@@ -51,7 +51,8 @@ class RunDir:
         os.makedirs(os.path.join(self.path, "history"), exist_ok=True)
         self.rows: List[Dict[str, object]] = []
         self.started = time.perf_counter()
-        self.meta = {"experiment": experiment, "command": " ".join(sys.argv),
+        self.meta = {"experiment": experiment, "command": "python -m secant_ext " + " ".join(
+                         str(a) for a in args.get("argv", sys.argv[1:])),
                      "args": _clean({k: v for k, v in args.items() if k != "module"}), "started": stamp,
                      "secant_ext": secant_ext.__version__, "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "python": platform.python_version(),

@@ -47,7 +47,7 @@ class RunResult:
 
 
 @torch.no_grad()
-def evaluate(model, loss_fn, x, y, batch: int = 4096):
+def evaluate(model, loss_fn, x, y, batch: int = 256):
     """Mean loss and accuracy (percent) over ``x, y``."""
     model.eval()
     total, correct = 0.0, 0
