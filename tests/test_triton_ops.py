@@ -32,8 +32,9 @@ from secant_ext._triton import _common, _tables
 FLOAT_DTYPES = [torch.float32, torch.float64]
 LOW_DTYPES = [torch.bfloat16, torch.float16]
 ALL_DTYPES = FLOAT_DTYPES + LOW_DTYPES
-SIZES = (1, 3, 0, 257, 1000, 1)                                  # odd, empty, one-element
-MANY = (5, 1, 64, 0, 129, 7, 300, 1, 2, 33, 513, 16)             # 12 tensors
+# odd, empty and one-element sizes; 2500 = two full (unmasked, wide) blocks and a tail
+SIZES = (1, 3, 0, 257, 2500, 1)
+MANY = (5, 1, 64, 0, 129, 7, 300, 1, 2048, 33, 513, 16)          # 12 tensors
 BLOCK = _common.BLOCK
 
 
@@ -243,9 +244,9 @@ def test_secant_stats_equals_reference(triton_device, dtype, case):
 def test_secant_stats_rows_spanning_tensors(triton_device, monkeypatch):
     """Small chunks and few rows: a row sums several tensors and a tensor spans rows, so the
     per-tensor sign columns are flushed mid-row and zero-filled elsewhere."""
-    monkeypatch.setattr(_tables, "CHUNK", 128)
+    monkeypatch.setattr(_tables, "CHUNK", 2 * BLOCK)
     monkeypatch.setattr(_tables, "MAX_ROWS", 3)
-    sizes = (700, 0, 5, 300, 1, 129)
+    sizes = (5000, 0, 5, 2100, 1, 1100)     # 3 + 0 + 1 + 2 + 1 + 1 chunks, 3 a row
     args = _stats_inputs(sizes, torch.float64, triton_device, "signum-ready-nesterov-wd")
     table = T.secant_stats(*args)
     assert table.shape == (3, L.NUM_STATS + len(sizes))
@@ -253,7 +254,7 @@ def test_secant_stats_rows_spanning_tensors(triton_device, monkeypatch):
     tol = 2 * _depth(sizes) * _eps(torch.float64) * _abs_column_scale(args)
     assert_close("secant_stats, rows spanning tensors", table.sum(dim=0).cpu(), exact, tol)
     # each tensor's column is non-zero only in the rows that hold its chunks
-    chunks = [-(-n // 128) for n in sizes]
+    chunks = [-(-n // (2 * BLOCK)) for n in sizes]
     first = [sum(chunks[:i]) for i in range(len(sizes))]
     span = -(-sum(chunks) // 3)
     for i, (f, c) in enumerate(zip(first, chunks)):
@@ -405,45 +406,52 @@ def test_update_reads_alpha_and_flags_from_the_state(triton_device):
 
 
 # -- the C++ ops --------------------------------------------------------------------------
-def test_equals_the_cpp_ops():
-    """The same calls through ``torch.ops.secant_ext`` (the C++ CPU kernels): CI always
-    builds the extension, so its absence is a failure here, not a skip."""
+def _on(device, args):
+    return [[t.to(device) for t in a] if isinstance(a, list) else
+            (a.to(device) if isinstance(a, torch.Tensor) else a) for a in args]
+
+
+def test_equals_the_cpp_ops(triton_device):
+    """The same calls through ``torch.ops.secant_ext`` (the C++ CPU kernels, on CPU copies
+    of the inputs): CI always builds the extension, so its absence is a failure here."""
     assert secant_ext.cpp_available(), (
         "secant_ext._C is not built; build it with `pip install --no-build-isolation -e .`")
-    ops = torch.ops.secant_ext
+    ops, dev = torch.ops.secant_ext, triton_device
     for dtype in FLOAT_DTYPES:
         eps = _eps(dtype)
         for case in ("probe", "signum-ready-nesterov-wd"):
             args = _stats_inputs(SIZES, dtype, "cpu", case)
-            got = T.secant_stats(*args).double().sum(dim=0)
+            got = T.secant_stats(*_on(dev, args)).double().sum(dim=0).cpu()
             want = ops.secant_stats(*args).double().sum(dim=0)
             assert_close(f"secant_stats {case} vs C++", got, want,
                          2 * _depth(SIZES) * eps * _abs_column_scale(args))
         x = rand_lists(SIZES, dtype, "cpu", 40)
         s = rand_lists(SIZES, dtype, "cpu", 41)
-        out_t, out_c = [torch.empty_like(t) for t in x], [torch.empty_like(t) for t in x]
-        T.lookahead(x, s, out_t)
+        out_t, out_c = [torch.empty_like(t, device=dev) for t in x], [torch.empty_like(t) for t in x]
+        T.lookahead(*_on(dev, [x, s]), out_t)
         ops.lookahead(x, s, out_c)
-        assert_equal_lists("lookahead vs C++", out_t, out_c)
+        assert_equal_lists("lookahead vs C++", [t.cpu() for t in out_t], out_c)
         table = _dyadic_table(30, 4, -1.0, 3.0, 2.0, 1.0, torch.float64, "cpu", seed=5)
         for rule in L.RULES.values():
-            st_t, st_c = fresh_state("cpu", taken=1), fresh_state("cpu", taken=1)
-            T.secant_alpha(table, st_t, rule, True)
+            st_t, st_c = fresh_state(dev, taken=1), fresh_state("cpu", taken=1)
+            T.secant_alpha(table.to(dev), st_t, rule, True)
             ops.secant_alpha(table, st_c, rule, True)
-            assert torch.equal(st_t, st_c), describe_mismatch(f"state rule {rule}", st_t, st_c, 0)
+            assert torch.equal(st_t.cpu(), st_c), describe_mismatch(f"state rule {rule}",
+                                                                    st_t, st_c, 0)
         for case in ("nesterov-wd", "signum-scaled-wd"):
             mu, nesterov, wd, sign_mode, taken, _ = UPDATE_CASES[case]
             g = rand_lists(SIZES, dtype, "cpu", 42)
             m = rand_lists(SIZES, dtype, "cpu", 43)
             state = fresh_state("cpu", taken=taken, alpha=0.3)
             table = R.secant_stats(g, g, g, x, m, state, mu, nesterov, wd, True)
-            xt, mt = [t.clone() for t in x], [t.clone() for t in m]
+            xt, gt, mt, tt, st = _on(dev, [x, g, m, table, state])
+            xt, mt = [t.clone() for t in xt], [t.clone() for t in mt]
             xc, mc = [t.clone() for t in x], [t.clone() for t in m]
-            T.update(xt, g, mt, table, state, mu, nesterov, wd, sign_mode)
+            T.update(xt, gt, mt, tt, st, mu, nesterov, wd, sign_mode)
             ops.update(xc, g, mc, table, state, mu, nesterov, wd, sign_mode)
             depth = _UPDATE_OPS + _depth(SIZES)
             for i, (a, b) in enumerate(zip(xt + mt, xc + mc)):
-                assert_close(f"update {case} vs C++ [{i}]", a, b,
+                assert_close(f"update {case} vs C++ [{i}]", a.cpu(), b,
                              2 * depth * eps * (b.double().abs() + 1))
 
 
@@ -493,3 +501,40 @@ def test_trajectory_equals_reference(triton_device, name):
         assert_close(f"{name} param {i}", a, b, 1e-12 * (b.abs() + b.abs().max()))
     assert not torch.equal(params_r[0], _least_squares_run(triton_device, cls, kwargs,
                                                            "reference", steps=0)[0][0])
+
+
+# -- what only the compiler shows ------------------------------------------------------------
+def test_kernels_compile_for_sm90_with_wide_loads():
+    """The interpreter accepts code the compiler rejects, and cannot show how memory is
+    accessed: compile for sm_90 without a GPU (Triton's ahead-of-time path, in a process
+    without the interpreter) and check that full blocks move 16 bytes a thread-access
+    (2 such accesses a thread per fp32 block of 1024 over 128 threads, 1 for bf16)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    proc = subprocess.run([sys.executable, "-m", "secant_ext._triton._aot", "--arch", "90",
+                           "--dtypes", "fp32,bf16"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert results and proc.returncode == 0, proc.stderr[-3000:] + "\n" + "\n".join(
+        f"{r['kernel']} {r['variant']}: {r['error']}" for r in results if not r["ok"])
+    # (tensors read, tensors written) in full blocks
+    tensors = {("lookahead", ""): (2, 1), ("stats", "sign=False"): (2, 0),
+               ("stats", "sign=True"): (5, 0), ("update", "m=True"): (3, 2),
+               ("update", "m=False"): (2, 1)}
+    checked = 0
+    for r in results:
+        for (kernel, flag), (reads, writes) in tensors.items():
+            if r["kernel"] != kernel or flag not in r["variant"]:
+                continue
+            per_tensor = 2 if r["variant"].startswith("fp32") else 1
+            loads, stores = r["loads"].get("ld.global.v4.b32", 0), \
+                r["loads"].get("st.global.v4.b32", 0)
+            assert (loads, stores) == (reads * per_tensor, writes * per_tensor), (
+                f"{kernel} {r['variant']}: {loads} wide loads and {stores} wide stores, "
+                f"expected {reads * per_tensor} and {writes * per_tensor}: {r['loads']}")
+            checked += 1
+    assert checked == 10, f"checked {checked} variants, expected 10"

@@ -106,5 +106,34 @@ def to_storage(v, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def block_base(ptr, off, ALIGNED: tl.constexpr):
+    """``ptr + off`` for a full block. ``ALIGNED`` (every data pointer of the launch 16-byte
+    aligned, checked on the host) tells the compiler so: pointers read from a table carry
+    no alignment, and without the hint every load is scalar instead of 16-byte wide."""
+    q = ptr + off
+    if ALIGNED:
+        q = tl.multiple_of(q, 16)
+    return q
+
+
+@triton.jit
+def load_block(base, lanes, n_left, MASKED: tl.constexpr, ACC: tl.constexpr):
+    """One block as ``ACC``; masked lanes (past the end of the tensor) read as 0."""
+    if MASKED:
+        v = tl.load(base + lanes, mask=lanes < n_left, other=0.0)
+    else:
+        v = tl.load(base + lanes)
+    return v.to(ACC)
+
+
+@triton.jit
+def store_block(base, lanes, n_left, v, MASKED: tl.constexpr, DTYPE: tl.constexpr):
+    if MASKED:
+        tl.store(base + lanes, to_storage(v, DTYPE), mask=lanes < n_left)
+    else:
+        tl.store(base + lanes, to_storage(v, DTYPE))
+
+
+@triton.jit
 def f64_from_bits(ptr):
     return tl.load(ptr).to(tl.float64, bitcast=True)

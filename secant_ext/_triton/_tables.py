@@ -77,6 +77,7 @@ class Launch:
     n_chunks: int
     n_rows: int
     span: int
+    aligned: bool               # every data pointer is 16-byte aligned (wide loads are safe)
 
 
 _cache: "OrderedDict[tuple, Launch]" = OrderedDict()
@@ -126,7 +127,8 @@ def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: floa
     n_rows, span = rows_and_span(numels)
     launch = Launch(buffer=buffer, host=host, numels=buffer[:a], first_chunk=buffer[a:b],
                     chunk_tensor=buffer[b:c], hyper=buffer[c:c + 2], ptrs=buffer[c + 2:],
-                    n_tensors=n_tensors, n_chunks=len(chunk_tensor), n_rows=n_rows, span=span)
+                    n_tensors=n_tensors, n_chunks=len(chunk_tensor), n_rows=n_rows, span=span,
+                    aligned=all(p % 16 == 0 for p in ptrs))
     _cache[key] = launch
     if len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)

@@ -5,25 +5,33 @@ import triton
 import triton.language as tl
 
 from . import _tables
-from ._common import BLOCK, NUM_WARPS, Tensors, check_lists, chunk_bounds, device_guard, \
-    to_storage, typed_ptr, types_of
+from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
+    device_guard, load_block, store_block, typed_ptr, types_of
+
+
+@triton.jit
+def _lookahead_block(x, s, out, off, lanes, n_left, MASKED: tl.constexpr,
+                     ALIGNED: tl.constexpr, DTYPE: tl.constexpr, ACC: tl.constexpr):
+    xv = load_block(block_base(x, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    sv = load_block(block_base(s, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    store_block(block_base(out, off, ALIGNED), lanes, n_left, xv + sv, MASKED, DTYPE)
 
 
 @triton.jit
 def _lookahead_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor,
-                      DTYPE: tl.constexpr, ACC: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+                      DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                      CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
     x = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
     s = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
     out = typed_ptr(ptrs, 2, n_tensors, t, DTYPE)
     lanes = tl.arange(0, BLOCK)
-    for off in range(start, end, BLOCK):
-        idx = off + lanes
-        mask = idx < end
-        xv = tl.load(x + idx, mask=mask).to(ACC)
-        sv = tl.load(s + idx, mask=mask).to(ACC)
-        tl.store(out + idx, to_storage(xv + sv, DTYPE), mask=mask)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):      # full blocks: unmasked, wide
+        _lookahead_block(x, s, out, off, lanes, BLOCK, False, ALIGNED, DTYPE, ACC)
+    for off in range(full_end, end, BLOCK):        # the tail of the tensor, if any
+        _lookahead_block(x, s, out, off, lanes, end - off, True, False, DTYPE, ACC)
 
 
 def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
@@ -38,4 +46,5 @@ def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
     with device_guard(x[0].device):
         _lookahead_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
-            DTYPE=dtype, ACC=acc, CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+            DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            num_warps=NUM_WARPS)

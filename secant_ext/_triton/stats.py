@@ -18,19 +18,50 @@ import triton.language as tl
 
 from .. import _layout as L
 from . import _tables
-from ._common import BLOCK, NUM_WARPS, Tensors, check_lists, chunk_bounds, device_guard, \
-    f64_from_bits, typed_ptr, types_of
+from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
+    device_guard, f64_from_bits, load_block, typed_ptr, types_of
 
 TBLOCK = 128  # sign columns zero-filled per vector step
 
 
 @triton.jit
+def _stats_block(s_ptr, gp_ptr, g_ptr, x_ptr, m_ptr, off, lanes, n_left,
+                 acc_dot, acc_ss, acc_yy, acc_gg, run, ready, mu, one_minus_mu, wd,
+                 MASKED: tl.constexpr, ALIGNED: tl.constexpr, ACC: tl.constexpr,
+                 HAS_G: tl.constexpr, SIGN: tl.constexpr, HAS_M: tl.constexpr,
+                 NESTEROV: tl.constexpr, HAS_WD: tl.constexpr):
+    s = load_block(block_base(s_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    y = load_block(block_base(gp_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC) - s
+    acc_dot += s * y
+    acc_ss += s * s
+    acc_yy += y * y
+    if HAS_G:
+        g = load_block(block_base(g_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    else:
+        g = s
+    acc_gg += g * g
+    if SIGN:  # |v| of the update's direction (masked lanes load 0 and add 0)
+        v = g
+        if HAS_WD:
+            v = v + wd * load_block(block_base(x_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+        if HAS_M:
+            m = load_block(block_base(m_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+            m_new = tl.where(ready, mu * m + one_minus_mu * v, v)
+            if NESTEROV:
+                v = mu * m_new + one_minus_mu * v
+            else:
+                v = m_new
+        run += tl.abs(v)
+    return acc_dot, acc_ss, acc_yy, acc_gg, run
+
+
+@triton.jit
 def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_chunks, span,
                   table, n_cols, state,
-                  DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_G: tl.constexpr,
-                  SIGN: tl.constexpr, HAS_M: tl.constexpr, NESTEROV: tl.constexpr,
-                  HAS_WD: tl.constexpr, X_SLOT: tl.constexpr, M_SLOT: tl.constexpr,
-                  TAKEN: tl.constexpr, NUM_STATS: tl.constexpr,
+                  DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                  HAS_G: tl.constexpr, SIGN: tl.constexpr, HAS_M: tl.constexpr,
+                  NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, X_SLOT: tl.constexpr,
+                  M_SLOT: tl.constexpr, TAKEN: tl.constexpr, NUM_STATS: tl.constexpr,
                   CHUNK: tl.constexpr, BLOCK: tl.constexpr, TBLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     c_lo = row * span
@@ -41,7 +72,8 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
     acc_ss = tl.zeros([BLOCK], ACC)
     acc_yy = tl.zeros([BLOCK], ACC)
     acc_gg = tl.zeros([BLOCK], ACC)
-    # sign variant: the direction v of the update (momentum readiness as update will see it)
+    # sign variant: sum |v| of the current tensor, and the direction's parameters (the
+    # momentum readiness update() will see: the state before secant_alpha counts this step)
     run = tl.zeros([BLOCK], ACC)
     cur_t = tl.load(chunk_tensor + c_lo, mask=c_lo < c_hi, other=0)
     ready = tl.load(state + TAKEN) >= 1
@@ -54,38 +86,24 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
         s_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
         gp_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
         g_ptr = typed_ptr(ptrs, 2 if HAS_G else 0, n_tensors, t, DTYPE)
-        if SIGN:
-            x_ptr = typed_ptr(ptrs, X_SLOT, n_tensors, t, DTYPE)
-            m_ptr = typed_ptr(ptrs, M_SLOT, n_tensors, t, DTYPE)
+        x_ptr = typed_ptr(ptrs, X_SLOT, n_tensors, t, DTYPE)
+        m_ptr = typed_ptr(ptrs, M_SLOT, n_tensors, t, DTYPE)
+        if SIGN:  # moved on to a new tensor: the previous one's sum is complete
             moved_on = t != cur_t
             tl.store(out + NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=moved_on)
             run = tl.where(moved_on, 0.0, run).to(ACC)
             cur_t = t
-        for off in range(start, end, BLOCK):
-            idx = off + lanes
-            mask = idx < end
-            s = tl.load(s_ptr + idx, mask=mask).to(ACC)
-            y = tl.load(gp_ptr + idx, mask=mask).to(ACC) - s
-            acc_dot += s * y
-            acc_ss += s * s
-            acc_yy += y * y
-            if HAS_G:
-                g = tl.load(g_ptr + idx, mask=mask).to(ACC)
-            else:
-                g = s
-            acc_gg += g * g
-            if SIGN:
-                v = g
-                if HAS_WD:
-                    v = v + wd * tl.load(x_ptr + idx, mask=mask).to(ACC)
-                if HAS_M:
-                    m = tl.load(m_ptr + idx, mask=mask).to(ACC)
-                    m_new = tl.where(ready, mu * m + one_minus_mu * v, v)
-                    if NESTEROV:
-                        v = mu * m_new + one_minus_mu * v
-                    else:
-                        v = m_new
-                run += tl.abs(v)
+        full_end = start + (end - start) // BLOCK * BLOCK
+        for off in range(start, full_end, BLOCK):
+            acc_dot, acc_ss, acc_yy, acc_gg, run = _stats_block(
+                s_ptr, gp_ptr, g_ptr, x_ptr, m_ptr, off, lanes, BLOCK,
+                acc_dot, acc_ss, acc_yy, acc_gg, run, ready, mu, one_minus_mu, wd,
+                False, ALIGNED, ACC, HAS_G, SIGN, HAS_M, NESTEROV, HAS_WD)
+        for off in range(full_end, end, BLOCK):
+            acc_dot, acc_ss, acc_yy, acc_gg, run = _stats_block(
+                s_ptr, gp_ptr, g_ptr, x_ptr, m_ptr, off, lanes, end - off,
+                acc_dot, acc_ss, acc_yy, acc_gg, run, ready, mu, one_minus_mu, wd,
+                True, False, ACC, HAS_G, SIGN, HAS_M, NESTEROV, HAS_WD)
     tl.store(out + 0, tl.sum(acc_dot))
     tl.store(out + 1, tl.sum(acc_ss))
     tl.store(out + 2, tl.sum(acc_yy))
@@ -134,7 +152,7 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
         _stats_kernel[(tab.n_rows,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             tab.n_chunks, tab.span, table, n_cols, state,
-            DTYPE=elem, ACC=acc, HAS_G=has_g, SIGN=sign, HAS_M=sign and has_m,
+            DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_G=has_g, SIGN=sign, HAS_M=sign and has_m,
             NESTEROV=bool(nesterov), HAS_WD=sign and has_wd, X_SLOT=x_slot, M_SLOT=m_slot,
             TAKEN=L.TAKEN, NUM_STATS=L.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
             TBLOCK=TBLOCK, num_warps=NUM_WARPS)

@@ -13,8 +13,8 @@ import triton.language as tl
 
 from .. import _layout as L
 from . import _tables
-from ._common import BLOCK, NUM_WARPS, Tensors, check_lists, chunk_bounds, device_guard, \
-    f64_from_bits, to_storage, typed_ptr, types_of
+from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
+    device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
 
 RBLOCK = 128  # table rows summed per vector step (scaled sign only)
 
@@ -27,17 +27,43 @@ def _sign(d):
 
 
 @triton.jit
+def _update_block(x_ptr, g_ptr, m_ptr, off, lanes, n_left, coef, ready, mu, one_minus_mu, wd,
+                  MASKED: tl.constexpr, ALIGNED: tl.constexpr, DTYPE: tl.constexpr,
+                  ACC: tl.constexpr, HAS_M: tl.constexpr, NESTEROV: tl.constexpr,
+                  HAS_WD: tl.constexpr, SIGN_MODE: tl.constexpr):
+    x_base = block_base(x_ptr, off, ALIGNED)
+    x = load_block(x_base, lanes, n_left, MASKED, ACC)
+    d = load_block(block_base(g_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    if HAS_WD:
+        d = d + wd * x
+    if HAS_M:
+        m_base = block_base(m_ptr, off, ALIGNED)
+        m = load_block(m_base, lanes, n_left, MASKED, ACC)
+        m_new = tl.where(ready, mu * m + one_minus_mu * d, d)
+        store_block(m_base, lanes, n_left, m_new, MASKED, DTYPE)
+        if NESTEROV:
+            d = mu * m_new + one_minus_mu * d
+        else:
+            d = m_new
+    if SIGN_MODE == 0:
+        step = coef * d
+    else:
+        step = coef * _sign(d)
+    store_block(x_base, lanes, n_left, x - step, MASKED, DTYPE)
+
+
+@triton.jit
 def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
                    table, n_rows, row_stride, col_stride, state,
-                   DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_M: tl.constexpr,
-                   NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, SIGN_MODE: tl.constexpr,
-                   ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
+                   DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                   HAS_M: tl.constexpr, NESTEROV: tl.constexpr, HAS_WD: tl.constexpr,
+                   SIGN_MODE: tl.constexpr, ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                    MOMENTUM_READY: tl.constexpr, NUM_STATS: tl.constexpr,
                    CHUNK: tl.constexpr, BLOCK: tl.constexpr, RBLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
     skip = tl.load(state + LAST_SKIPPED) != 0
-    end = tl.where(skip, start, end)
+    end = tl.where(skip, start, end)  # a skipped step reads and writes nothing
     ready = tl.load(state + MOMENTUM_READY) != 0
     alpha = tl.load(state + ALPHA).to(ACC)
     mu64 = f64_from_bits(hyper)
@@ -58,26 +84,14 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
     g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
     m_ptr = typed_ptr(ptrs, 2 if HAS_M else 0, n_tensors, t, DTYPE)
     lanes = tl.arange(0, BLOCK)
-    for off in range(start, end, BLOCK):
-        idx = off + lanes
-        mask = idx < end
-        x = tl.load(x_ptr + idx, mask=mask).to(ACC)
-        d = tl.load(g_ptr + idx, mask=mask).to(ACC)
-        if HAS_WD:
-            d = d + wd * x
-        if HAS_M:
-            m = tl.load(m_ptr + idx, mask=mask).to(ACC)
-            m_new = tl.where(ready, mu * m + one_minus_mu * d, d)
-            tl.store(m_ptr + idx, to_storage(m_new, DTYPE), mask=mask)
-            if NESTEROV:
-                d = mu * m_new + one_minus_mu * d
-            else:
-                d = m_new
-        if SIGN_MODE == 0:
-            step = coef * d
-        else:
-            step = coef * _sign(d)
-        tl.store(x_ptr + idx, to_storage(x - step, DTYPE), mask=mask)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        _update_block(x_ptr, g_ptr, m_ptr, off, lanes, BLOCK, coef, ready, mu, one_minus_mu,
+                      wd, False, ALIGNED, DTYPE, ACC, HAS_M, NESTEROV, HAS_WD, SIGN_MODE)
+    for off in range(full_end, end, BLOCK):
+        _update_block(x_ptr, g_ptr, m_ptr, off, lanes, end - off, coef, ready, mu,
+                      one_minus_mu, wd, True, False, DTYPE, ACC, HAS_M, NESTEROV, HAS_WD,
+                      SIGN_MODE)
 
 
 def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
@@ -108,7 +122,7 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
         _update_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             stats, stats.shape[0], stats.stride(0), stats.stride(1) if stats.dim() == 2 else 1,
-            state, DTYPE=elem, ACC=acc, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
+            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
             HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, ALPHA=L.ALPHA,
             LAST_SKIPPED=L.LAST_SKIPPED, MOMENTUM_READY=L.MOMENTUM_READY,
             NUM_STATS=L.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
