@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.optim import Optimizer
 
-from . import _backends, _layout as L
+from . import _backends, _layout as L, distributed as _distributed
 
 NONFINITE_MODES = ("skip", "raise")
 
@@ -129,6 +129,8 @@ class SecantOptimizer(Optimizer):
                              f"is shared by the group), got {sorted(map(str, devices))}; "
                              "put each device's parameters in a group of its own")
         for p in group["params"]:
+            if _distributed.is_dtensor(p):
+                raise ValueError(_distributed.DTENSOR_REFUSED)
             if p.is_complex():
                 raise ValueError(f"complex parameters are not supported (got {p.dtype}); "
                                  "pass torch.view_as_real(p) views instead")

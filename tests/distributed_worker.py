@@ -245,6 +245,20 @@ def run_own_group(rank, pg_self):
                 alpha=torch.stack(alphas))
 
 
+def run_fsdp2(rank):
+    """FSDP2 on CPU with gloo: the optimizer must refuse its DTensor parameters (it would
+    otherwise evaluate the lookahead at x, unseen by FSDP2's all-gather)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    model = make_model()
+    fully_shard(model, mesh=init_device_mesh("cpu", (WORLD,)))
+    try:
+        secant_ext.SecantSGD(model.parameters(), backend="reference")
+    except ValueError as e:
+        return dict(refused=str(e))
+    return dict(refused=None)
+
+
 def scenarios(rank):
     """name -> thunk, in the order both ranks run them (collectives must match)."""
     pair = dist.new_group([0, 1])  # a group object other than the default one
@@ -255,6 +269,7 @@ def scenarios(rank):
         "ddp-sgdm-probe-bucket-view": lambda: run_ddp(rank, "sgdm", True, True),
         "ddp-sign-bucket-view": lambda: run_ddp(rank, "sign", False, True),
         "own-group": lambda: run_own_group(rank, own[rank]),
+        "fsdp2": lambda: run_fsdp2(rank),
     }
     for variant, probe in (("sgd", False), ("sgdm", True), ("sign", False),
                            ("signum", True)):

@@ -208,6 +208,13 @@ def test_process_group_of_one_rank_sums_nothing(ranks):
         assert all(torch.equal(a, b) for a, b in zip(res["params"], ref["params"]))
 
 
+def test_fsdp2_parameters_are_refused_with_the_reason(ranks):
+    for r in range(W.WORLD):
+        message = ranks[r]["fsdp2"]["refused"]
+        assert message is not None, f"rank {r}: DTensor parameters were accepted"
+        assert "FSDP2" in message and "process_group=" in message
+
+
 def secant_layout():
     from secant_ext import _layout
     return _layout
