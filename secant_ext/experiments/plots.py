@@ -48,19 +48,34 @@ def loss_curves(results: Sequence, path: str, title: str = "") -> str:
     return _save(fig, path)
 
 
+def smooth(values: Sequence[float], window: int) -> List[float]:
+    """Trailing moving average (the first points average what there is)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
 def alpha_vs_grad_norm(results: Sequence, path: str, title: str = "") -> str:
-    """For each secant run: alpha_t and |g_t| against the step, and alpha_t against |g_t|."""
+    """For each secant run: alpha_t and |g_t| against the step (raw, faint, and a moving
+    average over 2% of the run, bold: one mini-batch is noisy), and alpha_t against |g_t|."""
     plt = pyplot()
     secant = [r for r in results if r.method.secant and len(r.steps)]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for r in secant:
+    for i, r in enumerate(secant):
+        color = f"C{i}"
         alpha, gnorm = r.steps.column("alpha"), r.steps.column("grad_norm")
+        window = max(len(alpha) // 50, 1)
         steps = range(len(alpha))
-        axes[0].plot(steps, alpha, lw=0.7, label=r.method.name)
-        axes[1].plot(steps, gnorm, lw=0.7, label=r.method.name)
-        axes[2].scatter(gnorm, alpha, s=3, alpha=0.4, label=r.method.name)
+        for ax, series in ((axes[0], alpha), (axes[1], gnorm)):
+            ax.plot(steps, series, lw=0.4, alpha=0.25, color=color)
+            ax.plot(steps, smooth(series, window), lw=1.8, color=color, label=r.method.name)
+        axes[2].scatter(gnorm, alpha, s=3, alpha=0.3, color=color, label=r.method.name)
     axes[0].set(xlabel="step", ylabel="alpha_t", yscale="log")
-    axes[1].set(xlabel="step", ylabel="|g_t|", yscale="log")
+    axes[1].set(xlabel="step", ylabel="|g_t| (mini-batch)", yscale="log")
     axes[2].set(xlabel="|g_t|", ylabel="alpha_t", xscale="log", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ from .common import print_table, run_methods
 from .datasets import mnist_or_digits
 from .models import cross_entropy, mlp
 from .output import RunDir
+from .plots import smooth
 
 DEFAULTS = dict(epochs=3, batch_size=128)
 
@@ -39,16 +40,22 @@ def spearman(a: List[float], b: List[float]):
 
 
 def plot(results, path: str, title: str) -> str:
+    """Rates and gradient norms against the step: raw (faint) and a moving average over 2%
+    of the run (bold); and A-SGD's alpha_t against |g_t|."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for r in results:
+    for i, r in enumerate(results):
+        color = f"C{i}"
         gnorm = r.steps.column("grad_norm")
-        axes[1].plot(gnorm, lw=0.6, label=r.method.name)
         rate = r.steps.column("alpha") if r.method.secant else r.steps.column("lr")
-        axes[0].plot(rate, lw=0.8, label=("alpha_t of " if r.method.secant else "lr of ")
-                     + r.method.name)
+        window = max(len(gnorm) // 50, 1)
+        label = ("alpha_t of " if r.method.secant else "lr of ") + r.method.name
+        axes[0].plot(rate, lw=0.4, alpha=0.25, color=color)
+        axes[0].plot(smooth(rate, window), lw=1.8, color=color, label=label)
+        axes[1].plot(gnorm, lw=0.4, alpha=0.25, color=color)
+        axes[1].plot(smooth(gnorm, window), lw=1.8, color=color, label=r.method.name)
         if r.method.secant:
-            axes[2].scatter(gnorm, rate, s=3, alpha=0.4)
+            axes[2].scatter(gnorm, rate, s=3, alpha=0.3, color=color)
     axes[0].set(xlabel="step", ylabel="learning rate", yscale="log")
     axes[1].set(xlabel="step", ylabel="|g_t| (mini-batch)", yscale="log")
     axes[2].set(xlabel="|g_t|", ylabel="alpha_t (A-SGD)", xscale="log", yscale="log")
