@@ -6,6 +6,7 @@ One spawn for all scenarios: starting a process and importing torch takes second
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -77,14 +78,14 @@ def group_states(opt) -> torch.Tensor:
 
 
 def train_single(variant: str, probe: bool, dtype=torch.float64, two_groups=False,
-                 steps=STEPS):
+                 backend="reference", steps=STEPS):
     """The unsharded single-process run every distributed run must equal."""
     cls, kwargs = VARIANTS[variant]
     model = make_model(dtype)
     named = dict(model.named_parameters())
     params = [named[n] for n in SPLITS] if not two_groups else \
         [{"params": [named[n] for n in SPLITS if n != "0.bias"]}, {"params": [named["0.bias"]]}]
-    opt = cls(params, backend="reference", **kwargs)
+    opt = cls(params, backend=backend, **kwargs)
     step_ref = [0]
     closure, probe_closure = closures(model, opt, step_ref, dtype=dtype)
     alphas = []
@@ -97,7 +98,7 @@ def train_single(variant: str, probe: bool, dtype=torch.float64, two_groups=Fals
 
 
 # -- DDP ----------------------------------------------------------------------------------
-def run_ddp(rank, variant, probe, bucket_view):
+def run_ddp(rank, variant, probe, bucket_view=False, backend="reference"):
     """Each rank takes its half of the global training and probe batches; DDP averages the
     gradients in every backward (at x, at the probe, at the lookahead point), so every rank
     sees the global gradients and computes the same alpha. No process_group is given: the
@@ -106,7 +107,7 @@ def run_ddp(rank, variant, probe, bucket_view):
     model = make_model()
     ddp = DDP(model, gradient_as_bucket_view=bucket_view)
     named = dict(model.named_parameters())
-    opt = cls([named[n] for n in SPLITS], backend="reference", **kwargs)
+    opt = cls([named[n] for n in SPLITS], backend=backend, **kwargs)
     step_ref = [0]
     half = lambda n: slice(rank * n // WORLD, (rank + 1) * n // WORLD)  # noqa: E731
     closure, _ = closures(ddp, opt, step_ref, rows=half(TRAIN_ROWS))
@@ -176,15 +177,15 @@ class _GatherFirst(torch.nn.Module):
         return self.model(x)
 
 
-def run_shard(rank, variant, probe, pg, two_groups=False, grad_for_empty=True,
-              nan_on_rank1=False, nonfinite="skip", steps=STEPS):
+def run_shard(rank, pg, variant, probe, two_groups=False, grad_for_empty=True,
+              backend="reference", nan_on_rank1=False, nonfinite="skip", steps=STEPS):
     cls, kwargs = VARIANTS[variant]
     model = make_model()
     shard = ManualShard(model, rank, grad_for_empty)
     s = shard.shards
     params = [s[n] for n in SPLITS] if not two_groups else \
         [{"params": [s[n] for n in SPLITS if n != "0.bias"]}, {"params": [s["0.bias"]]}]
-    opt = cls(params, backend="reference", process_group=pg, nonfinite=nonfinite, **kwargs)
+    opt = cls(params, backend=backend, process_group=pg, nonfinite=nonfinite, **kwargs)
     step_ref = [0]
 
     def after(is_probe):
@@ -259,30 +260,47 @@ def run_fsdp2(rank):
     return dict(refused=None)
 
 
+# name -> keyword arguments; the tests compare each with train_single(variant, probe, ...)
+DDP_SCENARIOS = {
+    "ddp-sgd": dict(variant="sgd", probe=False),
+    "ddp-sgdm-probe": dict(variant="sgdm", probe=True),
+    "ddp-sgdm-probe-bucket-view": dict(variant="sgdm", probe=True, bucket_view=True),
+    "ddp-sign-bucket-view": dict(variant="sign", probe=False, bucket_view=True),
+    "ddp-signum-probe-cpp": dict(variant="signum", probe=True, backend="cpp"),
+}
+# "nograd": a second param group, b1 alone, whose shard on rank 1 is empty and gets no
+# gradient: rank 1 has no gradient at all in that group and must still join the sum.
+SHARD_SCENARIOS = {
+    "shard-sgd": dict(variant="sgd", probe=False),
+    "shard-sgdm-probe": dict(variant="sgdm", probe=True),
+    "shard-sign": dict(variant="sign", probe=False),
+    "shard-signum-probe": dict(variant="signum", probe=True),
+    "shard-sign-groups-nograd": dict(variant="sign", probe=False, two_groups=True,
+                                     grad_for_empty=False),
+    "shard-sgdm-groups-nograd": dict(variant="sgdm", probe=True, two_groups=True,
+                                     grad_for_empty=False),
+    "shard-sign-cpp": dict(variant="sign", probe=False, backend="cpp"),
+    "shard-sgdm-groups-nograd-cpp": dict(variant="sgdm", probe=True, two_groups=True,
+                                         grad_for_empty=False, backend="cpp"),
+}
+NAN_SCENARIOS = {
+    "shard-nan-skip": dict(variant="sgdm", probe=False, nan_on_rank1=True,
+                           steps=NAN_STEP + 2),
+    # with a probe the lookahead point stays finite, so rank 0 sees the NaN only in the sum
+    "shard-nan-raise": dict(variant="sgd", probe=True, nan_on_rank1=True, nonfinite="raise",
+                            steps=NAN_STEP + 2),
+}
+
+
 def scenarios(rank):
     """name -> thunk, in the order both ranks run them (collectives must match)."""
     pair = dist.new_group([0, 1])  # a group object other than the default one
     own = {r: dist.new_group([r]) for r in range(WORLD)}  # every rank creates every group
-    out = {
-        "ddp-sgd": lambda: run_ddp(rank, "sgd", False, False),
-        "ddp-sgdm-probe": lambda: run_ddp(rank, "sgdm", True, False),
-        "ddp-sgdm-probe-bucket-view": lambda: run_ddp(rank, "sgdm", True, True),
-        "ddp-sign-bucket-view": lambda: run_ddp(rank, "sign", False, True),
-        "own-group": lambda: run_own_group(rank, own[rank]),
-        "fsdp2": lambda: run_fsdp2(rank),
-    }
-    for variant, probe in (("sgd", False), ("sgdm", True), ("sign", False),
-                           ("signum", True)):
-        out[f"shard-{variant}{'-probe' if probe else ''}"] = \
-            lambda v=variant, pr=probe: run_shard(rank, v, pr, pair)
-    out["shard-sign-groups-nograd"] = lambda: run_shard(rank, "sign", False, pair,
-                                                        two_groups=True, grad_for_empty=False)
-    out["shard-sgdm-groups-nograd"] = lambda: run_shard(rank, "sgdm", True, pair,
-                                                        two_groups=True, grad_for_empty=False)
-    out["shard-nan-skip"] = lambda: run_shard(rank, "sgdm", False, pair, nan_on_rank1=True,
-                                              steps=NAN_STEP + 2)
-    out["shard-nan-raise"] = lambda: run_shard(rank, "sgd", True, pair, nan_on_rank1=True,
-                                               nonfinite="raise", steps=NAN_STEP + 2)
+    out = {name: functools.partial(run_ddp, rank, **kw) for name, kw in DDP_SCENARIOS.items()}
+    out["own-group"] = lambda: run_own_group(rank, own[rank])
+    out["fsdp2"] = lambda: run_fsdp2(rank)
+    for name, kw in {**SHARD_SCENARIOS, **NAN_SCENARIOS}.items():
+        out[name] = functools.partial(run_shard, rank, pair, **kw)
     return out
 
 

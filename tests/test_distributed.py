@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import distributed_worker as W
+from secant_ext import _layout as L
 
 JOIN_TIMEOUT_S = 150  # the collectives time out after 60 s; a hang fails, never waits
 
@@ -54,12 +55,18 @@ EPS_RATIO = torch.finfo(torch.float64).eps / torch.finfo(torch.float32).eps
 
 
 @functools.lru_cache(maxsize=None)
-def single(variant, probe, two_groups=False, dtype=torch.float64):
-    return W.train_single(variant, probe, dtype, two_groups)
+def single(variant, probe, two_groups=False, backend="reference", dtype=torch.float64):
+    return W.train_single(variant, probe, dtype, two_groups, backend)
+
+
+def single_of(scenario: dict, dtype=torch.float64):
+    """The single-process run a distributed scenario must equal."""
+    return single(scenario["variant"], scenario["probe"], scenario.get("two_groups", False),
+                  scenario.get("backend", "reference"), dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def rounding_tolerance(variant, probe, two_groups=False):
+def rounding_tolerance(scenario_name):
     """(parameter tolerance, alpha relative tolerance) for two float64 runs that differ only
     in rounding (the order of sums over ranks), from the noise floor of this very trajectory.
 
@@ -68,8 +75,8 @@ def rounding_tolerance(variant, probe, two_groups=False):
     EPS_RATIO times that spread, but never below one rounding of the values themselves
     (eps64 times their size); factor 4 of margin. Asserted small, so a wrong sum (a missing
     average, a half-batch gradient, one rank's statistics) fails."""
-    r64, r32 = single(variant, probe, two_groups), single(variant, probe, two_groups,
-                                                          torch.float32)
+    scenario = {**W.DDP_SCENARIOS, **W.SHARD_SCENARIOS}[scenario_name]
+    r64, r32 = single_of(scenario), single_of(scenario, torch.float32)
     eps64 = torch.finfo(torch.float64).eps
     spread = max((a - b.double()).abs().max().item() for a, b in zip(r64["params"], r32["params"]))
     size = max(a.abs().max().item() for a in r64["params"])
@@ -104,15 +111,7 @@ def assemble(shard_results):
     return [f.view_as(ref[n]) for f, n in zip(full, W.SPLITS)]
 
 
-DDP = {  # scenario -> (variant, probe)
-    "ddp-sgd": ("sgd", False),
-    "ddp-sgdm-probe": ("sgdm", True),
-    "ddp-sgdm-probe-bucket-view": ("sgdm", True),
-    "ddp-sign-bucket-view": ("sign", False),
-}
-
-
-@pytest.mark.parametrize("name", DDP)
+@pytest.mark.parametrize("name", W.DDP_SCENARIOS)
 def test_ddp_ranks_agree_bitwise(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]
     assert torch.equal(r0["alpha"], r1["alpha"]), f"{name}: alpha differs between ranks"
@@ -121,11 +120,10 @@ def test_ddp_ranks_agree_bitwise(ranks, name):
         assert torch.equal(a, b), f"{name}: parameter {n} differs between ranks"
 
 
-@pytest.mark.parametrize("name", DDP)
+@pytest.mark.parametrize("name", W.DDP_SCENARIOS)
 def test_ddp_matches_one_process_on_the_concatenated_batch(ranks, name):
-    variant, probe = DDP[name]
-    tol, alpha_rtol = rounding_tolerance(variant, probe)
-    ref = single(variant, probe)
+    tol, alpha_rtol = rounding_tolerance(name)
+    ref = single_of(W.DDP_SCENARIOS[name])
     assert_close_params(ranks[0][name]["params"], ref["params"], tol, name)
     assert_close_alpha(ranks[0][name]["alpha"], ref["alpha"], alpha_rtol, name)
 
@@ -138,24 +136,13 @@ def test_ddp_gradient_as_bucket_view_gives_the_default_bits(ranks):
     assert all(torch.equal(x, y) for x, y in zip(a["params"], b["params"]))
 
 
-SHARD = {  # scenario -> (variant, probe, two_groups)
-    "shard-sgd": ("sgd", False, False),
-    "shard-sgdm-probe": ("sgdm", True, False),
-    "shard-sign": ("sign", False, False),
-    "shard-signum-probe": ("signum", True, False),
-    "shard-sign-groups-nograd": ("sign", False, True),
-    "shard-sgdm-groups-nograd": ("sgdm", True, True),
-}
-
-
-@pytest.mark.parametrize("name", SHARD)
+@pytest.mark.parametrize("name", W.SHARD_SCENARIOS)
 def test_shard_matches_unsharded_run(ranks, name):
-    variant, probe, two_groups = SHARD[name]
     shards = [ranks[r][name] for r in range(W.WORLD)]
     assert torch.equal(shards[0]["state"], shards[1]["state"]), \
         f"{name}: the ranks' group states (alpha, counters) differ"
-    ref = single(variant, probe, two_groups)
-    tol, alpha_rtol = rounding_tolerance(variant, probe, two_groups)
+    ref = single_of(W.SHARD_SCENARIOS[name])
+    tol, alpha_rtol = rounding_tolerance(name)
     assert_close_params(assemble(shards), ref["params"], tol, name)
     assert_close_alpha(shards[0]["alpha"], ref["alpha"], alpha_rtol, name)
 
@@ -167,7 +154,7 @@ def test_shards_really_are_uneven_and_empty(ranks):
         assert 0 in sizes and max(sizes) > 0, f"rank {r} shard sizes {sizes}"
 
 
-@pytest.mark.parametrize("name", [*SHARD, "shard-nan-skip", "shard-nan-raise"])
+@pytest.mark.parametrize("name", [*W.SHARD_SCENARIOS, *W.NAN_SCENARIOS])
 def test_one_collective_per_step(ranks, name):
     """All groups' sums travel in one all-reduce per step, on every rank, also on rank 1
     whose second group has no gradient at all ("groups-nograd")."""
@@ -184,8 +171,8 @@ def test_nan_on_one_rank_skips_the_step_on_every_rank(ranks):
         assert all(torch.equal(a, b) for a, b in zip(before, after)), \
             f"rank {r} moved its shard in the step whose gradient was NaN on rank 1"
         state = res["state"][0]
-        assert state[secant_layout().SKIPPED] == 1, f"rank {r}: skipped counter {state}"
-        assert state[secant_layout().TAKEN] == W.NAN_STEP + 1
+        assert state[L.SKIPPED] == 1, f"rank {r}: skipped counter {state}"
+        assert state[L.TAKEN] == W.NAN_STEP + 1
     assert torch.equal(ranks[0]["shard-nan-skip"]["state"], ranks[1]["shard-nan-skip"]["state"])
 
 
@@ -214,7 +201,3 @@ def test_fsdp2_parameters_are_refused_with_the_reason(ranks):
         assert message is not None, f"rank {r}: DTensor parameters were accepted"
         assert "FSDP2" in message and "process_group=" in message
 
-
-def secant_layout():
-    from secant_ext import _layout
-    return _layout
