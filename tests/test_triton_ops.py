@@ -372,7 +372,11 @@ def test_update_equals_reference(triton_device, dtype, case):
     if dtype in FLOAT_DTYPES:
         eps = _eps(dtype)
         depth = _UPDATE_OPS + (_depth(sizes) if sign_mode == L.SIGN_SCALED else 0)
-        scale = [xi.double().abs() + yi.abs() + 1e-300 for xi, yi in zip(x, x64)]
+        # each rounding acts on x, on a part of the step, or on the result
+        alpha = state[L.ALPHA].item()
+        scale = [xi.double().abs() + yi.abs() + alpha * (gi.double().abs() + mi.double().abs()
+                 + wd * xi.double().abs()) + 1e-300
+                 for xi, yi, gi, mi in zip(x, x64, g, m if m else g)]
         for i, (a, b, sc) in enumerate(zip(xt, x64, scale)):
             assert_close(f"update {case} x[{i}]", a, b, depth * eps * sc)
         for i, (a, b, mi, gi) in enumerate(zip(mt, m64, m, g)):

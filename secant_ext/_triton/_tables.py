@@ -34,7 +34,8 @@ from typing import Sequence
 import torch
 
 CHUNK = 16384     # elements per chunk: one program of lookahead/update, a unit of stats
-MAX_ROWS = 512    # rows of the stats partial table, at most (programs of the stats launch)
+MAX_ROWS = 1024   # rows of the stats partial table, at most (programs of the stats launch);
+                  # chosen, not measured: 8 programs an SM on an H200 at 2^26 elements
 CACHE_SIZE = 1024
 
 Tensors = Sequence[torch.Tensor]

@@ -1,0 +1,430 @@
+"""GPU check of the Triton kernels, for a lent GPU machine (run through bench/gpu_check.sh).
+
+Sections, each recorded even when another fails:
+  parity   each phase against the eager reference on CUDA at 2^26 elements (one tensor and
+           a model-like list), fp32 and bf16
+  big      one tensor above 2^31 elements (int64 offsets), when free memory allows
+  graph    a whole optimizer step, closure included, captured in a CUDA graph and replayed,
+           against the same steps run eagerly
+  sync     one steady-state step under torch.cuda.set_sync_debug_mode("error")
+  launches kernel launches per step (torch.profiler), per phase and in total
+  timing   each phase with triton.testing.do_bench (median, 20th/80th percentiles) against
+           a copy of the same bytes, GB/s by the byte model of SPEC section 3
+Writes gpu_check.json and gpu_check.log to --out ($OUT or bench/out) and prints a short
+table last. ``--dry-run`` runs the same code on CPU under the Triton interpreter at tiny
+sizes (no graph, sync or profiler sections): a check that the script itself works.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "bench", "out"))
+    p.add_argument("--dry-run", action="store_true", help="CPU + interpreter, tiny sizes")
+    p.add_argument("--n-log2", type=int, default=26, help="elements of the parity/timing runs")
+    p.add_argument("--no-big", action="store_true", help="skip the tensor above 2^31 elements")
+    p.add_argument("--pytest-summary", default="", help="line to show in the final table")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    os.environ["TRITON_INTERPRET"] = "1" if ARGS.dry_run else "0"
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import secant_ext  # noqa: E402
+from secant_ext import _layout as L  # noqa: E402
+from secant_ext import reference as R  # noqa: E402
+from secant_ext import triton_kernels as T  # noqa: E402
+from secant_ext._triton import _common, _tables  # noqa: E402
+
+LOG_LINES = []
+
+
+def log(msg: str) -> None:
+    LOG_LINES.append(msg)
+    print(msg, flush=True)
+
+
+def section(results, name, fn, *args):
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn(*args)
+    except Exception as exc:  # record and go on: one broken section must not hide the rest
+        results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc()[-4000:]}
+        log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
+    results[name]["seconds"] = round(time.perf_counter() - t0, 2)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def model_sizes(n: int, layers: int = 12):
+    """A transformer-like list summing to about n: per layer 3d*d, d*d, 4d*d, d*4d weights,
+    their biases and two norms; plus odd, one-element and empty tensors."""
+    layers = 2 if ARGS is not None and ARGS.dry_run else layers
+    d = max(8, int(math.sqrt(n / 12 / layers)))
+    layer = [3 * d * d, 3 * d, d * d, d, 4 * d * d, 4 * d, 4 * d * d, d, d, d]
+    return layer * layers + [1000, 1, 0, 257]
+
+
+def rand(sizes, dtype, dev, seed, scale=1.0):
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    return [(scale * torch.randn(n, generator=gen, device=dev, dtype=torch.float32)).to(dtype)
+            for n in sizes]
+
+
+def state(dev, taken=2, alpha=0.3):
+    st = torch.tensor(L.initial_state_values(), dtype=torch.float64)
+    st[L.TAKEN], st[L.ALPHA], st[L.MOMENTUM_READY] = taken, alpha, float(taken >= 1)
+    return st.to(dev)
+
+
+def f64(ts):
+    return [t.double() for t in ts]
+
+
+def max_err(got, want):
+    return max([(a.double() - b.double()).abs().max().item() for a, b in zip(got, want)
+                if a.numel()] or [0.0])
+
+
+# -- parity --------------------------------------------------------------------------------------
+def parity(dev, n):
+    eps32 = torch.finfo(torch.float32).eps
+    rows = []
+    for label, sizes in (("one tensor", [n]), ("model-like", model_sizes(n))):
+        n_rows, span = _tables.rows_and_span(sizes)
+        row_len = min(sum(sizes), span * _tables.CHUNK)
+        depth = math.ceil(row_len / _common.BLOCK) + 10 + int(math.log2(sum(sizes))) + 6
+        for dtype in (torch.float32, torch.bfloat16):
+            x, s, gp, g, m = (rand(sizes, dtype, dev, k) for k in range(5))
+            st = state(dev)
+            out = [torch.empty_like(t) for t in x]
+            T.lookahead(x, s, out)
+            look_ok = all(torch.equal(o, a + b) for o, a, b in zip(out, x, s))
+            args = (0.9, True, 0.01, True)
+            got = T.secant_stats(s, gp, g, x, m, st, *args).double().sum(0)
+            exact = R.secant_stats(f64(s), f64(gp), f64(g), f64(x), f64(m), st, *args).sum(0)
+            if dtype == torch.float32:
+                scale = R.secant_stats(*[[t.abs() for t in f64(lst)] for lst in (s, s, g, x, m)],
+                                       st, *args).sum(0)
+                scale[1:3] = exact[1:3].abs()
+                scale[0] = sum((a * (b - a)).abs().sum() for a, b in zip(f64(s), f64(gp)))
+                stat_err = ((got - exact).abs() / (eps32 * scale).clamp_min(1e-300)).max().item()
+                stats_ok = stat_err <= 2 * depth
+                stat_msg = f"{stat_err:.1f} eps*sum|t| (bound {2 * depth})"
+            else:
+                ref = R.secant_stats(s, gp, g, x, m, st, *args).double().sum(0)
+                e_t, e_r = (got - exact).abs().max().item(), (ref - exact).abs().max().item()
+                stats_ok, stat_msg = e_t <= 2 * e_r, f"err {e_t:.3g} vs bf16 reference {e_r:.3g}"
+            table = T.secant_stats(s, gp, g, x, m, st, *args)
+            xt, mt = [t.clone() for t in x], [t.clone() for t in m]
+            T.update(xt, g, mt, table, st, 0.9, True, 0.01, L.SIGN_NONE)
+            x64, m64 = f64(x), f64(m)
+            R.update(x64, f64(g), m64, table, st, 0.9, True, 0.01, L.SIGN_NONE)
+            if dtype == torch.float32:
+                # roundings relative to the magnitudes they act on: x, the step's parts, m, g
+                scales = [b.abs() + xi.double().abs() + 0.3 * (gi.double().abs() + mi.double().abs())
+                          for b, xi, gi, mi in zip(x64, x, g, m)] + \
+                         [mi.double().abs() + gi.double().abs() + 0.01 * xi.double().abs()
+                          for mi, gi, xi in zip(m, g, x)]
+                ulp = max([((a.double() - b).abs() / (eps32 * sc).clamp_min(1e-300)).max().item()
+                           for a, b, sc in zip(xt + mt, x64 + m64, scales) if a.numel()])
+                upd_ok, upd_msg = ulp <= 8, f"{ulp:.2f} eps (bound 8)"
+            else:
+                xr, mr = [t.clone() for t in x], [t.clone() for t in m]
+                R.update(xr, g, mr, table, st, 0.9, True, 0.01, L.SIGN_NONE)
+                e_t, e_r = max_err(xt + mt, x64 + m64), max_err(xr + mr, x64 + m64)
+                upd_ok, upd_msg = e_t <= 2 * e_r, f"err {e_t:.3g} vs bf16 reference {e_r:.3g}"
+            row = dict(sizes=label, dtype=str(dtype), numel=sum(sizes), tensors=len(sizes),
+                       table_rows=n_rows, lookahead_bitwise=look_ok, stats_ok=stats_ok,
+                       stats=stat_msg, update_ok=upd_ok, update=upd_msg)
+            log(f"[parity] {label} {dtype}: lookahead bitwise={look_ok}; stats {stat_msg}; "
+                f"update (nesterov, wd) {upd_msg}")
+            rows.append(row)
+            del x, s, gp, g, m, out, xt, mt, x64, m64
+    ok = all(r["lookahead_bitwise"] and r["stats_ok"] and r["update_ok"] for r in rows)
+    return {"ok": ok, "rows": rows}
+
+
+# -- above 2^31 elements ---------------------------------------------------------------------------
+def big(dev):
+    n = 2 ** 31 + 2 ** 20 + 3
+    need = 3 * 4 * n + (4 << 30)
+    free = torch.cuda.mem_get_info(dev)[0]
+    if free < need:
+        log(f"[big] skipped: {free / 2**30:.1f} GiB free, {need / 2**30:.1f} GiB needed")
+        return {"ok": True, "skipped": True, "free_gib": free / 2 ** 30}
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(n, generator=gen, device=dev)
+    s = torch.rand(n, generator=gen, device=dev)
+    out = torch.empty_like(x)
+    piece = 2 ** 28
+    spans = [(i, min(i + piece, n)) for i in range(0, n, piece)]
+    T.lookahead([x], [s], [out])
+    look_ok = all(torch.equal(out[a:b], x[a:b] + s[a:b]) for a, b in spans)
+    # stats: out plays g_plus. Sums checked in fp64 piece by piece, then on the tail alone
+    # (everything below 2^31 zeroed): a wrong offset there cannot hide in the rounding.
+    st = state(dev)
+    results = {}
+    for label in ("all", "tail above 2^31"):
+        if label != "all":
+            s[:2 ** 31].zero_()
+            out[:2 ** 31].zero_()
+        got = T.secant_stats([s], [out], [], [x], [], st, 0.0, False, 0.0, False).double().sum(0)
+        want = torch.zeros(4, dtype=torch.float64, device=dev)
+        for a, b in spans:
+            sa, ya = s[a:b].double(), out[a:b].double() - s[a:b].double()
+            want += torch.stack([(sa * ya).sum(), (sa * sa).sum(), (ya * ya).sum(), (sa * sa).sum()])
+        rel = ((got - want).abs() / want.abs()).max().item()
+        results[label] = rel
+    stats_ok = all(r < 1e-5 for r in results.values())
+    # update with alpha = 0.5: x - 0.5 * g is exact to one rounding on both sides: bitwise
+    out.copy_(x)
+    st = state(dev, alpha=0.5)
+    table = torch.zeros(1, 4, device=dev)
+    T.update([x], [s], [], table, st, 0.0, False, 0.0, L.SIGN_NONE)
+    upd_ok = all(torch.equal(x[a:b], out[a:b] - 0.5 * s[a:b]) for a, b in spans)
+    log(f"[big] n = 2^31 + 2^20 + 3: lookahead bitwise={look_ok}; stats relative error "
+        f"{results}; update bitwise={upd_ok}")
+    del x, s, out
+    torch.cuda.empty_cache()
+    return {"ok": look_ok and stats_ok and upd_ok, "numel": n, "lookahead_bitwise": look_ok,
+            "stats_rel_err": results, "update_bitwise": upd_ok}
+
+
+# -- a whole step: CUDA graph, host syncs, launches ---------------------------------------------------
+def _mlp_and_opt(dev, seed=0, width=512, depth=8):
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1)).to(dev)
+    opt = secant_ext.SecantSGDM(model.parameters(), momentum=0.9, backend="triton")
+    gen = torch.Generator(device=dev).manual_seed(1)
+    X = torch.randn(256, width, device=dev, generator=gen)
+    Y = torch.randn(256, 1, device=dev, generator=gen)
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(X), Y)
+        loss.backward()
+        return loss
+    return model, opt, closure
+
+
+def graph(dev, steps=5):
+    model_e, opt_e, closure_e = _mlp_and_opt(dev)
+    model_g, opt_g, closure_g = _mlp_and_opt(dev)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up: state, buffers and kernels exist before capture
+            opt_g.step(closure_g)
+    torch.cuda.current_stream().wait_stream(side)
+    for _ in range(3):
+        opt_e.step(closure_e)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_loss = opt_g.step(closure_g)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        g.replay()
+    torch.cuda.synchronize()
+    t_graph = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss_e = opt_e.step(closure_e)
+    torch.cuda.synchronize()
+    t_eager = (time.perf_counter() - t0) / steps
+    diff = max((a - b).abs().max().item() for a, b in zip(model_g.parameters(),
+                                                         model_e.parameters()))
+    size = max(p.abs().max().item() for p in model_e.parameters())
+    alpha_g, alpha_e = opt_g.last_stats.alpha.item(), opt_e.last_stats.alpha.item()
+    # the kernels are deterministic, but cuBLAS may pick other algorithms under capture:
+    # equal to fp32 rounding accumulated over a few steps, not necessarily bitwise
+    ok = diff <= 1e-5 * size and abs(alpha_g - alpha_e) <= 1e-5 * abs(alpha_e) and \
+        abs(static_loss.item() - loss_e.item()) <= 1e-5 * abs(loss_e.item())
+    log(f"[graph] {steps} replays vs eager steps: max |param diff| {diff:.3g}, alpha "
+        f"{alpha_g:.6g} vs {alpha_e:.6g}; step {t_graph * 1e3:.3f} ms graphed, "
+        f"{t_eager * 1e3:.3f} ms eager")
+    return {"ok": ok, "max_param_diff": diff, "alpha_graph": alpha_g, "alpha_eager": alpha_e,
+            "ms_per_step_graph": t_graph * 1e3, "ms_per_step_eager": t_eager * 1e3}
+
+
+def sync(dev):
+    _, opt, closure = _mlp_and_opt(dev)
+    for _ in range(2):
+        opt.step(closure)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step(closure)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    log("[sync] a steady-state step ran under set_sync_debug_mode('error'): no host sync")
+    return {"ok": True}
+
+
+def launches(dev):
+    from torch.profiler import ProfilerActivity, profile
+    _, opt, closure = _mlp_and_opt(dev)
+    for _ in range(2):
+        opt.step(closure)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        opt.step(closure)
+        torch.cuda.synchronize()
+    counts = {}
+    for ev in prof.key_averages():
+        counts[ev.key] = counts.get(ev.key, 0) + ev.count
+    phase = {k: sum(c for name, c in counts.items() if k in name)
+             for k in ("_lookahead_kernel", "_stats_kernel", "_alpha_kernel", "_update_kernel")}
+    kernels = sum(e.count for e in prof.key_averages()
+                  if getattr(e, "device_type", None) is not None and
+                  "CUDA" in str(e.device_type) and "Memcpy" not in e.key and "Memset" not in e.key)
+    htod = sum(c for name, c in counts.items() if "HtoD" in name)
+    syncs = {k: c for k, c in counts.items() if "Synchronize" in k and k != "cudaDeviceSynchronize"}
+    n_params = len(opt.param_groups[0]["params"])
+    ok = all(v == 1 for v in phase.values()) and not syncs
+    log(f"[launches] one step over {n_params} tensors: {phase}; all GPU kernels {kernels}; "
+        f"HtoD copies {htod}; stream/event syncs {syncs or 'none'}")
+    return {"ok": ok, "per_phase": phase, "kernels_total": kernels, "htod_copies": htod,
+            "syncs": syncs, "tensors": n_params}
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def _bench(fn, dev):
+    if dev.type == "cuda":
+        import triton.testing
+        med, lo, hi = triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+        return med, lo, hi
+    times = []
+    for _ in range(5):  # dry run: wall clock of the interpreter, for the table code only
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[2], times[1], times[3]
+
+
+def timing(dev, n):
+    rows = []
+    for label, sizes in (("one tensor", [n]), ("model-like", model_sizes(n))):
+        N = sum(sizes)
+        x, s, gp, g, m = (rand(sizes, torch.float32, dev, k, 1e-3) for k in range(5))
+        out = [torch.empty_like(t) for t in x]
+        src = torch.randn(N, device=dev)
+        dst = torch.empty_like(src)
+        st = state(dev, alpha=1e-6)
+        st_alpha = st.clone()
+        table = T.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False)
+        cases = [
+            ("copy (same bytes)", 8 * N, lambda: dst.copy_(src), None),
+            ("lookahead", 12 * N, lambda: T.lookahead(x, s, out),
+             lambda: R.lookahead(x, s, out)),
+            ("secant_stats", 8 * N,
+             lambda: T.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False),
+             lambda: R.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False)),
+            ("secant_alpha", 0, lambda: T.secant_alpha(table, st_alpha, 0, True), None),
+            ("update sgd", 12 * N,
+             lambda: T.update(x, g, [], table, st, 0.0, False, 0.0, L.SIGN_NONE),
+             lambda: R.update(x, g, [], table, st, 0.0, False, 0.0, L.SIGN_NONE)),
+            ("update sgdm", 20 * N,
+             lambda: T.update(x, g, m, table, st, 0.9, False, 0.0, L.SIGN_NONE),
+             lambda: R.update(x, g, m, table, st, 0.9, False, 0.0, L.SIGN_NONE)),
+        ]
+        copy_gbs = None
+        for name, nbytes, fn, ref in cases:
+            med, lo, hi = _bench(fn, dev)
+            gbs = nbytes / med / 1e6 if nbytes else float("nan")
+            if name.startswith("copy"):
+                copy_gbs = gbs
+            ref_ms = _bench(ref, dev)[0] if ref is not None else float("nan")
+            row = dict(sizes=label, numel=N, tensors=len(sizes), phase=name, bytes=nbytes,
+                       median_ms=med, p20_ms=lo, p80_ms=hi, gbs=gbs,
+                       vs_copy=gbs / copy_gbs if copy_gbs else float("nan"),
+                       reference_ms=ref_ms)
+            rows.append(row)
+            log(f"[timing] {label} {name}: {med:.4f} ms [{lo:.4f}, {hi:.4f}] {gbs:.0f} GB/s "
+                f"({row['vs_copy']:.2f} of copy); eager reference {ref_ms:.4f} ms")
+        del x, s, gp, g, m, out, src, dst
+    return {"ok": True, "rows": rows}
+
+
+# -- report ---------------------------------------------------------------------------------------
+def table(results) -> str:
+    lines = ["", "== secant_ext GPU check " + "=" * 52,
+             f"{'phase':<20}{'sizes':<12}{'median ms':>11}{'p20-p80 ms':>19}{'GB/s':>8}"
+             f"{'x copy':>8}{'ref ms':>9}"]
+    for r in results.get("timing", {}).get("rows", []):
+        lines.append(f"{r['phase']:<20}{r['sizes']:<12}{r['median_ms']:>11.4f}"
+                     f"{r['p20_ms']:>9.4f}-{r['p80_ms']:<9.4f}{r['gbs']:>8.0f}"
+                     f"{r['vs_copy']:>8.2f}{r['reference_ms']:>9.3f}")
+    lines.append("")
+    for name in ("pytest", "parity", "big", "graph", "sync", "launches", "timing"):
+        if name == "pytest":
+            if ARGS and ARGS.pytest_summary:
+                lines.append(f"{'pytest':<10}{ARGS.pytest_summary}")
+            continue
+        r = results.get(name)
+        if r is None:
+            lines.append(f"{name:<10}not run")
+        elif not r.get("ok"):
+            lines.append(f"{name:<10}FAILED  {r.get('error', 'see gpu_check.json')[:100]}")
+        else:
+            extra = {"big": "skipped (memory)" if r.get("skipped") else "ok",
+                     "launches": f"ok  per phase {r.get('per_phase')}, HtoD {r.get('htod_copies')}",
+                     "graph": f"ok  {r.get('ms_per_step_graph', 0):.3f} ms/step graphed, "
+                              f"{r.get('ms_per_step_eager', 0):.3f} eager"}.get(name, "ok")
+            lines.append(f"{name:<10}{extra}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = ARGS
+    os.makedirs(args.out, exist_ok=True)
+    dev = torch.device("cpu" if args.dry_run else "cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log("no CUDA device visible to torch; run with --dry-run on a CPU machine")
+        return 2
+    n = 2 ** (10 if args.dry_run else args.n_log2)
+    import triton
+    env = dict(torch=torch.__version__, triton=triton.__version__, device=str(dev),
+               name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               interpret=os.environ["TRITON_INTERPRET"], n=n, dry_run=args.dry_run)
+    log(f"[env] {env}")
+    results = {"env": env}
+    section(results, "parity", parity, dev, n)
+    if dev.type == "cuda":
+        if not args.no_big:
+            section(results, "big", big, dev)
+        section(results, "graph", graph, dev)
+        section(results, "sync", sync, dev)
+        section(results, "launches", launches, dev)
+    section(results, "timing", timing, dev, n)
+    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    report = table(results)
+    LOG_LINES.append(report)
+    with open(os.path.join(args.out, "gpu_check.log"), "w") as f:
+        f.write("\n".join(LOG_LINES) + "\n")
+    print(report, flush=True)
+    return 0 if all(r.get("ok", True) for k, r in results.items() if k != "env") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
