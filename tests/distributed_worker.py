@@ -33,8 +33,8 @@ VARIANTS = {
     "signum": (secant_ext.SecantSignSGD, dict(momentum=0.9)),
 }
 
-# Flat [start, stop) of each parameter that rank 0 owns; rank 1 owns the rest. Uneven, and
-# each rank has an empty shard of some tensor (rank 1 of b1, rank 0 of W2).
+# Where each flattened parameter is cut: rank 0 owns [0, cut), rank 1 [cut, numel). Uneven,
+# and each rank has an empty shard of some tensor (rank 1 of b1, rank 0 of W2).
 SPLITS = {"0.weight": 11, "0.bias": 6, "2.weight": 0, "2.bias": 2}
 
 
