@@ -542,3 +542,20 @@ def test_kernels_compile_for_sm90_with_wide_loads():
                 f"expected {reads * per_tensor} and {writes * per_tensor}: {r['loads']}")
             checked += 1
     assert checked == 10, f"checked {checked} variants, expected 10"
+
+
+def test_triton_is_the_cuda_kernel_of_the_ops():
+    """With the extension loaded, ``torch.ops.secant_ext.*`` on CUDA tensors dispatch to the
+    Triton launchers (registering touches no GPU, so this holds on a CPU-only machine)."""
+    assert secant_ext.cpp_available(), "secant_ext._C is not built"
+    for name in ("lookahead", "secant_stats", "secant_alpha", "update"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"secant_ext::{name}", "CUDA"), \
+            f"secant_ext::{name} has no CUDA kernel"
+
+
+def test_describe_mismatch_points_at_the_worst_element():
+    want = torch.zeros(2, 3)
+    got = want.clone()
+    got[1, 2] = 0.5
+    msg = describe_mismatch("t", got, want, 1e-3)
+    assert "1 of 6 elements" in msg and "(1, 2)" in msg and "got 0.5" in msg, msg
