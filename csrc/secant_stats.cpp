@@ -42,8 +42,7 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
     for_each_chunk(chunks, [&](int64_t c, const Segment* seg, const Segment* seg_end) {
       opmath_t* row = rows + c * K;
       std::fill(row, row + K, opmath_t(0));
-      typename L::Block dot, s_sq, y_sq, g_sq;
-      for (int j = 0; j < L::kVecs; ++j) dot[j] = s_sq[j] = y_sq[j] = g_sq[j] = fVec(0);
+      CascadeSum<scalar_t, layout::NUM_STATS> sums;  // dot, |s|^2, |y|^2, |g|^2 of the chunk
       for (; seg != seg_end; ++seg) {
         const int64_t t = seg->tensor;
         const scalar_t* st = sp[t];
@@ -51,37 +50,40 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
         const scalar_t* gt = has_g ? gp[t] : nullptr;
         const scalar_t* xt = dir.reads_params() ? xp[t] : nullptr;
         const scalar_t* mt = sign && dir.reads_momentum() ? mp[t] : nullptr;
-        typename L::Block abs_sum;
-        for (int j = 0; j < L::kVecs; ++j) abs_sum[j] = fVec(0);
+        CascadeSum<scalar_t, 1> abs_sum;  // sum |v| of this tensor's part of the chunk
         L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
           typename L::Block sv, gpv, gv, xv, mv;
           L::load(st + i, cnt, sv);
           L::load(gpt + i, cnt, gpv);
           if (has_g) L::load(gt + i, cnt, gv);
+          auto* acc = sums.front();
           for (int j = 0; j < L::kVecs; ++j) {
             const fVec y = gpv[j] - sv[j];
-            dot[j] = dot[j] + sv[j] * y;
-            s_sq[j] = s_sq[j] + sv[j] * sv[j];
-            y_sq[j] = y_sq[j] + y * y;
-            if (has_g) g_sq[j] = g_sq[j] + gv[j] * gv[j];
+            acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + sv[j] * y;
+            acc[layout::COL_S_SQ][j] = acc[layout::COL_S_SQ][j] + sv[j] * sv[j];
+            acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
+            if (has_g) acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gv[j] * gv[j];
           }
+          sums.done();
           if (sign) {
             if (xt) L::load(xt + i, cnt, xv);
             if (mt) L::load(mt + i, cnt, mv);
+            auto* abs_acc = abs_sum.front();
             for (int j = 0; j < L::kVecs; ++j) {
               fVec d, m_new;
               dir.apply(has_g ? gv[j] : sv[j], xv[j], mv[j], d, m_new);
-              abs_sum[j] = abs_sum[j] + d.abs();
+              abs_acc[0][j] = abs_acc[0][j] + d.abs();
             }
+            abs_sum.done();
           }
         });
-        if (sign) row[layout::NUM_STATS + t] = L::hsum(abs_sum);
+        if (sign) row[layout::NUM_STATS + t] = abs_sum.total(0);
       }
-      row[layout::COL_DOT] = L::hsum(dot);
-      row[layout::COL_S_SQ] = L::hsum(s_sq);
-      row[layout::COL_Y_SQ] = L::hsum(y_sq);
+      row[layout::COL_DOT] = sums.total(layout::COL_DOT);
+      row[layout::COL_S_SQ] = sums.total(layout::COL_S_SQ);
+      row[layout::COL_Y_SQ] = sums.total(layout::COL_Y_SQ);
       // Without a separate g, g = s: the same sum, in the same order.
-      row[layout::COL_G_SQ] = has_g ? L::hsum(g_sq) : row[layout::COL_S_SQ];
+      row[layout::COL_G_SQ] = has_g ? sums.total(layout::COL_G_SQ) : row[layout::COL_S_SQ];
     });
   });
   return table;
