@@ -391,64 +391,14 @@ class SecantOptimizer(Optimizer):
                 backend.update(ps, gs, ms, table, state, mu, nesterov, wd, sign_mode)
 
     def _reduce_tables(self, work):
-        """Per entry of ``work`` (``(group, state, sign_mode, args, tables)``), the table
-        ``secant_alpha`` reads and the tables ``update`` reads, summed over the ranks of
-        ``process_group``.
-
-        All groups go in ONE float64 all-reduce, once per step, before the division. Its
-        layout comes from ``group["params"]``, the same on every rank, not from which tensors
-        have gradients here: a rank whose shard is empty, or which has no gradient in a group,
-        adds zeros and still joins. A non-finite value on one rank makes the sum non-finite on
-        all, so the skip decision is global. For the scaled sign step, each tensor's
-        ``sum |v|`` and element count are summed, and the column is rescaled so that
-        ``update``'s division by the local element count gives the global mean."""
-        if self.process_group is None:
-            return [(tables[0] if len(tables) == 1 else
-                     torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables]), tables)
-                    for _, _, _, _, tables in work]
-        import torch.distributed as dist
-        device = work[0][1].device
-        pieces = []
-        for group, state, sign_mode, args, tables in work:
-            stats = torch.zeros(L.NUM_STATS, dtype=torch.float64, device=state.device)
-            if tables:
-                stats = torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables]).sum(0)
-            pieces.append(stats.to(device))
-            if sign_mode == L.SIGN_SCALED:
-                index = {p: i for i, p in enumerate(group["params"])}
-                n = len(group["params"])
-                abs_sums = torch.zeros(n, dtype=torch.float64, device=device)
-                numels = torch.zeros(n, dtype=torch.float64, device=device)
-                for (_, ps, _, _), t in zip(args, tables):
-                    at = torch.tensor([index[p] for p in ps], device=device)
-                    abs_sums[at] = t[:, L.NUM_STATS:].to(torch.float64).sum(0).to(device)
-                    numels[at] = torch.tensor([float(p.numel()) for p in ps],
-                                              dtype=torch.float64, device=device)
-                pieces += [abs_sums, numels]
-        total = torch.cat(pieces)
-        dist.all_reduce(total, group=self.process_group)
-        out, start = [], 0
-        for group, state, sign_mode, args, tables in work:
-            stats = total[start:start + L.NUM_STATS]
-            start += L.NUM_STATS
-            combined = stats.unsqueeze(0).to(state.device)
-            new_tables = [stats.to(device=t.device, dtype=t.dtype).unsqueeze(0) for t in tables]
-            if sign_mode == L.SIGN_SCALED:
-                n = len(group["params"])
-                abs_sums, numels = total[start:start + n], total[start + n:start + 2 * n]
-                start += 2 * n
-                index = {p: i for i, p in enumerate(group["params"])}
-                new_tables = []
-                for (_, ps, _, _), t in zip(args, tables):
-                    at = torch.tensor([index[p] for p in ps], device=device)
-                    local = torch.tensor([float(p.numel()) for p in ps], dtype=torch.float64,
-                                         device=device)
-                    # update divides by the local count; the mean wants the global one
-                    scaled = abs_sums[at] * local / numels[at].clamp(min=1)
-                    new_tables.append(torch.cat([stats, scaled]).to(
-                        device=t.device, dtype=t.dtype).unsqueeze(0))
-            out.append((combined, new_tables))
-        return out
+        """Per entry of ``work`` (``(group, state, sign_mode, args, tables)``): the table
+        ``secant_alpha`` reads and the tables ``update`` reads. With a ``process_group``,
+        summed over its ranks in one all-reduce (``distributed.reduce_tables``)."""
+        if self.process_group is not None:
+            return _distributed.reduce_tables(work, self.process_group)
+        return [(tables[0] if len(tables) == 1 else
+                 torch.cat([t[:, :L.NUM_STATS].to(torch.float64) for t in tables]), tables)
+                for _, _, _, _, tables in work]
 
     def _momentum_buffer(self, p):
         st = self.state[p]

@@ -1,12 +1,15 @@
-"""torch.distributed support: what the optimizers refuse, and why.
+"""torch.distributed support: the statistics summed over a process group, and what the
+optimizers refuse.
 
 DDP needs nothing from here (its gradients arrive averaged, so every rank computes the
-same alpha); a manual shard passes ``process_group=`` and ``SecantOptimizer._reduce_tables``
-sums the statistics over it. See ``docs/DISTRIBUTED.md``.
+same alpha); a manual shard passes ``process_group=`` and ``reduce_tables`` sums the
+statistics over it. See ``docs/DISTRIBUTED.md``.
 """
 from __future__ import annotations
 
 import torch
+
+from . import _layout as L
 
 DTENSOR_REFUSED = (
     "DTensor parameters (FSDP2 fully_shard, tensor parallel) are not supported: the "
@@ -24,3 +27,97 @@ def is_dtensor(t: torch.Tensor) -> bool:
         return False
     from torch.distributed.tensor import DTensor
     return isinstance(t, DTensor)
+
+
+def reduce_tables(work, process_group):
+    """The statistics of every param group summed over the ranks of ``process_group``, in
+    ONE float64 all-reduce, before the division (``SecantOptimizer._reduce_tables``).
+
+    ``work`` holds ``(group, state, sign_mode, args, tables)`` per group, ``args`` one
+    ``(backend, params, ...)`` per bucket and ``tables`` its ``[P, K]`` stats table. Returns
+    per group ``(combined, tables)``: the ``[1, NUM_STATS]`` float64 sums ``secant_alpha``
+    reads, and one ``[1, K]`` table per bucket for ``update``.
+
+    The vector's layout follows ``group["params"]`` (the same on every rank), not which
+    tensors have a gradient here: a rank whose shard is empty, or with no gradient at all in
+    a group, adds zeros and still joins. A non-finite value on one rank makes the sums
+    non-finite on all, so every rank skips the step. For the scaled sign step each tensor's
+    ``sum |v|`` and element count are summed too, and the column is rescaled so that
+    ``update``'s division by the local count gives the mean over the whole tensor. The
+    layout is known on the host: no device value is read, nothing syncs."""
+    import torch.distributed as dist
+
+    f64 = torch.float64
+    device = work[0][1].device
+    pieces, layouts = [], []
+    for group, state, sign_mode, args, tables in work:
+        stats = torch.cat([t[:, :L.NUM_STATS].to(f64) for t in tables]).sum(0) if tables \
+            else torch.zeros(L.NUM_STATS, dtype=f64, device=state.device)
+        pieces.append(stats.to(device))
+        layout = None
+        if sign_mode == L.SIGN_SCALED:
+            index = {p: i for i, p in enumerate(group["params"])}
+            positions = [[index[p] for p in ps] for _, ps, *_ in args]
+            abs_sums = torch.zeros(len(index), dtype=f64, device=device)
+            counts = [0.0] * len(index)
+            for pos, (_, ps, *_), t in zip(positions, args, tables):
+                _put(abs_sums, pos, t[:, L.NUM_STATS:].to(f64).sum(0).to(device))
+                for i, p in zip(pos, ps):
+                    counts[i] = float(p.numel())
+            local_counts = _host_vector(counts, device)
+            pieces += [abs_sums, local_counts]
+            layout = (positions, local_counts)
+        layouts.append(layout)
+    total = torch.cat(pieces)
+    dist.all_reduce(total, group=process_group)
+
+    out, start = [], 0
+    for (group, state, sign_mode, args, tables), layout in zip(work, layouts):
+        stats = total[start:start + L.NUM_STATS]
+        start += L.NUM_STATS
+        sign_columns = [stats[:0]] * len(tables)
+        if layout is not None:
+            positions, local_counts = layout
+            n = local_counts.numel()
+            abs_sums, counts = total[start:start + n], total[start + n:start + 2 * n]
+            start += 2 * n
+            # update divides by the local count; the mean wants the global one
+            sign_columns = [_take(abs_sums, pos) * _take(local_counts, pos)
+                            / _take(counts, pos).clamp(min=1) for pos in positions]
+        new_tables = [torch.cat([stats, cols]).to(device=t.device, dtype=t.dtype).unsqueeze(0)
+                      for t, cols in zip(tables, sign_columns)]
+        out.append((stats.unsqueeze(0).to(state.device), new_tables))
+    return out
+
+
+def _runs(positions):
+    """(start in positions, first, stop) of each run of consecutive integers."""
+    runs, k = [], 0
+    while k < len(positions):
+        j = k
+        while j + 1 < len(positions) and positions[j + 1] == positions[j] + 1:
+            j += 1
+        runs.append((k, positions[k], positions[j] + 1))
+        k = j + 1
+    return runs
+
+
+def _put(dst: torch.Tensor, positions, src: torch.Tensor) -> None:
+    """``dst[positions] = src`` by slices: no index tensor to copy to the device."""
+    for k, a, b in _runs(positions):
+        dst[a:b].copy_(src[k:k + b - a])
+
+
+def _take(src: torch.Tensor, positions) -> torch.Tensor:
+    """``src[positions]`` by slices (one slice when the positions are consecutive)."""
+    parts = [src[a:b] for _, a, b in _runs(positions)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else src[:0]
+
+
+def _host_vector(values, device: torch.device) -> torch.Tensor:
+    """A float64 vector of host numbers on ``device``; from pinned memory to a GPU, so the
+    copy is asynchronous."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

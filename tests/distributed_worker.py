@@ -221,7 +221,7 @@ def run_shard(rank, pg, variant, probe, two_groups=False, grad_for_empty=True,
     return dict(shards={n: x.detach().clone() for n, x in s.items()},
                 bounds=shard.bounds, alpha=torch.stack(alphas), state=group_states(opt),
                 around_nan=around_nan, errors=errors,
-                optimizer_collectives=collectives.count("_reduce_tables"))
+                optimizer_collectives=collectives.count("reduce_tables"))
 
 
 def run_own_group(rank, pg_self):
