@@ -19,13 +19,15 @@ hyperparameters): a tensor whose storage moves simply misses the cache and gets 
 buffer, so a stale table is never used. The parameters and momentum buffers keep their
 storage across steps; gradients usually come back at the same addresses from the caching
 allocator. On CUDA the copy to the device is from pinned memory and ``non_blocking``, so
-a miss costs a small asynchronous copy, not a sync. A CUDA graph that captured a launch
-reads that launch's buffer at every replay: the cache keeps up to ``CACHE_SIZE`` buffers
-alive, and ``clear_cache()`` must not be called while such a graph is in use.
+a miss costs a small asynchronous copy, not a sync. The cache keeps the latest
+``CACHE_SIZE`` buffers (each a few bytes a chunk: 0.5 MB for a billion parameters).
+
+A CUDA graph that captured a launch reads that launch's buffer at every replay, so buffers
+used during a capture are also kept in ``_captured`` and never evicted: a graph never reads
+freed memory. ``clear_cache()`` drops them too; call it only when no such graph remains.
 """
 from __future__ import annotations
 
-import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ import torch
 CHUNK = 16384     # elements per chunk: one program of lookahead/update, a unit of stats
 MAX_ROWS = 1024   # rows of the stats partial table, at most (programs of the stats launch);
                   # chosen, not measured: 8 programs an SM on an H200 at 2^26 elements
-CACHE_SIZE = 1024
+CACHE_SIZE = 64   # a few launches per bucket and step: plenty for stable addresses
 
 Tensors = Sequence[torch.Tensor]
 
@@ -82,10 +84,16 @@ class Launch:
 
 
 _cache: "OrderedDict[tuple, Launch]" = OrderedDict()
+_captured: "dict[tuple, Launch]" = {}
 
 
 def clear_cache() -> None:
     _cache.clear()
+    _captured.clear()
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _to_device(host: torch.Tensor, device: torch.device):
@@ -94,7 +102,7 @@ def _to_device(host: torch.Tensor, device: torch.device):
         return host, host
     # Pinned + non_blocking: no sync. During CUDA graph capture a pageable non_blocking copy
     # is captured as a copy node that rereads ``host`` at replay, which the cache keeps.
-    if not torch.cuda.is_current_stream_capturing():
+    if not _capturing(device):
         host = host.pin_memory()
     return host.to(device, non_blocking=True), host
 
@@ -107,9 +115,12 @@ def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: floa
     numels = tuple(t.numel() for t in first)
     ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
     key = (device, numels, ptrs, float(momentum), float(weight_decay), CHUNK, MAX_ROWS)
-    hit = _cache.get(key)
+    hit = _cache.get(key) or _captured.get(key)
     if hit is not None:
-        _cache.move_to_end(key)
+        if key in _cache:
+            _cache.move_to_end(key)
+        if _capturing(device):
+            _captured[key] = hit
         return hit
     n_tensors = len(numels)
     first_chunk = [0]
@@ -131,6 +142,8 @@ def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: floa
                     n_tensors=n_tensors, n_chunks=len(chunk_tensor), n_rows=n_rows, span=span,
                     aligned=all(p % 16 == 0 for p in ptrs))
     _cache[key] = launch
+    if _capturing(device):
+        _captured[key] = launch
     if len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
     return launch
