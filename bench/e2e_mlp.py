@@ -1,0 +1,71 @@
+"""The optimizer's share of an end-to-end training step: an MNIST-sized MLP.
+
+784-256-256-10 with ReLU, batch 128, cross-entropy; random inputs of MNIST's shape (the
+time of a step does not depend on the pixel values). A step of A-SGD calls the closure
+twice (at ``x_t`` and at the lookahead point); everything else in ``opt.step`` (the
+lookahead, statistics, alpha, update, and the Python that drives them) is the
+optimizer's own work. It is measured as the step's time minus the closures' time.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+
+import secant_ext
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 10))
+
+
+def optimizer_share(opt_cls, backend: str, steps: int = 60, warmup: int = 10,
+                    batch: int = 128, **kwargs) -> Dict[str, float]:
+    """Median step time, median closure time per step, and the optimizer's share."""
+    model = _model()
+    opt = opt_cls(model.parameters(), backend=backend, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 784, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    spent = [0.0]
+
+    def closure():
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        spent[0] += time.perf_counter() - t0
+        return loss
+
+    step_times: List[float] = []
+    closure_times: List[float] = []
+    for i in range(warmup + steps):
+        spent[0] = 0.0
+        t0 = time.perf_counter()
+        opt.step(closure)
+        total = time.perf_counter() - t0
+        if i >= warmup:
+            step_times.append(total)
+            closure_times.append(spent[0])
+    own = [s - c for s, c in zip(step_times, closure_times)]
+    step_s = statistics.median(step_times)
+    return dict(step_s=step_s, closures_s=statistics.median(closure_times),
+                optimizer_s=statistics.median(own),
+                share=statistics.median(o / s for o, s in zip(own, step_times)),
+                steps=steps)
+
+
+def run(backends: List[str]) -> List[dict]:
+    rows = []
+    for backend in backends:
+        for name, cls, kw in (("A-SGD", secant_ext.SecantSGD, {}),
+                              ("A-SGDM", secant_ext.SecantSGDM, dict(momentum=0.9))):
+            res = optimizer_share(cls, backend, **kw)
+            rows.append(dict(optimizer=name, backend=backend, **res))
+    return rows

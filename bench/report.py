@@ -1,0 +1,165 @@
+"""The benchmark tables and the targets, as Markdown (readable in a terminal, pasted
+as is into ``docs/PERFORMANCE.md``)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+IMPL_COLUMNS = ["eager", "foreach", "compile", "cpp", "SGD-foreach", "SGD-fused"]
+COLUMNS = ["size_log2", "numel", "layout", "n_tensors", "dtype", "phase", "method", "impl",
+           "bytes", "median_s", "q25_s", "q75_s", "min_s", "max_s", "repeats", "first_s",
+           "compile_s", "gbps", "copy_gbps", "frac_copy", "error", "skipped"]
+TARGET_SIZE = 26  # the targets are stated at 2**26 elements
+
+
+def column_order(key: str) -> int:
+    return COLUMNS.index(key) if key in COLUMNS else len(COLUMNS)
+
+
+def find(rows: List[dict], **match) -> Optional[dict]:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()) and "median_s" in r:
+            return r
+    return None
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def _cell(r: Optional[dict]) -> str:
+    if r is None:
+        return ""
+    if "error" in r:
+        return "failed"
+    if "skipped" in r:
+        return "skipped"
+    spread = (r["q75_s"] - r["q25_s"]) / 2 / r["median_s"]
+    text = f"{_ms(r['median_s'])} ±{spread:.0%}"
+    if r.get("frac_copy") is not None:
+        text += f" ({r['frac_copy']:.0%})"
+    return text
+
+
+def _table(header: List[str], body: List[List[str]]) -> List[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"] + \
+        [line(b) for b in body]
+
+
+def render_groups(rows: List[dict]) -> List[str]:
+    out = []
+    groups = []
+    for r in rows:
+        key = (r["size_log2"], r["layout"], r["dtype"])
+        if key not in groups:
+            groups.append(key)
+    impls = [c for c in IMPL_COLUMNS if any(r["impl"] == c for r in rows)]
+    for size, layout, dtype in groups:
+        mine = [r for r in rows if (r["size_log2"], r["layout"], r["dtype"]) == (size, layout, dtype)]
+        copy = next((r["copy_gbps"] for r in mine if r.get("copy_gbps")), None)
+        n = mine[0]["n_tensors"]
+        title = f"2^{size} elements, {layout} ({n} tensor{'s' if n > 1 else ''}), {dtype}"
+        if copy:
+            title += f"; copy {copy:.1f} GB/s"
+        out += ["", f"**{title}**", ""]
+        keys = []
+        for r in mine:
+            if (r["phase"], r["method"]) not in keys:
+                keys.append((r["phase"], r["method"]))
+        body = []
+        for phase, method in keys:
+            cells = [find(mine, phase=phase, method=method, impl=i) or
+                     next((r for r in mine if r["phase"] == phase and r["method"] == method
+                           and r["impl"] == i), None) for i in impls]
+            nbytes = next(r["bytes"] for r in mine if (r["phase"], r["method"]) == (phase, method))
+            body.append([phase, method, f"{nbytes / 1e6:.0f}" if nbytes else "-"] +
+                        [_cell(c) for c in cells])
+        out += _table(["phase", "method", "MB"] + impls, body)
+    return out
+
+
+def targets(rows: List[dict], e2e: List[dict]) -> List[dict]:
+    sizes = sorted({r["size_log2"] for r in rows})
+    size = TARGET_SIZE if TARGET_SIZE in sizes else (sizes[-1] if sizes else None)
+    at = dict(size_log2=size, phase="step", method="sgd")
+    cpp = find(rows, impl="cpp", layout="flat", dtype="fp32", **at)
+    out = []
+
+    def add(name, value, ok, detail, threshold):
+        out.append(dict(target=name, value=value, threshold=threshold,
+                        met=None if value is None else bool(ok(value)), detail=detail))
+
+    def ratio(a, b):
+        return None if a is None or b is None else a["median_s"] / b["median_s"]
+
+    where = f"A-SGD step, 2^{size} fp32, one flat tensor"
+    add("cpp step / copy bandwidth >= 70%", cpp and cpp.get("frac_copy"),
+        lambda v: v >= 0.70, where, 0.70)
+    add("eager / cpp >= 2x", ratio(find(rows, impl="eager", layout="flat", dtype="fp32", **at),
+                                   cpp), lambda v: v >= 2.0, where, 2.0)
+    add("foreach / cpp >= 1.3x",
+        ratio(find(rows, impl="foreach", layout="flat", dtype="fp32", **at), cpp),
+        lambda v: v >= 1.3, where, 1.3)
+    add("model list / flat <= 1.3x",
+        ratio(find(rows, impl="cpp", layout="model", dtype="fp32", **at), cpp),
+        lambda v: v <= 1.3, f"cpp A-SGD step, 2^{size} fp32", 1.3)
+    add("fp32 / bf16 >= 1.6x",
+        ratio(cpp, find(rows, impl="cpp", layout="flat", dtype="bf16", **at)),
+        lambda v: v >= 1.6, f"cpp A-SGD step, 2^{size}, one flat tensor", 1.6)
+    mlp = next((r for r in e2e if r["backend"] == "cpp" and r["optimizer"] == "A-SGD"), None)
+    add("optimizer share of an MLP step <= 5%", mlp and mlp["share"],
+        lambda v: v <= 0.05, "784-256-256-10, batch 128, cpp A-SGD", 0.05)
+    return out
+
+
+def render_targets(tgts: List[dict]) -> List[str]:
+    body = []
+    for t in tgts:
+        v = t["value"]
+        shown = "n/a" if v is None else (f"{v:.0%}" if t["threshold"] < 1 else f"{v:.2f}x")
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        body.append([t["target"], shown, verdict, t["detail"]])
+    return _table(["target", "measured", "", "case"], body)
+
+
+def render(rows: List[dict], e2e: List[dict], tgts: List[dict], info: Dict) -> str:
+    out = [f"Machine: {info['cpu']}, {info['cpus']} CPUs, torch {info['torch']} with "
+           f"{info['torch_threads']} threads; load average {info['load_before'][0]:.2f} "
+           f"before, {info['load_after'][0]:.2f} after",
+           f"Command: {info['command']}",
+           "",
+           "Cells: median ms ±half the interquartile range (achieved bandwidth as a fraction "
+           "of a copy of the same bytes measured in the same run). MB: the byte model.",
+           ]
+    out += render_groups(rows)
+    compiled = [r for r in rows if r.get("compile_s") is not None]
+    if compiled:
+        out += ["", "**torch.compile: compile time (first call minus a warm call)**", ""]
+        out += _table(["size", "layout", "dtype", "phase", "method", "compile s"],
+                      [[f"2^{r['size_log2']}", r["layout"], r["dtype"], r["phase"],
+                        r["method"], f"{r['compile_s']:.1f}"] for r in compiled])
+    errors = {}
+    for r in rows:
+        if "error" in r:
+            errors.setdefault((r["impl"], r["error"]), []).append(
+                f"2^{r['size_log2']} {r['layout']} {r['dtype']} {r['phase']} {r['method']}")
+    for r in rows:
+        if "skipped" in r:
+            errors.setdefault((r["impl"], "skipped: " + r["skipped"]), []).append(
+                f"2^{r['size_log2']} {r['layout']} {r['dtype']} {r['phase']} {r['method']}")
+    if errors:
+        out += ["", "**Failed or skipped cells**", ""]
+        for (impl, err), where in errors.items():
+            out.append(f"- {impl}: {err} ({len(where)} cases, e.g. {where[0]})")
+    if e2e:
+        out += ["", "**End to end: MNIST-sized MLP step (784-256-256-10, batch 128, two "
+                "gradient evaluations per step)**", ""]
+        out += _table(["optimizer", "backend", "step ms", "closures ms", "optimizer ms",
+                       "optimizer share"],
+                      [[r["optimizer"], r["backend"], f"{r['step_s'] * 1e3:.2f}",
+                        f"{r['closures_s'] * 1e3:.2f}", f"{r['optimizer_s'] * 1e3:.2f}",
+                        f"{r['share']:.1%}"] for r in e2e])
+    out += ["", "**Targets**", ""] + render_targets(tgts)
+    return "\n".join(out)

@@ -1,0 +1,66 @@
+"""Wall-clock timing with warmup and a spread, sized to a time budget.
+
+``time.perf_counter`` around single calls, not ``torch.utils.benchmark``'s blocked
+ranges: one call of a large case takes 10 ms to seconds, far above the timer's
+resolution, and single calls give the spread between calls that the tables report.
+CPU ops are synchronous, so no device synchronization is needed.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from dataclasses import dataclass, asdict
+from typing import Callable, List
+
+
+@dataclass
+class Timing:
+    median_s: float
+    q25_s: float
+    q75_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+    first_s: float  # the first call: includes torch.compile's compilation, if any
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def quantile(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def measure(fn: Callable[[], object], budget_s: float = 1.0, min_repeats: int = 3,
+            max_repeats: int = 30, warmup: int = 1) -> Timing:
+    """Time ``fn``: ``warmup`` untimed calls (the first is timed apart), then as many
+    timed calls as fit in ``budget_s``, at least ``min_repeats``."""
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        fn()
+    # size the repeats from a warm call, not the first (which may have compiled)
+    t0 = time.perf_counter()
+    fn()
+    times = [time.perf_counter() - t0]
+    repeats = int(min(max_repeats, max(min_repeats, budget_s / max(times[0], 1e-9))))
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats - 1):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(median_s=statistics.median(times), q25_s=quantile(times, 0.25),
+                  q75_s=quantile(times, 0.75), min_s=min(times), max_s=max(times),
+                  repeats=len(times), first_s=first)
