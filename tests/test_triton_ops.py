@@ -466,14 +466,20 @@ TRAJECTORIES = {
     "sgdm-nesterov": (secant_ext.SecantSGDM, dict(momentum=0.9, nesterov=True)),
     "signsgd": (secant_ext.SecantSignSGD, {}),
     "signum": (secant_ext.SecantSignSGD, dict(momentum=0.9)),
+    # W stored transposed: not contiguous, so the optimizer gives it to the reference and
+    # c to Triton: two buckets, one alpha from the concatenated tables
+    "sgdm-two-buckets": (secant_ext.SecantSGDM, dict(momentum=0.9, transposed_w=True)),
 }
 
 
 def _least_squares_run(device, cls, kwargs, backend, steps=10):
+    kwargs = dict(kwargs)
+    transposed_w = kwargs.pop("transposed_w", False)
     gen = torch.Generator().manual_seed(7)
     X = torch.randn(64, 6, generator=gen, dtype=torch.float64).to(device)
     Y = torch.randn(64, 2, generator=gen, dtype=torch.float64).to(device)
-    W = (0.1 * torch.randn(6, 2, generator=gen, dtype=torch.float64)).to(device).requires_grad_()
+    W = (0.1 * torch.randn(6, 2, generator=gen, dtype=torch.float64)).to(device)
+    W = (W.t().contiguous().t() if transposed_w else W).requires_grad_()
     c = torch.zeros(2, dtype=torch.float64, device=device, requires_grad=True)
     opt = cls([W, c], backend=backend, **kwargs)
     batches = [torch.arange(64, device=device)[(torch.arange(16, device=device) * 5 + 3 * t) % 64]
