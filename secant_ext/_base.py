@@ -52,7 +52,16 @@ class _RngState:
 
     def __init__(self, devices):
         self.cpu = torch.get_rng_state()
-        self.cuda = {d: torch.cuda.get_rng_state(d) for d in devices if d.type == "cuda"}
+        cuda = [d for d in devices if d.type == "cuda"]
+        if cuda and torch.cuda.is_current_stream_capturing():
+            # PyTorch refuses to read or set a CUDA generator's state during graph capture
+            # ("Cannot call CUDAGeneratorImpl::current_seed during CUDA graph capture").
+            _backends._warn_once(
+                "rng-capture", "secant_ext: inside CUDA graph capture the CUDA random state "
+                "cannot be replayed, so dropout masks of the lookahead evaluation differ "
+                "from those at x_t; capture models without dropout for exact curvature")
+            cuda = []
+        self.cuda = {d: torch.cuda.get_rng_state(d) for d in cuda}
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
