@@ -253,3 +253,20 @@ def test_step_history_records_alpha_and_exports(tmp_path):
         hist.record(opt)  # without loss=: a different set of columns
     with pytest.raises(KeyError, match="no column 'nope'"):
         hist.column("nope")
+
+
+def test_missing_experiment_dependency_names_what_to_install(monkeypatch):
+    from secant_ext.experiments import _deps
+
+    real = _deps.importlib.import_module
+
+    def fake_import(name, *a, **k):
+        if name.split(".")[0] == "sklearn":
+            raise ImportError("No module named 'sklearn'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(_deps.importlib, "import_module", fake_import)
+    with pytest.raises(ImportError, match=r"need the package 'scikit-learn'.*"
+                                          r"pip install secant_ext\[experiments\]"):
+        _deps.require("sklearn.datasets")
+    assert main(["demo", "--out", "unused"]) == 2  # the CLI reports it, no traceback
