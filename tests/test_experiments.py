@@ -126,6 +126,10 @@ def test_beyond_all_studies_tiny(tmp_path):
     assert {"adam", "rules", "momentum", "sign", "cnn", "svm"} <= studies
     rules = [r["method"] for r in rows if r["study"] == "rules"]
     assert rules == ["A-SGD secant", "A-SGD steffensen", "A-SGD bb2", "A-SGD steffensen raw"]
+    # A-SGD runs in several studies: each keeps its own history file
+    for study in ("adam", "cnn", "svm"):
+        hist = json.loads((tmp_path / "history" / f"{study}-A-SGD.json").read_text())
+        assert hist["method"] == "A-SGD" and hist["evals"]
     assert_png(tmp_path / "studies.png")
 
 

@@ -90,7 +90,9 @@ class RunDir:
         self.write_json("results.json", self.rows)
         self.write_csv("results.csv", self.rows)
         steps = result.steps.rows() if result.steps is not None else []
-        self.write_json(os.path.join("history", slug(row["method"]) + ".json"),
+        # one file per row: a method may appear in several studies of one run
+        name = "-".join([str(v) for v in extra.values()] + [row["method"]])
+        self.write_json(os.path.join("history", slug(name) + ".json"),
                         {"method": row["method"], "evals": result.evals, "steps": steps})
         return row
 
