@@ -4,7 +4,8 @@
 time of a step does not depend on the pixel values). A step of A-SGD calls the closure
 twice (at ``x_t`` and at the lookahead point); everything else in ``opt.step`` (the
 lookahead, statistics, alpha, update, and the Python that drives them) is the
-optimizer's own work. It is measured as the step's time minus the closures' time.
+optimizer's own work. It is measured as the step's time minus the closures' time, and
+split into the phase calls alone (kernels) and the rest (the Python that drives them).
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from typing import Dict, List
 import torch
 
 import secant_ext
+from secant_ext import _backends, _layout as L
+
+from impls import phase_step
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -58,7 +62,26 @@ def optimizer_share(opt_cls, backend: str, steps: int = 60, warmup: int = 10,
     return dict(step_s=step_s, closures_s=statistics.median(closure_times),
                 optimizer_s=statistics.median(own),
                 share=statistics.median(o / s for o, s in zip(own, step_times)),
+                phases_s=_phases_alone(model, backend, kwargs.get("momentum", 0.0)),
                 steps=steps)
+
+
+def _phases_alone(model, backend: str, momentum: float, repeats: int = 200) -> float:
+    """Median time of the four phase calls alone on tensors of the model's shapes: the
+    part of the optimizer's work that is kernels, the rest being the Python around them."""
+    ns = _backends.resolve(backend, torch.device("cpu"))
+    x = [p.detach().clone() for p in model.parameters()]
+    g = [torch.randn_like(t) * 1e-3 for t in x]
+    g_plus = [t * 1.5 for t in g]
+    out = [torch.empty_like(t) for t in x]
+    m = [torch.zeros_like(t) for t in x] if momentum else []
+    state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        phase_step(ns, x, g, g_plus, out, m, state, momentum)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[repeats // 10:])
 
 
 def run(backends: List[str]) -> List[dict]:

@@ -31,6 +31,7 @@ from secant_ext import _layout as L, reference  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("SECANT_BENCH_SIZES", "24,26").split(",")]
 IMPLS = I.implementations(["eager", "foreach", "compile", "cpp"])
+COMPILE_MODEL = os.environ.get("SECANT_BENCH_COMPILE_MODEL", "0") == "1"
 PHASES = ["lookahead", "secant_stats", "secant_alpha", "update", "step"]
 
 
@@ -114,6 +115,9 @@ def test_phase(benchmark, impl, phase, method, size, layout, dtype_name):
     ns = IMPLS[impl]
     if isinstance(ns, str):
         pytest.skip(ns)
+    if impl == "compile" and layout == "model" and not COMPILE_MODEL:
+        pytest.skip("compiling a 148-tensor function takes minutes on 2 cores; "
+                    "SECANT_BENCH_COMPILE_MODEL=1 includes it")
     T = _tensors(layout, size, dtype_name)
     state = T.state(f"{impl}-{method}")
     table = ns.secant_stats(T.g, T.g_plus, [], T.x, [], state, 0.0, False, 0.0, False)
