@@ -27,10 +27,11 @@ def _common(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the "
                    "batch order and the data split (default 0)")
     p.add_argument("--data-dir", help="directory with the MNIST IDX files (gzip or plain)")
+    per_data = "per data set"  # bh picks epochs and batch size for the data it loads
     p.add_argument("--epochs", type=float, default=defaults["epochs"],
-                   help="epochs per method (default %(default)s)")
+                   help=f"epochs per method (default {defaults['epochs'] or per_data})")
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                   help="training mini-batch size (default %(default)s)")
+                   help=f"training mini-batch size (default {defaults['batch_size'] or per_data})")
     p.add_argument("--evals-per-epoch", type=int, default=1,
                    help="full train-loss / test-accuracy evaluations per epoch (default 1)")
     p.add_argument("--max-steps", type=int, help="stop each method after this many steps")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from .experiments import demo
     p = sub.add_parser("demo", help="MLP on scikit-learn's digits: A-SGD vs tuned SGD "
-                       "(about a minute on 2 CPU cores)")
+                       "(under a minute on 2 CPU cores)")
     _common(p, demo.DEFAULTS)
     demo.add_arguments(p)
     p.set_defaults(module=demo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import math
 import os
@@ -53,7 +54,8 @@ class RunDir:
         self.started = time.perf_counter()
         self.meta = {"experiment": experiment, "command": "python -m secant_ext " + " ".join(
                          str(a) for a in args.get("argv", sys.argv[1:])),
-                     "args": _clean({k: v for k, v in args.items() if k != "module"}), "started": stamp,
+                     "args": _clean({k: v for k, v in args.items() if k != "module"}),
+                     "started": stamp,
                      "secant_ext": secant_ext.__version__, "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "python": platform.python_version(),
                      "backend": secant_ext.backend_for("cpu")}
@@ -72,7 +74,6 @@ class RunDir:
         columns: List[str] = []
         for r in rows:
             columns += [k for k in r if k not in columns]
-        import io
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
@@ -130,5 +131,5 @@ def table(rows: Sequence[Dict[str, object]], columns: Sequence[str],
 
 STANDARD_COLUMNS = ("method", "hyper", "final_train_loss", "final_test_acc", "train_seconds",
                     "grad_evals", "examples", "diverged")
-STANDARD_HEADERS = ("method", "hyperparameters", "train loss", "test acc %", "wall s",
+STANDARD_HEADERS = ("method", "hyperparameters", "train loss", "test acc %", "train wall s",
                     "grad evals", "examples", "diverged")
