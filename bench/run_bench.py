@@ -55,12 +55,13 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(C.DTYPES))
     p.add_argument("--impls", nargs="+", default=["eager", "foreach", "compile", "cpp"],
                    choices=["eager", "foreach", "compile", "cpp"])
-    p.add_argument("--budget", type=float, default=1.0,
-                   help="seconds of timed calls per case (at least 3 calls; default 1.0)")
+    p.add_argument("--budget", type=float, default=0.5,
+                   help="seconds of timed calls per case (at least 3 calls; default 0.5)")
     p.add_argument("--compile-model", action="store_true",
                    help="also torch.compile the 148-tensor model layout (minutes per "
                         "function on 2 cores; skipped by default)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end MLP step")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", type=Path, default=HERE / "out", help="folder for JSON and CSV")
     return p.parse_args(argv)
 
@@ -102,7 +103,7 @@ def run_group(size, layout, dtype_name, work, impls, budget, bar, copies,
         graphs = _compiled_graphs()
         try:
             fn = _callable(phase, method, impl, impls, T, tables)
-            timing = measure(fn, budget_s=budget)
+            timing = measure(fn, budget_s=budget, compiles=impl == "compile")
         except Exception as exc:  # noqa: BLE001 -- the table says why a cell is empty
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             rows.append(row)
@@ -164,6 +165,8 @@ def machine_info():
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     groups = plan(args)
     impls = I.implementations(args.impls)
     info = machine_info()

@@ -36,20 +36,27 @@ def quantile(xs: List[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+# A first call this long is already in its steady state (a one-time cost of a few ms,
+# such as starting the thread pool, is lost in it) and counts as a timed call: that
+# saves a whole call of the eager reference at 2**26, seconds each.
+STEADY_FIRST_CALL_S = 0.2
+
+
 def measure(fn: Callable[[], object], budget_s: float = 1.0, min_repeats: int = 3,
-            max_repeats: int = 30, warmup: int = 1) -> Timing:
-    """Time ``fn``: ``warmup`` untimed calls (the first is timed apart), then as many
-    timed calls as fit in ``budget_s``, at least ``min_repeats``."""
+            max_repeats: int = 30, compiles: bool = False) -> Timing:
+    """Time ``fn``: a first call timed apart (``first_s``), then as many timed calls as
+    fit in ``budget_s``, at least ``min_repeats``. The first call counts among them when
+    it took ``STEADY_FIRST_CALL_S`` or more, unless ``compiles`` (it then compiled)."""
     gc.collect()
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
+    if first >= STEADY_FIRST_CALL_S and not compiles:
+        times = [first]
+    else:  # size the repeats from a warm call
+        t0 = time.perf_counter()
         fn()
-    # size the repeats from a warm call, not the first (which may have compiled)
-    t0 = time.perf_counter()
-    fn()
-    times = [time.perf_counter() - t0]
+        times = [time.perf_counter() - t0]
     repeats = int(min(max_repeats, max(min_repeats, budget_s / max(times[0], 1e-9))))
     gc_was_enabled = gc.isenabled()
     gc.disable()
