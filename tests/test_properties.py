@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from secant_ext import _backends, _layout as L, reference
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-FAST = {"cpp": _backends._cpp}
+# The Triton kernels run here under the interpreter (tests/conftest.py), which is slow:
+# the same properties, fewer examples.
+FAST = {"cpp": _backends._cpp, "triton": _backends._triton}
 PROFILE = settings(max_examples=30, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow])
 
