@@ -32,7 +32,7 @@ SIZES = (0, 1, 3, 1023, 4097, 100003)
 SIZE_CASES = {
     "one": [1], "three": [3], "1023": [1023], "4097": [4097], "100003": [100003],
     "empty": [0], "mixed": list(SIZES), "many": [(7 * i * i + 3) % 301 for i in range(40)],
-    "matrix": [(37, 29)],
+    "matrix": [(37, 29)], "scalar": [()],
 }
 MOMENTUM = 0.9
 ALPHA = 0.37
@@ -201,9 +201,10 @@ def stats_magnitudes(inp, variant, has_g, sign):
     lengths = [total] * L.NUM_STATS
     if sign:
         ready = torch.tensor(variant["ready"])
-        for i, gi in enumerate(g):
-            mi = f64(inp["m"])[i].abs() if variant["mom"] else None
-            d, _ = R._direction(gi.abs(), f64(inp["x"])[i].abs(), mi, ready, MOMENTUM,
+        ms = f64(inp["m"]) if variant["mom"] else [None] * len(g)
+        for gi, xi, mi in zip(g, f64(inp["x"]), ms):
+            mi = None if mi is None else mi.abs()
+            d, _ = R._direction(gi.abs(), xi.abs(), mi, ready, MOMENTUM,
                                 variant["nesterov"], variant["wd"])
             mags.append(float(d.sum()))
             lengths.append(gi.numel())
@@ -254,8 +255,11 @@ def test_secant_stats_variants(dtype, variant, has_g, sign):
 
 
 @pytest.mark.parametrize("sign", [False, True])
-def test_secant_stats_of_nothing_is_one_zero_row(sign):
-    state = make_state()
+def test_empty_lists_and_tensors(sign):
+    state = make_state(ready=True)
+    ops.lookahead([], [], [])
+    ops.update([], [], [], torch.zeros(1, L.NUM_STATS), state, MOMENTUM, True, 0.1,
+               L.SIGN_SCALED if sign else L.SIGN_NONE)
     table = ops.secant_stats([], [], [], [], [], state, 0.0, False, 0.0, sign)
     assert_bitwise("empty bucket", table, torch.zeros(1, L.NUM_STATS))
     inp = make_inputs([0, 0], torch.bfloat16)
@@ -361,8 +365,8 @@ def update_tolerances(inp, variant, table, sign_mode, dtype):
     ready = torch.tensor(variant["ready"])
     sums = table.to(torch.float64).sum(dim=0)[L.NUM_STATS:]
     out = []
-    for i, (x, g) in enumerate(zip(f64(inp["x"]), f64(inp["g"]))):
-        m = f64(inp["m"])[i] if variant["mom"] else None
+    ms = f64(inp["m"]) if variant["mom"] else [None] * len(inp["x"])
+    for i, (x, g, m) in enumerate(zip(f64(inp["x"]), f64(inp["g"]), ms)):
         d_mag, m_mag = R._direction(g.abs(), x.abs(), None if m is None else m.abs(), ready,
                                     MOMENTUM, variant["nesterov"], variant["wd"])
         d, _ = R._direction(g, x, m, ready, MOMENTUM, variant["nesterov"], variant["wd"])
