@@ -16,7 +16,7 @@ import math
 
 from . import methods as M
 from .common import print_table, run_methods
-from .datasets import load_breast_cancer, mnist_even_odd, mnist_or_digits
+from .datasets import Dataset, load_breast_cancer, mnist_even_odd, mnist_or_digits
 from .models import cross_entropy, linear, mlp, small_cnn, squared_hinge
 from .output import STANDARD_COLUMNS, STANDARD_HEADERS, RunDir
 from .plots import panels
@@ -84,7 +84,7 @@ def run(args) -> RunDir:
                       make_mlp, data, cross_entropy, args.epochs)
             elif name == "cnn":
                 side = int(math.isqrt(dim))
-                images = data.__class__(data.name, data.x_train.view(-1, 1, side, side),
+                images = Dataset(data.name, data.x_train.view(-1, 1, side, side),
                                         data.y_train, data.x_test.view(-1, 1, side, side),
                                         data.y_test, 10, data.note)
                 study(name, [M.a_sgd(backend=b), M.a_sgdm(backend=b),
