@@ -85,8 +85,8 @@ def run(args) -> RunDir:
             elif name == "cnn":
                 side = int(math.isqrt(dim))
                 images = Dataset(data.name, data.x_train.view(-1, 1, side, side),
-                                        data.y_train, data.x_test.view(-1, 1, side, side),
-                                        data.y_test, 10, data.note)
+                                 data.y_train, data.x_test.view(-1, 1, side, side),
+                                 data.y_test, 10, data.note)
                 study(name, [M.a_sgd(backend=b), M.a_sgdm(backend=b),
                              M.sgd_const(args.sgd_lr), M.adam(1e-3)],
                       lambda: small_cnn(1, side, 10), images, cross_entropy, args.cnn_epochs)
