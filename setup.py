@@ -10,6 +10,40 @@ import os
 
 from setuptools import find_packages, setup
 
+
+
+def _cpu_flags():
+    """Compiler flags for the vector ISA of the C++ kernels.
+
+    AVX2 (with FMA and F16C: ATen's AVX2 ``Vectorized``, real intrinsics) when the build
+    machine has it, else portable x86-64-v2 code on ATen's generic ``Vectorized``. Measured
+    on one thread at 2**22 elements: the generic build ran bf16 lookahead at 2.2 GB/s and
+    fp32 secant_stats at 6.8 GB/s against a 16 GB/s copy. ``pip install -e .`` builds on
+    the machine that runs it; ``SECANT_EXT_CPU=generic`` builds for any x86-64 CPU.
+    ``-ffp-contract=off``: no fused multiply-adds, so every ISA rounds like the reference.
+    """
+    import platform
+    common = ["-ffp-contract=off", "-Wno-unknown-pragmas", "-Wno-psabi"]
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return common
+    generic = common + ["-march=x86-64-v2", "-mtune=generic"]
+    choice = os.environ.get("SECANT_EXT_CPU", "auto")
+    if choice not in ("auto", "avx2", "generic"):
+        raise ValueError(f"SECANT_EXT_CPU must be auto, avx2 or generic, got {choice!r}")
+    if choice == "auto":
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f
+                              if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        choice = "avx2" if {"avx2", "fma", "f16c"} <= set(flags) else "generic"
+    if choice == "generic":
+        return generic
+    return common + ["-mavx2", "-mfma", "-mf16c", "-mtune=generic",
+                     "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+
+
 ext_modules, cmdclass = [], {}
 if os.environ.get("SECANT_EXT_NO_BUILD", "0") != "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -19,8 +53,7 @@ if os.environ.get("SECANT_EXT_NO_BUILD", "0") != "1":
         ext_modules.append(CppExtension(
             name="secant_ext._C",
             sources=sources,
-            extra_compile_args=["-O3", "-fopenmp", "-march=x86-64-v2", "-mtune=generic",
-                                "-DAT_PARALLEL_OPENMP=1"],
+            extra_compile_args=["-O3", "-fopenmp", "-DAT_PARALLEL_OPENMP=1"] + _cpu_flags(),
             extra_link_args=["-fopenmp"],
             py_limited_api=False,
         ))
