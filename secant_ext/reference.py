@@ -78,7 +78,7 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, rule: int, safeguard:
     b == 0 keeps the previous alpha; a non-finite sum skips the step.
     """
     sums = stats.to(torch.float64).sum(dim=0)
-    a, b, c, g_sq = sums[L.COL_DOT], sums[L.COL_S_SQ], sums[L.COL_Y_SQ], sums[L.COL_G_SQ]
+    a, b, c = sums[L.COL_DOT], sums[L.COL_S_SQ], sums[L.COL_Y_SQ]
     prev = state[L.ALPHA]
     finite = torch.isfinite(sums[: L.NUM_STATS]).all()
     clipped = torch.zeros((), dtype=torch.bool, device=state.device)
@@ -110,7 +110,8 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, rule: int, safeguard:
     new[L.CLIPPED] += clipped.to(torch.float64)
     new[L.LAST_SKIPPED] = (~finite).to(torch.float64)
     new[L.LAST_CLIPPED] = clipped.to(torch.float64)
-    new[L.DOT], new[L.S_SQ], new[L.Y_SQ], new[L.G_SQ] = sums[0], sums[1], sums[2], sums[3]
+    new[L.DOT], new[L.S_SQ] = sums[L.COL_DOT], sums[L.COL_S_SQ]
+    new[L.Y_SQ], new[L.G_SQ] = sums[L.COL_Y_SQ], sums[L.COL_G_SQ]
     state.copy_(new)
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from . import methods as M
-from .common import print_table, run_methods
-from .datasets import Dataset, load_breast_cancer, mnist_even_odd, mnist_or_digits
+from .common import load_flat_mnist, print_table, run_methods
+from .datasets import Dataset, load_breast_cancer, mnist_even_odd
 from .models import cross_entropy, linear, mlp, small_cnn, squared_hinge
 from .output import STANDARD_COLUMNS, STANDARD_HEADERS, RunDir
 from .plots import panels
@@ -45,11 +45,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> RunDir:
     out = RunDir("beyond", args.out, vars(args))
-    data = mnist_or_digits(args.data_dir, args.seed, flatten=True)
-    data = data.subset(args.max_train, args.max_test)
-    if not args.data_dir:
-        print("note: " + data.note)
-    print(data.describe())
+    data = load_flat_mnist(args)
     b = args.backend
     dim = data.input_shape[0]
     make_mlp = lambda: mlp(dim, 10, args.hidden)  # noqa: E731

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .datasets import Dataset
+from . import methods as M
+from .datasets import Dataset, mnist_or_digits
 from .methods import Method
 from .output import STANDARD_COLUMNS, STANDARD_HEADERS, RunDir, table
 from .training import RunResult, train
@@ -27,6 +28,23 @@ def run_methods(out: RunDir, methods: Sequence[Method], model_fn: Callable, data
               + (", DIVERGED" if r.diverged else ""), flush=True)
         results.append(r)
     return results
+
+
+def load_flat_mnist(args) -> Dataset:
+    """MNIST from ``--data-dir`` (digits, said aloud, without one), flattened and cut to
+    ``--max-train``/``--max-test``."""
+    data = mnist_or_digits(args.data_dir, args.seed, flatten=True)
+    data = data.subset(args.max_train, args.max_test)
+    if not args.data_dir:
+        print("note: " + data.note)
+    print(data.describe())
+    return data
+
+
+def sgd_grid(args) -> List[Method]:
+    """SGD over the constant rates ``--lrs`` and the decays ``c/(1+t)^gamma``."""
+    grid = [M.sgd_const(lr) for lr in args.lrs]
+    return grid + [M.sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
 
 
 def best(results: Sequence[RunResult], family: str) -> Optional[RunResult]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import methods as M
-from .common import best, floats, print_table, run_methods
+from .common import best, floats, print_table, run_methods, sgd_grid
 from .datasets import load_digits
 from .models import cross_entropy, mlp
 from .output import RunDir
@@ -34,8 +34,7 @@ def run(args) -> RunDir:
     data = load_digits(args.seed).subset(args.max_train, args.max_test)
     print(data.describe())
     methods = [M.a_sgd(backend=args.backend)]
-    methods += [M.sgd_const(lr) for lr in args.lrs]
-    methods += [M.sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
+    methods += sgd_grid(args)
     results = []
     try:
         run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,

@@ -6,8 +6,7 @@ evaluations, since a secant step costs two."""
 from __future__ import annotations
 
 from . import methods as M
-from .common import best, floats, print_table, run_methods
-from .datasets import mnist_or_digits
+from .common import best, floats, load_flat_mnist, print_table, run_methods, sgd_grid
 from .models import cross_entropy, mlp
 from .output import RunDir
 from .plots import alpha_vs_grad_norm, loss_curves
@@ -27,15 +26,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> RunDir:
     out = RunDir("fig1", args.out, vars(args))
-    data = mnist_or_digits(args.data_dir, args.seed, flatten=True)
-    data = data.subset(args.max_train, args.max_test)
-    if not args.data_dir:
-        print("note: " + data.note)
-    print(data.describe())
+    data = load_flat_mnist(args)
     methods = [M.a_sgd(backend=args.backend), M.a_sgdm(backend=args.backend),
                M.a_signsgd(backend=args.backend)]
-    methods += [M.sgd_const(lr) for lr in args.lrs]
-    methods += [M.sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
+    methods += sgd_grid(args)
     results = []
     try:
         run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,

@@ -9,8 +9,7 @@ from typing import List
 
 from . import methods as M
 from ._deps import pyplot, require
-from .common import print_table, run_methods
-from .datasets import mnist_or_digits
+from .common import load_flat_mnist, print_table, run_methods
 from .models import cross_entropy, mlp
 from .output import RunDir
 from .plots import smooth
@@ -72,11 +71,7 @@ def plot(results, path: str, title: str) -> str:
 
 def run(args) -> RunDir:
     out = RunDir("trajectory", args.out, vars(args))
-    data = mnist_or_digits(args.data_dir, args.seed, flatten=True)
-    data = data.subset(args.max_train, args.max_test)
-    if not args.data_dir:
-        print("note: " + data.note)
-    print(data.describe())
+    data = load_flat_mnist(args)
     methods = [M.a_sgd(backend=args.backend), M.sgd_decay(args.c, args.gamma)]
     results = []
     try:
