@@ -84,11 +84,20 @@ def _phases_alone(model, backend: str, momentum: float, repeats: int = 200) -> f
     return statistics.median(times[repeats // 10:])
 
 
-def run(backends: List[str]) -> List[dict]:
+def run(backends: List[str], thread_counts: List[int]) -> List[dict]:
+    """Every backend and optimizer at each thread count. One thread too: on a shared
+    2-core machine a parallel region waits for a preempted peer thread, which inflates
+    the many small ops of this step far more than it does large ones."""
     rows = []
-    for backend in backends:
-        for name, cls, kw in (("A-SGD", secant_ext.SecantSGD, {}),
-                              ("A-SGDM", secant_ext.SecantSGDM, dict(momentum=0.9))):
-            res = optimizer_share(cls, backend, **kw)
-            rows.append(dict(optimizer=name, backend=backend, **res))
+    before = torch.get_num_threads()
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for backend in backends:
+                for name, cls, kw in (("A-SGD", secant_ext.SecantSGD, {}),
+                                      ("A-SGDM", secant_ext.SecantSGDM, dict(momentum=0.9))):
+                    res = optimizer_share(cls, backend, **kw)
+                    rows.append(dict(optimizer=name, backend=backend, threads=threads, **res))
+    finally:
+        torch.set_num_threads(before)
     return rows
