@@ -37,10 +37,15 @@ PHASES = ["lookahead", "secant_stats", "secant_alpha", "update", "step"]
 
 # --- the baseline is right ------------------------------------------------------------
 def _problem(dtype=torch.float64, seed=0):
+    """Parameters, momentum buffers and a different (g, g_plus) for each of three steps:
+    with the same gradient every step the momentum average would equal it, and a wrong
+    average would go unnoticed."""
     gen = torch.Generator().manual_seed(seed)
     shapes = [(7, 5), (3,), (64,), (2, 3, 4)]
     mk = lambda: [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]  # noqa: E731
-    return mk(), mk(), mk(), mk()  # x, g, g_plus, m
+    x, m = mk(), mk()
+    grads = [(mk(), mk()) for _ in range(3)]
+    return x, m, grads
 
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.0, False, 0.1),
@@ -51,11 +56,11 @@ def test_foreach_matches_reference(momentum, nesterov, wd, with_g):
     foreach baseline and the reference agree to float64 rounding."""
     runs = {}
     for name, ns in (("reference", reference), ("foreach", foreach_reference)):
-        x, g, g_plus, m = _problem()
+        x, m, grads = _problem()
         m = m if momentum else []
         state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
         tables = []
-        for _ in range(3):
+        for g, g_plus in grads:
             out = [torch.empty_like(t) for t in x]
             ns.lookahead(x, g, out)
             assert all(torch.equal(o, xi + gi) for o, xi, gi in zip(out, x, g))
@@ -66,6 +71,7 @@ def test_foreach_matches_reference(momentum, nesterov, wd, with_g):
             tables.append(table.clone())
         runs[name] = (x, m, state, tables)
     (x0, m0, s0, t0), (x1, m1, s1, t1) = runs["reference"], runs["foreach"]
+    assert s0[L.TAKEN] == 3 and (momentum == 0 or s0[L.MOMENTUM_READY] == 1)
     for a, b in zip(t0, t1):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
     torch.testing.assert_close(s1, s0, rtol=1e-12, atol=0)
@@ -74,7 +80,8 @@ def test_foreach_matches_reference(momentum, nesterov, wd, with_g):
 
 
 def test_foreach_skips_a_nonfinite_step_exactly():
-    x, g, g_plus, _ = _problem()
+    x, _, grads = _problem()
+    g, g_plus = grads[0]
     g_plus[1][0] = float("nan")
     before = [t.clone() for t in x]
     state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
