@@ -65,6 +65,8 @@ REFERENCE = SimpleNamespace(name="reference", lookahead=_reference.lookahead,
 
 @functools.lru_cache(maxsize=None)
 def _cpp() -> SimpleNamespace:
+    if not cpp_available():  # loads the extension, which registers the ops
+        raise ImportError("the C++ extension secant_ext._C is not built")
     ops = torch.ops.secant_ext
     return SimpleNamespace(name="cpp", lookahead=ops.lookahead, secant_stats=ops.secant_stats,
                            secant_alpha=ops.secant_alpha, update=ops.update)
