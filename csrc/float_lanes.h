@@ -157,14 +157,23 @@ struct Direction {
 
   // d and the new momentum m_new (meaningful only with has_momentum), from g, x and m.
   template <typename V>
-  void apply(V g, const V& x, const V& m, V& d, V& m_new) const {
-    if (has_decay) g = g + V(weight_decay) * x;
-    if (!has_momentum) {
+  void apply(const V& g, const V& x, const V& m, V& d, V& m_new) const {
+    apply_as(has_decay, has_momentum, ready, nesterov, g, x, m, d, m_new);
+  }
+
+  // apply() with the variant given by the caller: with compile-time constants the branches
+  // fold away after inlining, which is what update's specialized inner loop relies on.
+  template <typename V>
+  [[gnu::always_inline]] inline void apply_as(bool decay, bool with_momentum, bool is_ready,
+                                              bool use_nesterov, V g, const V& x, const V& m,
+                                              V& d, V& m_new) const {
+    if (decay) g = g + V(weight_decay) * x;
+    if (!with_momentum) {
       d = g;
       return;
     }
-    m_new = ready ? V(momentum) * m + V(one_minus_momentum) * g : g;
-    d = nesterov ? V(momentum) * m_new + V(one_minus_momentum) * g : m_new;
+    m_new = is_ready ? V(momentum) * m + V(one_minus_momentum) * g : g;
+    d = use_nesterov ? V(momentum) * m_new + V(one_minus_momentum) * g : m_new;
   }
 };
 
