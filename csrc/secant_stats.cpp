@@ -4,12 +4,95 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
 #include "ops.h"
 
 namespace secant_ext {
+
+namespace {
+
+// One table row: the sums of chunk segments [seg, seg_end). kHasG: a separate g was given
+// (else g = s); V: the sign variant's direction terms (V::sign false: no sign columns). As
+// runtime flags these branches stayed inside the vector loop. Pointers and dir are passed by
+// value so the locals stay in registers.
+template <bool kHasG, typename V, typename scalar_t, typename opmath_t>
+void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_end,
+               const scalar_t* const* sp, const scalar_t* const* gpp, const scalar_t* const* gp,
+               const scalar_t* const* xp, const scalar_t* const* mp,
+               const Direction<opmath_t> dir) {
+  using L = Lanes<scalar_t>;
+  using fVec = typename L::fVec;
+  constexpr bool kReadsX = V::sign && V::decay;
+  constexpr bool kReadsM = V::sign && V::momentum && V::ready;
+  std::fill(row, row + K, opmath_t(0));
+  CascadeSum<scalar_t, layout::NUM_STATS> sums;  // dot, |s|^2, |y|^2, |g|^2 of the chunk
+  for (; seg != seg_end; ++seg) {
+    const int64_t t = seg->tensor;
+    const scalar_t* st = sp[t];
+    const scalar_t* gpt = gpp[t];
+    const scalar_t* gt = kHasG ? gp[t] : nullptr;
+    const scalar_t* xt = kReadsX ? xp[t] : nullptr;
+    const scalar_t* mt = kReadsM ? mp[t] : nullptr;
+    CascadeSum<scalar_t, 1> abs_sum;  // sum |v| of this tensor's part of the chunk
+    L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
+      typename L::Block sv, gpv, gv, xv, mv;
+      L::load(st + i, cnt, sv);
+      L::load(gpt + i, cnt, gpv);
+      if constexpr (kHasG) L::load(gt + i, cnt, gv);
+      auto* acc = sums.front();
+      for (int j = 0; j < L::kVecs; ++j) {
+        const fVec y = gpv[j] - sv[j];
+        acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + sv[j] * y;
+        acc[layout::COL_S_SQ][j] = acc[layout::COL_S_SQ][j] + sv[j] * sv[j];
+        acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
+        if constexpr (kHasG) acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gv[j] * gv[j];
+      }
+      sums.done();
+      if constexpr (V::sign) {
+        if constexpr (kReadsX) L::load(xt + i, cnt, xv);
+        if constexpr (kReadsM) L::load(mt + i, cnt, mv);
+        auto* abs_acc = abs_sum.front();
+        for (int j = 0; j < L::kVecs; ++j) {
+          fVec d, m_new;
+          dir.apply_as(V::decay, V::momentum, V::ready, V::nesterov, kHasG ? gv[j] : sv[j],
+                       xv[j], mv[j], d, m_new);
+          abs_acc[0][j] = abs_acc[0][j] + d.abs();
+        }
+        abs_sum.done();
+      }
+    });
+    if constexpr (V::sign) row[layout::NUM_STATS + t] = abs_sum.total(0);
+  }
+  row[layout::COL_DOT] = sums.total(layout::COL_DOT);
+  row[layout::COL_S_SQ] = sums.total(layout::COL_S_SQ);
+  row[layout::COL_Y_SQ] = sums.total(layout::COL_Y_SQ);
+  // Without a separate g, g = s: the same sum, in the same order.
+  row[layout::COL_G_SQ] = kHasG ? sums.total(layout::COL_G_SQ) : row[layout::COL_S_SQ];
+}
+
+// f(std::integral_constant<bool, has_g>, Variant<...>{}). Without sign the direction is not
+// formed, so one variant serves; with it, ready and nesterov only matter with momentum: 11
+// instantiations per dtype instead of 64.
+template <typename F>
+void dispatch_stats(bool has_g, bool sign, bool decay, bool momentum, bool ready, bool nesterov,
+                    const F& f) {
+  with_flag(has_g, [&](auto kHasG) {
+    if (!sign) return f(kHasG, Variant<false, false, false, false, false>{});
+    with_flag(decay, [&](auto kDecay) {
+      if (!momentum) return f(kHasG, Variant<kDecay.value, false, false, false, true>{});
+      with_flag(ready, [&](auto kReady) {
+        with_flag(nesterov, [&](auto kNesterov) {
+          f(kHasG, Variant<kDecay.value, true, kReady.value, kNesterov.value, true>{});
+        });
+      });
+    });
+  });
+}
+
+}  // namespace
 
 at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
                             at::TensorList x, at::TensorList m, const at::Tensor& state,
@@ -30,60 +113,20 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
   const bool has_g = !g.empty();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "secant_ext::secant_stats", [&] {
-    using L = Lanes<scalar_t>;
-    using opmath_t = typename L::opmath_t;
-    using fVec = typename L::fVec;
+    using opmath_t = typename Lanes<scalar_t>::opmath_t;
     const Direction<opmath_t> dir(!m.empty(), ready, nesterov, momentum, weight_decay);
-    const auto sp = data_ptrs<scalar_t>(s), gpp = data_ptrs<scalar_t>(g_plus);
-    const auto gp = data_ptrs<scalar_t>(g), xp = data_ptrs<scalar_t>(x);
-    const auto mp = data_ptrs<scalar_t>(m);
+    const std::vector<scalar_t*> sp = data_ptrs<scalar_t>(s), gpp = data_ptrs<scalar_t>(g_plus);
+    const std::vector<scalar_t*> gp = data_ptrs<scalar_t>(g), xp = data_ptrs<scalar_t>(x);
+    const std::vector<scalar_t*> mp = data_ptrs<scalar_t>(m);
     opmath_t* rows = table.data_ptr<opmath_t>();
 
-    for_each_chunk(chunks, [&](int64_t c, const Segment* seg, const Segment* seg_end) {
-      opmath_t* row = rows + c * K;
-      std::fill(row, row + K, opmath_t(0));
-      CascadeSum<scalar_t, layout::NUM_STATS> sums;  // dot, |s|^2, |y|^2, |g|^2 of the chunk
-      for (; seg != seg_end; ++seg) {
-        const int64_t t = seg->tensor;
-        const scalar_t* st = sp[t];
-        const scalar_t* gpt = gpp[t];
-        const scalar_t* gt = has_g ? gp[t] : nullptr;
-        const scalar_t* xt = dir.reads_params() ? xp[t] : nullptr;
-        const scalar_t* mt = sign && dir.reads_momentum() ? mp[t] : nullptr;
-        CascadeSum<scalar_t, 1> abs_sum;  // sum |v| of this tensor's part of the chunk
-        L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
-          typename L::Block sv, gpv, gv, xv, mv;
-          L::load(st + i, cnt, sv);
-          L::load(gpt + i, cnt, gpv);
-          if (has_g) L::load(gt + i, cnt, gv);
-          auto* acc = sums.front();
-          for (int j = 0; j < L::kVecs; ++j) {
-            const fVec y = gpv[j] - sv[j];
-            acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + sv[j] * y;
-            acc[layout::COL_S_SQ][j] = acc[layout::COL_S_SQ][j] + sv[j] * sv[j];
-            acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
-            if (has_g) acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gv[j] * gv[j];
-          }
-          sums.done();
-          if (sign) {
-            if (xt) L::load(xt + i, cnt, xv);
-            if (mt) L::load(mt + i, cnt, mv);
-            auto* abs_acc = abs_sum.front();
-            for (int j = 0; j < L::kVecs; ++j) {
-              fVec d, m_new;
-              dir.apply(has_g ? gv[j] : sv[j], xv[j], mv[j], d, m_new);
-              abs_acc[0][j] = abs_acc[0][j] + d.abs();
-            }
-            abs_sum.done();
-          }
-        });
-        if (sign) row[layout::NUM_STATS + t] = abs_sum.total(0);
-      }
-      row[layout::COL_DOT] = sums.total(layout::COL_DOT);
-      row[layout::COL_S_SQ] = sums.total(layout::COL_S_SQ);
-      row[layout::COL_Y_SQ] = sums.total(layout::COL_Y_SQ);
-      // Without a separate g, g = s: the same sum, in the same order.
-      row[layout::COL_G_SQ] = has_g ? sums.total(layout::COL_G_SQ) : row[layout::COL_S_SQ];
+    dispatch_stats(has_g, sign, dir.has_decay, dir.has_momentum, ready, nesterov,
+                   [&](auto kHasG, auto variant) {
+      for_each_chunk(chunks, [&](int64_t c, const Segment* seg, const Segment* seg_end) {
+        stats_row<decltype(kHasG)::value, decltype(variant), scalar_t>(
+            rows + c * K, K, seg, seg_end, sp.data(), gpp.data(), gp.data(), xp.data(),
+            mp.data(), dir);
+      });
     });
   });
   return table;

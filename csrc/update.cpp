@@ -4,7 +4,6 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "float_lanes.h"
@@ -26,24 +25,6 @@ void mean_abs(const at::Tensor& stats, at::TensorList x, std::vector<double>& ou
     for (int64_t i = 0; i < n; ++i) out[i] += static_cast<double>(row[i]);
   }
   for (int64_t i = 0; i < n; ++i) out[i] /= static_cast<double>(std::max<int64_t>(x[i].numel(), 1));
-}
-
-// Which terms of the update a call has, fixed at compile time. With these as runtime flags
-// the bf16 loop ran at half the speed of torch.optim.SGD(fused=True): the compiler kept the
-// branches and reloaded the hyperparameters after every (may-alias) vector store.
-template <bool kDecay, bool kMomentum, bool kReady, bool kNesterov, bool kSign>
-struct Variant {
-  static constexpr bool decay = kDecay, momentum = kMomentum, ready = kReady,
-                        nesterov = kNesterov, sign = kSign;
-};
-
-template <typename F>
-void with_flag(bool flag, const F& f) {
-  if (flag) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
 }
 
 // f(Variant<...>{}) for the runtime flags; ready and nesterov only matter with momentum, so
