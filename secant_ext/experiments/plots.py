@@ -24,11 +24,13 @@ def loss_curves(results: Sequence, path: str, title: str = "") -> str:
     """Training loss against epochs and against gradient evaluations, and test accuracy."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for r in results:
+    # one colour per method: the default cycle has 10, a grid run plots more lines
+    colors = plt.get_cmap("tab20").colors
+    for i, r in enumerate(results):
         ev = r.evals
         if not ev:
             continue
-        kw = _style(r.method.family)
+        kw = dict(_style(r.method.family), color=colors[i % len(colors)])
         loss = [e["train_loss"] for e in ev]
         axes[0].plot([e["epoch"] for e in ev], loss, label=r.method.name, **kw)
         axes[1].plot([e["grad_evals"] for e in ev], loss, label=r.method.name, **kw)
