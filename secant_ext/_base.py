@@ -243,17 +243,6 @@ class SecantOptimizer(Optimizer):
             p.grad = None
         return grads
 
-    def _params_with_grad(self):
-        out = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            for p in ps:
-                if p.grad.is_sparse:
-                    raise ValueError("sparse gradients are not supported by secant_ext "
-                                     "optimizers; use torch.optim.SparseAdam for sparse layers")
-            out.append(ps)
-        return out
-
     @torch.no_grad()
     def step(self, closure=None, probe_closure=None):
         """One step; returns the loss ``closure()`` returned at ``x_t``.
@@ -388,14 +377,18 @@ class SecantOptimizer(Optimizer):
                 args.append((backend, ps, gs, ms))
             work.append((group, state, sign_mode, args, tables))
         reduced = self._reduce_tables(work)
-        for (group, state, sign_mode, args, _), (combined, tables) in zip(work, reduced):
-            mu, nesterov, wd = group["momentum"], group["nesterov"], group["weight_decay"]
+        # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
+        # leaves all groups at x_t, not only the offending one.
+        for (group, state, _, args, _), (combined, _) in zip(work, reduced):
             alpha_backend = args[0][0] if args else \
                 _backends.resolve(group["backend"], state.device)
             alpha_backend.secant_alpha(combined, state, L.RULES[group["rule"]],
                                        group["safeguard"])
+        for group, state, _, _, _ in work:
             if group["nonfinite"] == "raise":
                 self._raise_if_skipped(state, flat, g, s, g_plus)
+        for (group, state, sign_mode, args, _), (_, tables) in zip(work, reduced):
+            mu, nesterov, wd = group["momentum"], group["nesterov"], group["weight_decay"]
             for (backend, ps, gs, ms), table in zip(args, tables):
                 backend.update(ps, gs, ms, table, state, mu, nesterov, wd, sign_mode)
 
@@ -421,10 +414,10 @@ class SecantOptimizer(Optimizer):
         if state[L.LAST_SKIPPED].item() == 0:  # syncs: nonfinite="raise" asks for a check
             return
         names = {}
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
                 names[p] = (group.get("param_names") or [None] * len(group["params"]))[i] \
-                    or f"param_groups[{self.param_groups.index(group)}]['params'][{i}]"
+                    or f"param_groups[{k}]['params'][{i}]"
         for label, grads in (("gradient", g), ("probe gradient", s),
                              ("lookahead gradient", g_plus)):
             for p, t in zip(flat, grads):

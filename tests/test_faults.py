@@ -515,3 +515,20 @@ def test_grad_scaler_is_refused_clearly():
     with pytest.raises(RuntimeError, match="GradScaler is not supported"):
         scaler.step(opt, closure)
     assert torch.equal(p.detach(), torch.ones(3))
+
+
+def test_nonfinite_raise_in_one_group_leaves_every_group_at_x_t():
+    """The raise happens before any group is updated, not after the earlier groups."""
+    a = torch.ones(3, requires_grad=True)
+    b = torch.ones(3, requires_grad=True)
+    opt = secant_ext.SecantSGD([{"params": [a]}, {"params": [b], "nonfinite": "raise"}],
+                               backend="reference")
+
+    def closure():
+        opt.zero_grad()
+        loss = (a ** 2).sum() + (b * float("nan")).sum()
+        loss.backward()
+        return loss
+    with pytest.raises(FloatingPointError, match=r"param_groups\[1\]"):
+        opt.step(closure)
+    assert torch.equal(a.detach(), torch.ones(3)) and torch.equal(b.detach(), torch.ones(3))
