@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from . import methods as M
 from .datasets import Dataset, mnist_or_digits
 from .methods import Method
+from .models import cross_entropy, mlp
 from .output import STANDARD_COLUMNS, STANDARD_HEADERS, RunDir, table
 from .training import RunResult, train
 
@@ -27,6 +28,20 @@ def run_methods(out: RunDir, methods: Sequence[Method], model_fn: Callable, data
               f"{row['final_test_acc']:.2f}%, {row['train_seconds']:.1f} s"
               + (", DIVERGED" if r.diverged else ""), flush=True)
         results.append(r)
+    return results
+
+
+def run_mlp_methods(out: RunDir, methods: Sequence[Method], data: Dataset, args,
+                    plot: Callable[[List[RunResult]], None]) -> List[RunResult]:
+    """Train each method on a fresh one-hidden-layer MLP (``--hidden`` units); ``plot``
+    draws whatever finished, also when the run is interrupted."""
+    results: List[RunResult] = []
+    try:
+        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
+                    cross_entropy, args, args.batch_size, args.epochs, results)
+    finally:
+        if results:
+            plot(results)
     return results
 
 

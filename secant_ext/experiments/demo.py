@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from . import methods as M
-from .common import best, floats, print_table, run_methods, sgd_grid
+from .common import best, floats, print_table, run_mlp_methods, sgd_grid
 from .datasets import load_digits
-from .models import cross_entropy, mlp
 from .output import RunDir
 from .plots import alpha_vs_grad_norm, loss_curves
 
@@ -35,16 +34,13 @@ def run(args) -> RunDir:
     print(data.describe())
     methods = [M.a_sgd(backend=args.backend)]
     methods += sgd_grid(args)
-    results = []
-    try:
-        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
-                    cross_entropy, args, args.batch_size, args.epochs, results)
-    finally:  # plot what finished, even when interrupted
-        if results:
-            loss_curves(results, out.file("loss_curves.png"),
-                        "digits MLP: A-SGD (untuned) vs SGD grids")
-            alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
-                               "A-SGD on digits: alpha_t and the gradient norm")
+
+    def plot(results):
+        loss_curves(results, out.file("loss_curves.png"),
+                    "digits MLP: A-SGD (untuned) vs SGD grids")
+        alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
+                           "A-SGD on digits: alpha_t and the gradient norm")
+    results = run_mlp_methods(out, methods, data, args, plot)
     summary = {"dataset": data.describe()}
     a = next(r for r in results if r.method.family == "A-SGD")
     for fam in ("SGD const", "SGD decay"):

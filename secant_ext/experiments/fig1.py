@@ -6,8 +6,7 @@ evaluations, since a secant step costs two."""
 from __future__ import annotations
 
 from . import methods as M
-from .common import best, floats, load_flat_mnist, print_table, run_methods, sgd_grid
-from .models import cross_entropy, mlp
+from .common import best, floats, load_flat_mnist, print_table, run_mlp_methods, sgd_grid
 from .output import RunDir
 from .plots import alpha_vs_grad_norm, loss_curves
 
@@ -30,16 +29,13 @@ def run(args) -> RunDir:
     methods = [M.a_sgd(backend=args.backend), M.a_sgdm(backend=args.backend),
                M.a_signsgd(backend=args.backend)]
     methods += sgd_grid(args)
-    results = []
-    try:
-        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
-                    cross_entropy, args, args.batch_size, args.epochs, results)
-    finally:
-        if results:
-            loss_curves(results, out.file("loss_curves.png"),
-                        f"fig1: MLP on {data.name}, untuned secant methods vs tuned SGD")
-            alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
-                               f"fig1: alpha_t of the secant methods on {data.name}")
+
+    def plot(results):
+        loss_curves(results, out.file("loss_curves.png"),
+                    f"fig1: MLP on {data.name}, untuned secant methods vs tuned SGD")
+        alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
+                           f"fig1: alpha_t of the secant methods on {data.name}")
+    results = run_mlp_methods(out, methods, data, args, plot)
     summary = {"dataset": data.describe()}
     for fam in ("SGD const", "SGD decay"):
         b = best(results, fam)

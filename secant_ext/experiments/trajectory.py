@@ -9,8 +9,7 @@ from typing import List
 
 from . import methods as M
 from ._deps import pyplot, require
-from .common import load_flat_mnist, print_table, run_methods
-from .models import cross_entropy, mlp
+from .common import load_flat_mnist, print_table, run_mlp_methods
 from .output import RunDir
 from .plots import smooth
 
@@ -73,14 +72,9 @@ def run(args) -> RunDir:
     out = RunDir("trajectory", args.out, vars(args))
     data = load_flat_mnist(args)
     methods = [M.a_sgd(backend=args.backend), M.sgd_decay(args.c, args.gamma)]
-    results = []
-    try:
-        run_methods(out, methods, lambda: mlp(data.input_shape[0], 10, args.hidden), data,
-                    cross_entropy, args, args.batch_size, args.epochs, results)
-    finally:
-        if results:
-            plot(results, out.file("trajectory.png"),
-                 f"trajectory on {data.name}: A-SGD's alpha_t and the gradient norm")
+    results = run_mlp_methods(out, methods, data, args, lambda rs: plot(
+        rs, out.file("trajectory.png"),
+        f"trajectory on {data.name}: A-SGD's alpha_t and the gradient norm"))
     a = results[0]
     alpha, gnorm = a.steps.column("alpha"), a.steps.column("grad_norm")
     rho, p = spearman(alpha, gnorm)
