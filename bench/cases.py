@@ -1,6 +1,6 @@
 """What the benchmarks run: parameter layouts, the byte model, and the tensors of a step.
 
-Byte model (SPEC section 3), per element, fp32; bf16 moves half of it. Reads and writes
+Byte model of docs/ALGORITHM.md, per element, fp32; bf16 moves half of it. Reads and writes
 of the large tensors only (the group state and the stats table are a few bytes):
 
     lookahead     out = x + s                      read x, s; write out      12 bytes

@@ -1,6 +1,6 @@
-"""An independent float64 implementation of SPEC section 1, in NumPy, for tests.
+"""An independent float64 implementation of docs/ALGORITHM.md, in NumPy, for tests.
 
-It shares no code with ``secant_ext``: it is the algorithm as written in the spec, applied
+It shares no code with ``secant_ext``: it is the algorithm as docs/ALGORITHM.md writes it, applied
 to a least-squares problem whose gradients are computed in closed form. Tests run the
 optimizers on the same problem with autograd and compare trajectories.
 """
@@ -52,7 +52,7 @@ class LeastSquares:
 
 @dataclass
 class SpecOptimizer:
-    """A-SGD / A-SGDM / A-SIGNSGD of SPEC section 1, float64, one param group."""
+    """A-SGD / A-SGDM / A-SIGNSGD of docs/ALGORITHM.md, float64, one param group."""
     variant: str                 # "sgd" | "sgdm" | "sign"
     rule: str = "secant"
     momentum: float = 0.0

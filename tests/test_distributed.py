@@ -1,4 +1,4 @@
-"""torch.distributed: two processes on CPU with gloo (SPEC section 4, issue 7).
+"""torch.distributed: two processes on CPU with gloo (docs/ALGORITHM.md, 'Distributed statistics').
 
 DDP: every rank ends with the same bits, and with the parameters of one process trained on
 the concatenated batch. Manual shard with ``process_group``: the result of the unsharded

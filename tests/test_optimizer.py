@@ -80,7 +80,7 @@ def run_secant(cls, kwargs, problem, steps, probe, backend, dtype=torch.float64)
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_trajectory_matches_independent_float64(variant, rule, probe, backend):
-    """50 steps equal the spec's algorithm written independently in NumPy float64.
+    """50 steps equal the algorithm of docs/ALGORITHM.md written independently in NumPy float64.
 
     Both sides compute the same float64 arithmetic in different orders (autograd vs.
     closed-form gradients, different summation orders), so each step differs by a few

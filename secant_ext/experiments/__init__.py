@@ -1,4 +1,4 @@
-"""The experiments behind ``python -m secant_ext`` (SPEC section 5).
+"""The experiments behind ``python -m secant_ext`` (results in docs/RESULTS.md).
 
 One file per purpose: ``idx`` and ``datasets`` load data, ``models`` and ``methods``
 define what is trained and how, ``training`` is the loop they all share, ``output`` and

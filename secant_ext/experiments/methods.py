@@ -65,7 +65,7 @@ def adam(lr: float = 1e-3) -> Method:
 class HeavyBallSecantSGD(secant_ext.SecantSGD):
     """A-SGD with the undamped heavy-ball sum ``m <- mu m + g``, ``x <- x - alpha m``.
 
-    For comparison only (SPEC section 1 explains why A-SGDM averages instead). The parent
+    For comparison only (docs/ALGORITHM.md, 'Update directions': why A-SGDM averages). The parent
     step applies ``-alpha g``; the heavy-ball term ``-alpha mu m_prev`` is added after it,
     on the device, and nothing moves on a step the parent skipped."""
 
