@@ -5,15 +5,16 @@ and breast cancer sets need no download; any LIBSVM/svmlight file can be given b
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
 from ._deps import require
-from .idx import DataError, read_idx
+from .idx import DataError, _read_bytes, read_idx
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -95,7 +96,24 @@ def load_mnist(data_dir: str, flatten: bool = False) -> Dataset:
                    torch.from_numpy(arrays["train_labels"].astype(np.int64)),
                    images(arrays["test_images"]),
                    torch.from_numpy(arrays["test_labels"].astype(np.int64)), 10,
-                   note=f"from {data_dir}")
+                   note="IDX files of --data-dir")
+
+
+def mnist_sha256(data_dir: str) -> Dict[str, str]:
+    """SHA-256 of the MNIST IDX files in ``data_dir``, by file name: of the uncompressed
+    bytes, so a gzip and a plain copy of a file give the same. A run records these in
+    ``meta.json`` instead of the directory's path. Missing or unreadable files are left out
+    (loading them reports the error)."""
+    sums: Dict[str, str] = {}
+    if not os.path.isdir(data_dir):
+        return sums
+    for stem in MNIST_FILES.values():
+        try:
+            path = _find(data_dir, stem)
+            sums[os.path.basename(path)] = hashlib.sha256(_read_bytes(path)).hexdigest()
+        except DataError:
+            continue
+    return sums
 
 
 def _split(x: np.ndarray, y: np.ndarray, seed: int, test_fraction: float = 0.2):

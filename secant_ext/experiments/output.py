@@ -42,6 +42,26 @@ def slug(name: str) -> str:
     return keep.strip("_") or "run"
 
 
+DATA_DIR_PLACEHOLDER = "PATH/TO/MNIST"
+
+
+def _data_by_content(args: Dict[str, object], argv: List[str]):
+    """``args`` and ``argv`` with the ``--data-dir`` path replaced by a placeholder, and the
+    SHA-256 of the MNIST files found there: a run's metadata names its data by content,
+    not by a path of the machine that ran it."""
+    data_dir = args.get("data_dir")
+    if not data_dir:
+        return args, argv, None
+    from .datasets import mnist_sha256
+    flag = "--data-dir="
+    argv = [DATA_DIR_PLACEHOLDER if a == data_dir else
+            flag + DATA_DIR_PLACEHOLDER if a == flag + str(data_dir) else a for a in argv]
+    args = dict(args, data_dir=DATA_DIR_PLACEHOLDER)
+    if "argv" in args:
+        args["argv"] = argv
+    return args, argv, mnist_sha256(str(data_dir))
+
+
 class RunDir:
     """An output folder: ``results.json``/``results.csv`` (one row per method),
     ``history/<method>.json`` (evaluations and steps), ``meta.json`` and the plots."""
@@ -52,13 +72,16 @@ class RunDir:
         os.makedirs(os.path.join(self.path, "history"), exist_ok=True)
         self.rows: List[Dict[str, object]] = []
         self.started = time.perf_counter()
-        self.meta = {"experiment": experiment, "command": "python -m secant_ext " + " ".join(
-                         str(a) for a in args.get("argv", sys.argv[1:])),
+        args, argv, data_sha256 = _data_by_content(
+            args, [str(a) for a in args.get("argv", sys.argv[1:])])
+        self.meta = {"experiment": experiment, "command": "python -m secant_ext " + " ".join(argv),
                      "args": _clean({k: v for k, v in args.items() if k != "module"}),
                      "started": stamp,
                      "secant_ext": secant_ext.__version__, "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "python": platform.python_version(),
                      "backend": secant_ext.backend_for("cpu")}
+        if data_sha256 is not None:
+            self.meta["data_sha256"] = data_sha256
         self.write_json("meta.json", self.meta)
 
     def file(self, name: str) -> str:
