@@ -2,9 +2,10 @@
 secant equation (A-SGD, A-SGDM, A-SIGNSGD), with fused Triton (CUDA) and C++ (CPU) kernels
 and an eager reference every fast path is tested against."""
 from ._backends import cpp_available, triton_available
-from ._base import SecantOptimizer, SecantStats
+from ._base import SecantOptimizer
+from ._lookahead import frozen_batchnorm
+from ._stats import SecantStats
 from .history import StepHistory
-from .lookahead_helpers import frozen_batchnorm
 from .sgd import SecantSGD
 from .sgdm import SecantSGDM
 from .signsgd import SecantSignSGD

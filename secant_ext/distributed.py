@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _layout as L
+from . import _layout as layout
 
 DTENSOR_REFUSED = (
     "DTensor parameters (FSDP2 fully_shard, tensor parallel) are not supported: the "
@@ -29,14 +29,13 @@ def is_dtensor(t: torch.Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
-def reduce_tables(work, process_group):
+def reduce_tables(work, process_group) -> None:
     """The statistics of every param group summed over the ranks of ``process_group``, in
-    ONE float64 all-reduce, before the division (``SecantOptimizer._reduce_tables``).
+    ONE float64 all-reduce, before the division.
 
-    ``work`` holds ``(group, state, sign_mode, args, tables)`` per group, ``args`` one
-    ``(backend, params, ...)`` per bucket and ``tables`` its ``[P, K]`` stats table. Returns
-    per group ``(combined, tables)``: the ``[1, NUM_STATS]`` float64 sums ``secant_alpha``
-    reads, and one ``[1, K]`` table per bucket for ``update``.
+    ``work`` is the step's list of ``_plan.GroupWork``. Sets each group's ``combined``
+    (the ``[1, NUM_STATS]`` float64 sums ``secant_alpha`` reads) and replaces each bucket's
+    ``table`` by a ``[1, K]`` table of the global sums for ``update``.
 
     The vector's layout follows ``group["params"]`` (the same on every rank), not which
     tensors have a gradient here: a rank whose shard is empty, or with no gradient at all in
@@ -48,46 +47,47 @@ def reduce_tables(work, process_group):
     import torch.distributed as dist
 
     f64 = torch.float64
-    device = work[0][1].device
-    pieces, layouts = [], []
-    for group, state, sign_mode, args, tables in work:
-        stats = torch.cat([t[:, :L.NUM_STATS].to(f64) for t in tables]).sum(0) if tables \
-            else torch.zeros(L.NUM_STATS, dtype=f64, device=state.device)
+    device = work[0].state.device
+    pieces, sign_layouts = [], []
+    for w in work:
+        tables = [b.table for b in w.buckets]
+        stats = torch.cat([t[:, :layout.NUM_STATS].to(f64) for t in tables]).sum(0) \
+            if tables else torch.zeros(layout.NUM_STATS, dtype=f64, device=w.state.device)
         pieces.append(stats.to(device))
-        layout = None
-        if sign_mode == L.SIGN_SCALED:
-            index = {p: i for i, p in enumerate(group["params"])}
-            positions = [[index[p] for p in ps] for _, ps, *_ in args]
+        sign_layout = None
+        if w.sign_mode == layout.SIGN_SCALED:
+            index = {p: i for i, p in enumerate(w.group["params"])}
+            positions = [[index[p] for p in b.params] for b in w.buckets]
             abs_sums = torch.zeros(len(index), dtype=f64, device=device)
             counts = [0.0] * len(index)
-            for pos, (_, ps, *_), t in zip(positions, args, tables):
-                _put(abs_sums, pos, t[:, L.NUM_STATS:].to(f64).sum(0).to(device))
-                for i, p in zip(pos, ps):
+            for pos, b in zip(positions, w.buckets):
+                _put(abs_sums, pos, b.table[:, layout.NUM_STATS:].to(f64).sum(0).to(device))
+                for i, p in zip(pos, b.params):
                     counts[i] = float(p.numel())
             local_counts = _host_vector(counts, device)
             pieces += [abs_sums, local_counts]
-            layout = (positions, local_counts)
-        layouts.append(layout)
+            sign_layout = (positions, local_counts)
+        sign_layouts.append(sign_layout)
     total = torch.cat(pieces)
     dist.all_reduce(total, group=process_group)
 
-    out, start = [], 0
-    for (group, state, sign_mode, args, tables), layout in zip(work, layouts):
-        stats = total[start:start + L.NUM_STATS]
-        start += L.NUM_STATS
-        sign_columns = [stats[:0]] * len(tables)
-        if layout is not None:
-            positions, local_counts = layout
+    start = 0
+    for w, sign_layout in zip(work, sign_layouts):
+        stats = total[start:start + layout.NUM_STATS]
+        start += layout.NUM_STATS
+        sign_columns = [stats[:0]] * len(w.buckets)
+        if sign_layout is not None:
+            positions, local_counts = sign_layout
             n = local_counts.numel()
             abs_sums, counts = total[start:start + n], total[start + n:start + 2 * n]
             start += 2 * n
             # update divides by the local count; the mean wants the global one
             sign_columns = [_take(abs_sums, pos) * _take(local_counts, pos)
                             / _take(counts, pos).clamp(min=1) for pos in positions]
-        new_tables = [torch.cat([stats, cols]).to(device=t.device, dtype=t.dtype).unsqueeze(0)
-                      for t, cols in zip(tables, sign_columns)]
-        out.append((stats.unsqueeze(0).to(state.device), new_tables))
-    return out
+        for b, cols in zip(w.buckets, sign_columns):
+            b.table = torch.cat([stats, cols]).to(device=b.table.device,
+                                                  dtype=b.table.dtype).unsqueeze(0)
+        w.combined = stats.unsqueeze(0).to(w.state.device)
 
 
 def _runs(positions):

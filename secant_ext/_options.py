@@ -1,0 +1,66 @@
+"""Validation of the optimizers' options and param groups: each bad value raises a
+``ValueError`` that names it."""
+from __future__ import annotations
+
+import math
+
+from . import _backends, _layout as layout, distributed as _distributed
+
+NONFINITE_MODES = ("skip", "raise")
+SIGN_SCALES = ("mean", "none")
+
+
+def check_nonnegative(name: str, value, allow_zero: bool = True) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_options(*, rule, safeguard, nonfinite, weight_decay, momentum, nesterov,
+                  sign_scale, backend) -> None:
+    """The constructor's options, before any param group exists."""
+    if rule not in layout.RULES:
+        raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {rule!r}")
+    if not isinstance(safeguard, bool):
+        raise ValueError(f"safeguard must be True or False, got {safeguard!r}")
+    if nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("momentum", momentum)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True needs a momentum > 0, got momentum=0")
+    if sign_scale not in SIGN_SCALES:
+        raise ValueError(f"sign_scale must be 'mean' or 'none', got {sign_scale!r}")
+    _backends.validate_backend(backend)
+
+
+def check_group(group) -> None:
+    """A param group as the optimizer holds it (options filled in from the defaults)."""
+    if group["rule"] not in layout.RULES:
+        raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {group['rule']!r}")
+    check_nonnegative("weight_decay", group["weight_decay"])
+    check_nonnegative("momentum", group["momentum"])
+    _backends.validate_backend(group["backend"])
+    if len({id(p) for p in group["params"]}) != len(group["params"]):
+        raise ValueError("a param group lists the same parameter twice; pass each "
+                         "parameter once")
+    devices = {p.device for p in group["params"]}
+    if len(devices) == 1 and group["backend"] != "auto":
+        _backends.resolve(group["backend"], next(iter(devices)))  # fails loudly now
+    if len(devices) > 1:
+        raise ValueError("all parameters of a param group must be on one device (alpha "
+                         f"is shared by the group), got {sorted(map(str, devices))}; "
+                         "put each device's parameters in a group of its own")
+    for p in group["params"]:
+        if _distributed.is_dtensor(p):
+            raise ValueError(_distributed.DTENSOR_REFUSED)
+        if p.is_complex():
+            raise ValueError(f"complex parameters are not supported (got {p.dtype}); "
+                             "pass torch.view_as_real(p) views instead")
+        if not p.is_floating_point():
+            raise ValueError(f"parameters must be floating point, got {p.dtype}")
+        if p.is_sparse:
+            raise ValueError("sparse parameters are not supported")

@@ -1,0 +1,118 @@
+"""The records a step passes from the planning to the kernels and the all-reduce.
+
+``plan`` groups each param group's parameters that have a gradient into buckets the
+kernels can take in one call (one dtype, dense storage), as torch.optim's
+``_group_tensors_by_device_and_dtype`` does for its foreach paths; parameters the kernels
+cannot walk as flat storage go to the eager reference. The step then fills the buckets:
+the gradients of each evaluation, the momentum buffers, the stats table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from . import _backends, _layout as layout
+
+
+def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """Move the gradients out of ``p.grad`` (leaving ``None``), so a closure that zeroes
+    gradients in place cannot clobber the ones already taken, and nothing is copied."""
+    grads = []
+    for p in params:
+        t = p.grad
+        # DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which
+        # the next backward overwrites in place: such a gradient is kept as a copy.
+        if t is not None and t._is_view():
+            t = t.clone(memory_format=torch.preserve_format)
+        grads.append(t)
+        p.grad = None
+    return grads
+
+
+def zeros_where_missing(grads, params) -> List[torch.Tensor]:
+    """A parameter without a gradient at this evaluation contributes zeros."""
+    return [t if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)]
+
+
+def like_params(grads, params) -> List[torch.Tensor]:
+    """Each gradient with the strides of its parameter, so the kernels can walk both as
+    flat storage (copied only where the strides differ)."""
+    return [t if t.stride() == p.stride() else
+            torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+            for t, p in zip(grads, params)]
+
+
+@dataclass
+class Bucket:
+    """Parameters of one param group that one backend call takes together."""
+    backend: SimpleNamespace
+    params: List[torch.Tensor]
+    # Gradients as the kernels take them (with the strides of params): g, s, g_plus.
+    grads: List[torch.Tensor] = field(default_factory=list)
+    probes: List[torch.Tensor] = field(default_factory=list)           # is grads without a probe
+    lookahead_grads: List[torch.Tensor] = field(default_factory=list)  # g_plus, at x + s
+    taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
+    momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
+    table: Optional[torch.Tensor] = None                               # secant_stats' [P, K] sums
+
+    def take_training_grads(self) -> None:
+        self.taken_grads = move_grads_out(self.params)
+        self.grads = like_params(self.taken_grads, self.params)
+
+    def take_grads(self) -> List[torch.Tensor]:
+        """The gradients of the evaluation that just ran (zeros where a parameter got
+        none), moved out of ``p.grad``."""
+        return like_params(zeros_where_missing(move_grads_out(self.params), self.params),
+                           self.params)
+
+    def restore_training_grads(self) -> None:
+        for p, g in zip(self.params, self.taken_grads):
+            p.grad = g
+
+
+@dataclass
+class GroupWork:
+    """One param group's part of a step."""
+    group: dict
+    sign_mode: int
+    buckets: List[Bucket]
+    state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
+    combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
+
+    @property
+    def options(self) -> Dict[str, object]:
+        """The update's hyperparameters, as the ops take them (keyword-only)."""
+        g = self.group
+        return dict(momentum=g["momentum"], nesterov=g["nesterov"],
+                    weight_decay=g["weight_decay"], sign_mode=self.sign_mode)
+
+
+def sign_mode_of(group, optimizer_sign_mode: int) -> int:
+    if optimizer_sign_mode != layout.SIGN_NONE and group["sign_scale"] == "none":
+        return layout.SIGN_UNSCALED
+    return optimizer_sign_mode
+
+
+def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[GroupWork]:
+    """One ``GroupWork`` per param group whose parameters have gradients (every group with
+    ``keep_empty``: a sharded step joins the all-reduce even with nothing to add)."""
+    work = []
+    for group in param_groups:
+        by_kind: Dict[Tuple[torch.dtype, bool], List[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise ValueError("sparse gradients are not supported by secant_ext "
+                                 "optimizers; use torch.optim.SparseAdam for sparse layers")
+            dense = p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+            by_kind.setdefault((p.dtype, dense), []).append(p)
+        buckets = [Bucket(_backends.resolve(group["backend"], ps[0].device) if dense
+                          else _backends.REFERENCE, ps)
+                   for (_, dense), ps in by_kind.items()]
+        if buckets or keep_empty:
+            work.append(GroupWork(group, sign_mode_of(group, optimizer_sign_mode), buckets))
+    return work

@@ -1,0 +1,39 @@
+"""``SecantOptimizer.last_stats``: the statistics of the latest step, read from the group
+states as device tensors (docs/ALGORITHM.md, 'Device state layout')."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import _layout as layout
+
+
+@dataclass
+class SecantStats:
+    """Statistics of the latest step, as device tensors (reading one syncs, nothing else
+    does). 0-dim with one param group, shape ``[num_groups]`` with several."""
+    alpha: torch.Tensor
+    dot: torch.Tensor
+    s_sq: torch.Tensor
+    y_sq: torch.Tensor
+    curvature: torch.Tensor
+    grad_norm: torch.Tensor
+    skipped: torch.Tensor
+    clipped: torch.Tensor
+    step: torch.Tensor
+    skipped_total: torch.Tensor
+    clipped_total: torch.Tensor
+
+    @classmethod
+    def from_states(cls, states: torch.Tensor) -> "SecantStats":
+        """From group states stacked as ``[num_groups, STATE_SIZE]`` (or one state)."""
+        def col(i):
+            return states[..., i]
+        s_sq = col(layout.S_SQ)
+        return cls(alpha=col(layout.ALPHA), dot=col(layout.DOT), s_sq=s_sq,
+                   y_sq=col(layout.Y_SQ), curvature=col(layout.DOT) / s_sq,
+                   grad_norm=col(layout.G_SQ).sqrt(),
+                   skipped=col(layout.LAST_SKIPPED) != 0,
+                   clipped=col(layout.LAST_CLIPPED) != 0, step=col(layout.STEP),
+                   skipped_total=col(layout.SKIPPED), clipped_total=col(layout.CLIPPED))
