@@ -21,8 +21,18 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The Triton kernels on CPU tensors, under the interpreter (no GPU needed): every test
+# whose name, parameters or file mention triton.
+test-triton: setup
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests -k triton
+
 bench: setup
 	$(PY) bench/run_bench.py
+
+# On a machine with a CUDA GPU (and its own torch and triton; see the script's header): the
+# Triton tests compiled for real, then bench/gpu_check.py.
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info secant_ext/*.so

@@ -66,10 +66,10 @@ setup(
                 "secant equation (A-SGD, A-SGDM, A-SIGNSGD), with fused C++ and Triton kernels",
     packages=find_packages(include=["secant_ext", "secant_ext.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.6", "numpy"],
+    install_requires=["torch>=2.6"],
     extras_require={
         "triton": ["triton"],
-        "experiments": ["scikit-learn", "tqdm", "matplotlib", "scipy"],
+        "experiments": ["numpy", "scikit-learn", "tqdm", "matplotlib", "scipy"],
         "test": ["pytest", "hypothesis", "pytest-benchmark"],
     },
     entry_points={"console_scripts": ["secant-ext=secant_ext.__main__:main"]},

@@ -60,15 +60,3 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
 
-
-def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool = False) -> None:
-    """Write ``array`` as an IDX file (gzip-compressed when ``compress``)."""
-    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
-    arr = np.asarray(array)
-    code = codes.get(arr.dtype.newbyteorder("="))
-    if code is None:
-        raise ValueError(f"IDX cannot store dtype {arr.dtype}")
-    header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
-    body = header + arr.astype(_IDX_DTYPES[code]).tobytes()
-    with open(path, "wb") as f:
-        f.write(gzip.compress(body) if compress else body)
