@@ -1,7 +1,7 @@
 """A-SIGNSGD: ``x <- x - alpha_t mean(|v|) sign(v)`` per tensor (Signum when momentum > 0)."""
 from __future__ import annotations
 
-from . import _layout as L
+from . import _layout
 from ._base import SecantOptimizer
 
 
@@ -17,7 +17,7 @@ class SecantSignSGD(SecantOptimizer):
     (``"mean"`` or ``"none"``).
     """
 
-    _sign_mode = L.SIGN_SCALED
+    _sign_mode = _layout.SIGN_SCALED
 
     def __init__(self, params, *, momentum=0.0, sign_scale="mean", rule="secant",
                  safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto",

@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-import distributed_worker as W
-from secant_ext import _layout as L
+import distributed_worker
+from secant_ext import _layout
 
 JOIN_TIMEOUT_S = 150  # the collectives time out after 60 s; a hang fails, never waits
 
@@ -26,8 +26,9 @@ def ranks(tmp_path_factory):
     """Both ranks' results: {scenario: result} per rank."""
     out = tmp_path_factory.mktemp("distributed")
     ctx = multiprocessing.get_context("spawn")
-    port = W.free_port()
-    procs = [ctx.Process(target=W.main, args=(r, port, str(out))) for r in range(W.WORLD)]
+    port = distributed_worker.free_port()
+    procs = [ctx.Process(target=distributed_worker.main, args=(r, port, str(out)))
+             for r in range(distributed_worker.WORLD)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
@@ -38,7 +39,7 @@ def ranks(tmp_path_factory):
         procs[r].kill()
         procs[r].join()
     results = []
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         path = out / f"rank{r}.pt"
         results.append(torch.load(path, weights_only=False) if path.exists() else {})
     errors = [f"rank {r}:\n{res['__error__']}" for r, res in enumerate(results)
@@ -46,7 +47,7 @@ def ranks(tmp_path_factory):
     assert not hung, f"ranks {hung} still running after {JOIN_TIMEOUT_S} s; " + \
         "\n".join(errors)
     assert not errors, "\n".join(errors)
-    assert [p.exitcode for p in procs] == [0] * W.WORLD, \
+    assert [p.exitcode for p in procs] == [0] * distributed_worker.WORLD, \
         f"exit codes {[p.exitcode for p in procs]} without a saved error"
     return results
 
@@ -56,7 +57,7 @@ EPS_RATIO = torch.finfo(torch.float64).eps / torch.finfo(torch.float32).eps
 
 @functools.lru_cache(maxsize=None)
 def single(variant, probe, two_groups=False, backend="reference", dtype=torch.float64):
-    return W.train_single(variant, probe, dtype, two_groups, backend)
+    return distributed_worker.train_single(variant, probe, dtype, two_groups, backend)
 
 
 def single_of(scenario: dict, dtype=torch.float64):
@@ -75,7 +76,8 @@ def rounding_tolerance(scenario_name):
     EPS_RATIO times that spread, but never below one rounding of the values themselves
     (eps64 times their size); factor 4 of margin. Asserted small, so a wrong sum (a missing
     average, a half-batch gradient, one rank's statistics) fails."""
-    scenario = {**W.DDP_SCENARIOS, **W.SHARD_SCENARIOS}[scenario_name]
+    scenario = {**distributed_worker.DDP_SCENARIOS,
+                **distributed_worker.SHARD_SCENARIOS}[scenario_name]
     r64, r32 = single_of(scenario), single_of(scenario, torch.float32)
     eps64 = torch.finfo(torch.float64).eps
     spread = max((a - b.double()).abs().max().item() for a, b in zip(r64["params"], r32["params"]))
@@ -101,29 +103,29 @@ def assert_close_params(got, want, tol, what):
 def assemble(shard_results):
     """The full parameters from every rank's flat shard."""
     full = []
-    for n in W.SPLITS:
+    for n in distributed_worker.SPLITS:
         parts = sorted(((res["bounds"][n], res["shards"][n]) for res in shard_results),
                        key=lambda b: b[0][0])
         covered = [b for b, _ in parts]
         assert covered[0][0] == 0 and all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
         full.append(torch.cat([t for _, t in parts]))
-    ref = dict(W.make_model().named_parameters())
-    return [f.view_as(ref[n]) for f, n in zip(full, W.SPLITS)]
+    ref = dict(distributed_worker.make_model().named_parameters())
+    return [f.view_as(ref[n]) for f, n in zip(full, distributed_worker.SPLITS)]
 
 
-@pytest.mark.parametrize("name", W.DDP_SCENARIOS)
+@pytest.mark.parametrize("name", distributed_worker.DDP_SCENARIOS)
 def test_ddp_ranks_agree_bitwise(ranks, name):
     r0, r1 = ranks[0][name], ranks[1][name]
     assert torch.equal(r0["alpha"], r1["alpha"]), f"{name}: alpha differs between ranks"
     assert torch.equal(r0["state"], r1["state"])
-    for n, a, b in zip(W.SPLITS, r0["params"], r1["params"]):
+    for n, a, b in zip(distributed_worker.SPLITS, r0["params"], r1["params"]):
         assert torch.equal(a, b), f"{name}: parameter {n} differs between ranks"
 
 
-@pytest.mark.parametrize("name", W.DDP_SCENARIOS)
+@pytest.mark.parametrize("name", distributed_worker.DDP_SCENARIOS)
 def test_ddp_matches_one_process_on_the_concatenated_batch(ranks, name):
     tol, alpha_rtol = rounding_tolerance(name)
-    ref = single_of(W.DDP_SCENARIOS[name])
+    ref = single_of(distributed_worker.DDP_SCENARIOS[name])
     assert_close_params(ranks[0][name]["params"], ref["params"], tol, name)
     assert_close_alpha(ranks[0][name]["alpha"], ref["alpha"], alpha_rtol, name)
 
@@ -136,12 +138,12 @@ def test_ddp_gradient_as_bucket_view_gives_the_default_bits(ranks):
     assert all(torch.equal(x, y) for x, y in zip(a["params"], b["params"]))
 
 
-@pytest.mark.parametrize("name", W.SHARD_SCENARIOS)
+@pytest.mark.parametrize("name", distributed_worker.SHARD_SCENARIOS)
 def test_shard_matches_unsharded_run(ranks, name):
-    shards = [ranks[r][name] for r in range(W.WORLD)]
+    shards = [ranks[r][name] for r in range(distributed_worker.WORLD)]
     assert torch.equal(shards[0]["state"], shards[1]["state"]), \
         f"{name}: the ranks' group states (alpha, counters) differ"
-    ref = single_of(W.SHARD_SCENARIOS[name])
+    ref = single_of(distributed_worker.SHARD_SCENARIOS[name])
     tol, alpha_rtol = rounding_tolerance(name)
     assert_close_params(assemble(shards), ref["params"], tol, name)
     assert_close_alpha(shards[0]["alpha"], ref["alpha"], alpha_rtol, name)
@@ -149,37 +151,38 @@ def test_shard_matches_unsharded_run(ranks, name):
 
 def test_shards_really_are_uneven_and_empty(ranks):
     """The premise of the shard tests: each rank has an empty shard of some tensor."""
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         sizes = [t.numel() for t in ranks[r]["shard-sgd"]["shards"].values()]
         assert 0 in sizes and max(sizes) > 0, f"rank {r} shard sizes {sizes}"
 
 
-@pytest.mark.parametrize("name", [*W.SHARD_SCENARIOS, *W.NAN_SCENARIOS])
+@pytest.mark.parametrize("name", [*distributed_worker.SHARD_SCENARIOS,
+                                  *distributed_worker.NAN_SCENARIOS])
 def test_one_collective_per_step(ranks, name):
     """All groups' sums travel in one all-reduce per step, on every rank, also on rank 1
     whose second group has no gradient at all ("groups-nograd")."""
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         steps = ranks[r][name]["alpha"].shape[0]
         assert ranks[r][name]["optimizer_collectives"] == steps, \
             f"rank {r}: {ranks[r][name]['optimizer_collectives']} all-reduces in {steps} steps"
 
 
 def test_nan_on_one_rank_skips_the_step_on_every_rank(ranks):
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         res = ranks[r]["shard-nan-skip"]
         before, after = res["around_nan"]["before"], res["around_nan"]["after"]
         assert all(torch.equal(a, b) for a, b in zip(before, after)), \
             f"rank {r} moved its shard in the step whose gradient was NaN on rank 1"
         state = res["state"][0]
-        assert state[L.SKIPPED] == 1, f"rank {r}: skipped counter {state}"
-        assert state[L.TAKEN] == W.NAN_STEP + 1
+        assert state[_layout.SKIPPED] == 1, f"rank {r}: skipped counter {state}"
+        assert state[_layout.TAKEN] == distributed_worker.NAN_STEP + 1
     assert torch.equal(ranks[0]["shard-nan-skip"]["state"], ranks[1]["shard-nan-skip"]["state"])
 
 
 def test_nan_on_one_rank_raises_on_every_rank(ranks):
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         errors = ranks[r]["shard-nan-raise"]["errors"]
-        assert [t for t, _ in errors] == [W.NAN_STEP], f"rank {r}: {errors}"
+        assert [t for t, _ in errors] == [distributed_worker.NAN_STEP], f"rank {r}: {errors}"
     assert "non-finite gradient in parameter" in ranks[1]["shard-nan-raise"]["errors"][0][1]
     assert "another rank" in ranks[0]["shard-nan-raise"]["errors"][0][1]
 
@@ -188,7 +191,7 @@ def test_process_group_of_one_rank_sums_nothing(ranks):
     """Each rank's optimizer has a subgroup of itself: its run is its own single-process
     run, bit for bit (the other rank trains another variant, so a sum over the world
     would show)."""
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         res = ranks[r]["own-group"]
         ref = single(res["variant"], False)
         assert torch.equal(res["alpha"], ref["alpha"]), f"rank {r}: alpha differs"
@@ -196,7 +199,7 @@ def test_process_group_of_one_rank_sums_nothing(ranks):
 
 
 def test_fsdp2_parameters_are_refused_with_the_reason(ranks):
-    for r in range(W.WORLD):
+    for r in range(distributed_worker.WORLD):
         message = ranks[r]["fsdp2"]["refused"]
         assert message is not None, f"rank {r}: DTensor parameters were accepted"
         assert "FSDP2" in message and "process_group=" in message

@@ -15,7 +15,7 @@ pytest.importorskip("tqdm")
 
 import secant_ext  # noqa: E402
 from secant_ext.__main__ import main  # noqa: E402
-from secant_ext.experiments import datasets, methods as M, models, training  # noqa: E402
+from secant_ext.experiments import datasets, methods, models, training  # noqa: E402
 from test_data import write_mnist  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -156,13 +156,13 @@ def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
 def test_training_loop_decay_schedule_and_same_start():
     data = datasets.load_digits(0).subset(200, 50)
     model_fn = lambda: models.mlp(64, 10, 16)  # noqa: E731
-    r = training.train(model_fn, M.sgd_decay(0.5, 0.5), data, models.cross_entropy,
+    r = training.train(model_fn, methods.sgd_decay(0.5, 0.5), data, models.cross_entropy,
                        epochs=2, batch_size=50, seed=3, progress=False)
     lr = r.steps.column("lr")
     per_epoch = 200 // 50
     assert lr == pytest.approx([0.5 / (1 + k / per_epoch) ** 0.5 for k in range(8)])
     # every method starts from the same weights: equal initial evaluations
-    r2 = training.train(model_fn, M.a_sgd(backend="reference"), data, models.cross_entropy,
+    r2 = training.train(model_fn, methods.a_sgd(backend="reference"), data, models.cross_entropy,
                         epochs=1, batch_size=50, seed=3, progress=False)
     assert r.evals[0]["train_loss"] == r2.evals[0]["train_loss"]
     assert r2.grad_evals == 2 * per_epoch
@@ -170,7 +170,7 @@ def test_training_loop_decay_schedule_and_same_start():
 
 def test_training_stops_and_flags_divergence():
     data = datasets.load_digits(0).subset(200, 50)
-    r = training.train(lambda: models.mlp(64, 10, 16), M.sgd_const(1e6), data,
+    r = training.train(lambda: models.mlp(64, 10, 16), methods.sgd_const(1e6), data,
                        models.cross_entropy, epochs=3, batch_size=50, seed=0,
                        progress=False)
     assert r.diverged
@@ -196,7 +196,7 @@ def test_heavy_ball_secant_matches_hand_computation():
     mu = 0.9
     p = torch.nn.Parameter(torch.tensor(x))
     dt = torch.tensor(d)
-    opt = M.HeavyBallSecantSGD([p], momentum=mu, backend="reference")
+    opt = methods.HeavyBallSecantSGD([p], momentum=mu, backend="reference")
 
     def closure():
         opt.zero_grad()

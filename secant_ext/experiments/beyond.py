@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from . import methods as M
+from .methods import a_sgd, a_sgd_heavy_ball, a_sgdm, a_signsgd, adam, lr_free_extras, sgd_const
 from .common import load_flat_mnist, print_table, run_methods
 from .datasets import Dataset, load_breast_cancer, mnist_even_odd
 from .models import cross_entropy, linear, mlp, small_cnn, squared_hinge
@@ -61,47 +61,47 @@ def run(args) -> RunDir:
     try:
         for name in args.studies:
             if name == "adam":
-                study(name, [M.a_sgd(backend=b), M.a_sgdm(backend=b), M.adam(1e-3)],
+                study(name, [a_sgd(backend=b), a_sgdm(backend=b), adam(1e-3)],
                       make_mlp, data, cross_entropy, args.epochs)
             elif name == "rules":
-                study(name, [M.a_sgd("A-SGD secant", backend=b),
-                             M.a_sgd("A-SGD steffensen", backend=b, rule="steffensen"),
-                             M.a_sgd("A-SGD bb2", backend=b, rule="bb2"),
-                             M.a_sgd("A-SGD steffensen raw", backend=b, rule="steffensen",
+                study(name, [a_sgd("A-SGD secant", backend=b),
+                             a_sgd("A-SGD steffensen", backend=b, rule="steffensen"),
+                             a_sgd("A-SGD bb2", backend=b, rule="bb2"),
+                             a_sgd("A-SGD steffensen raw", backend=b, rule="steffensen",
                                      safeguard=False)],
                       make_mlp, data, cross_entropy, args.epochs)
             elif name == "momentum":
-                study(name, [M.a_sgdm("A-SGDM averaged", backend=b),
-                             M.a_sgd_heavy_ball(backend=b)],
+                study(name, [a_sgdm("A-SGDM averaged", backend=b),
+                             a_sgd_heavy_ball(backend=b)],
                       make_mlp, data, cross_entropy, args.epochs)
             elif name == "sign":
-                study(name, [M.a_signsgd("A-SIGNSGD scaled", backend=b),
-                             M.a_signsgd("A-SIGNSGD unscaled", backend=b, sign_scale="none")],
+                study(name, [a_signsgd("A-SIGNSGD scaled", backend=b),
+                             a_signsgd("A-SIGNSGD unscaled", backend=b, sign_scale="none")],
                       make_mlp, data, cross_entropy, args.epochs)
             elif name == "cnn":
                 side = int(math.isqrt(dim))
                 images = Dataset(data.name, data.x_train.view(-1, 1, side, side),
                                  data.y_train, data.x_test.view(-1, 1, side, side),
                                  data.y_test, 10, data.note)
-                study(name, [M.a_sgd(backend=b), M.a_sgdm(backend=b),
-                             M.sgd_const(args.sgd_lr), M.adam(1e-3)],
+                study(name, [a_sgd(backend=b), a_sgdm(backend=b),
+                             sgd_const(args.sgd_lr), adam(1e-3)],
                       lambda: small_cnn(1, side, 10), images, cross_entropy, args.cnn_epochs)
             elif name == "svm":
                 binary = mnist_even_odd(args.data_dir) if args.data_dir else \
                     load_breast_cancer(args.seed)
                 binary = binary.subset(args.max_train, args.max_test)
-                study(name, [M.a_sgd(backend=b), M.a_sgdm(backend=b),
-                             M.sgd_const(args.sgd_lr), M.adam(1e-3)],
+                study(name, [a_sgd(backend=b), a_sgdm(backend=b),
+                             sgd_const(args.sgd_lr), adam(1e-3)],
                       lambda: linear(binary.input_shape[0], 2), binary, squared_hinge,
                       args.svm_epochs)
             elif name == "lrfree":
-                extras = M.lr_free_extras()
+                extras = lr_free_extras()
                 skipped.update({k: "not installed" for k, v in extras.items() if v is None})
                 available = [v for v in extras.values() if v is not None]
                 for k in skipped:
                     print(f"lrfree: {k} skipped (its package is not installed)")
                 if available:
-                    study(name, [M.a_sgd(backend=b)] + available, make_mlp, data,
+                    study(name, [a_sgd(backend=b)] + available, make_mlp, data,
                           cross_entropy, args.epochs)
     finally:
         if any(groups.values()):

@@ -6,7 +6,7 @@ table reports gradient evaluations and examples, and a run without a probe (``S_
 as a reference."""
 from __future__ import annotations
 
-from . import methods as M
+from .methods import a_sgdm
 from .common import ints, print_table, run_methods
 from .datasets import load_breast_cancer, load_svmlight, mnist_even_odd
 from .idx import DataError
@@ -48,9 +48,9 @@ def run(args) -> RunDir:
     out = RunDir("bh", args.out, vars(args))
     data = data.subset(args.max_train, args.max_test)
     print(data.describe())
-    methods = [M.a_sgdm(f"A-SGDM b_H={bh}", backend=args.backend, probe_batch=bh)
+    methods = [a_sgdm(f"A-SGDM b_H={bh}", backend=args.backend, probe_batch=bh)
                for bh in args.bh]
-    methods.append(M.a_sgdm("A-SGDM no probe", backend=args.backend))
+    methods.append(a_sgdm("A-SGDM no probe", backend=args.backend))
     results = []
     try:
         run_methods(out, methods, lambda: linear(data.input_shape[0], data.num_classes),

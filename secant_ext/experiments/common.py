@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence
 
-from . import methods as M
+from .methods import sgd_const, sgd_decay
 from .datasets import Dataset, mnist_or_digits
 from .methods import Method
 from .models import cross_entropy, mlp
@@ -58,8 +58,8 @@ def load_flat_mnist(args) -> Dataset:
 
 def sgd_grid(args) -> List[Method]:
     """SGD over the constant rates ``--lrs`` and the decays ``c/(1+t)^gamma``."""
-    grid = [M.sgd_const(lr) for lr in args.lrs]
-    return grid + [M.sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
+    grid = [sgd_const(lr) for lr in args.lrs]
+    return grid + [sgd_decay(c, g) for c in args.decay_c for g in args.decay_gamma]
 
 
 def best(results: Sequence[RunResult], family: str) -> Optional[RunResult]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import methods as M
+from .methods import a_sgd
 from .common import best, floats, print_table, run_mlp_methods, sgd_grid
 from .datasets import load_digits
 from .output import RunDir
@@ -32,7 +32,7 @@ def run(args) -> RunDir:
     out = RunDir("demo", args.out, vars(args))
     data = load_digits(args.seed).subset(args.max_train, args.max_test)
     print(data.describe())
-    methods = [M.a_sgd(backend=args.backend)]
+    methods = [a_sgd(backend=args.backend)]
     methods += sgd_grid(args)
 
     def plot(results):

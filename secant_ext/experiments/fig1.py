@@ -5,7 +5,7 @@ Every method runs the same epochs over the same batches; the table also reports 
 evaluations, since a secant step costs two."""
 from __future__ import annotations
 
-from . import methods as M
+from .methods import a_sgd, a_sgdm, a_signsgd
 from .common import best, floats, load_flat_mnist, print_table, run_mlp_methods, sgd_grid
 from .output import RunDir
 from .plots import alpha_vs_grad_norm, loss_curves
@@ -26,8 +26,8 @@ def add_arguments(p) -> None:
 def run(args) -> RunDir:
     out = RunDir("fig1", args.out, vars(args))
     data = load_flat_mnist(args)
-    methods = [M.a_sgd(backend=args.backend), M.a_sgdm(backend=args.backend),
-               M.a_signsgd(backend=args.backend)]
+    methods = [a_sgd(backend=args.backend), a_sgdm(backend=args.backend),
+               a_signsgd(backend=args.backend)]
     methods += sgd_grid(args)
 
     def plot(results):

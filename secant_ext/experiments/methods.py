@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 import secant_ext
-from secant_ext import _layout as L
+from secant_ext import _layout
 
 
 @dataclass
@@ -79,8 +79,8 @@ class HeavyBallSecantSGD(secant_ext.SecantSGD):
         mu = self.heavy_ball_momentum
         for group in self.param_groups:
             state = self._group_state(group)
-            alpha = state[L.ALPHA]
-            applied = state[L.LAST_SKIPPED] == 0
+            alpha = state[_layout.ALPHA]
+            applied = state[_layout.LAST_SKIPPED] == 0
             for p in group["params"]:
                 if p.grad is None:
                     continue

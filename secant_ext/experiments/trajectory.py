@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import List
 
-from . import methods as M
+from .methods import a_sgd, sgd_decay
 from ._deps import pyplot, require
 from .common import load_flat_mnist, print_table, run_mlp_methods
 from .output import RunDir
@@ -71,7 +71,7 @@ def plot(results, path: str, title: str) -> str:
 def run(args) -> RunDir:
     out = RunDir("trajectory", args.out, vars(args))
     data = load_flat_mnist(args)
-    methods = [M.a_sgd(backend=args.backend), M.sgd_decay(args.c, args.gamma)]
+    methods = [a_sgd(backend=args.backend), sgd_decay(args.c, args.gamma)]
     results = run_mlp_methods(out, methods, data, args, lambda rs: plot(
         rs, out.file("trajectory.png"),
         f"trajectory on {data.name}: A-SGD's alpha_t and the gradient norm"))
