@@ -23,8 +23,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import torch  # noqa: E402
 
-import cases as C  # noqa: E402
-import impls as I  # noqa: E402
+from cases import DTYPES, bytes_moved, make_tensors  # noqa: E402
+from impls import implementations, phase_call  # noqa: E402
 
 
 def main():
@@ -32,14 +32,14 @@ def main():
     p.add_argument("--log2", type=int, default=26)
     p.add_argument("--repeats", type=int, default=6)
     args = p.parse_args()
-    cpp = I.implementations(["cpp"])["cpp"]
+    cpp = implementations(["cpp"])["cpp"]
     if isinstance(cpp, str):
         sys.exit(cpp)
     calls = {}
     for name in ("fp32", "bf16"):
-        T = C.make_tensors("flat", 1 << args.log2, C.DTYPES[name])
-        calls[name] = (I.phase_call(cpp, "step", "sgd", T, T.state("cpp"), None),
-                       C.bytes_moved("step", "sgd", T.numel, T.dtype))
+        T = make_tensors("flat", 1 << args.log2, DTYPES[name])
+        calls[name] = (phase_call(cpp, "step", "sgd", T, T.state("cpp"), None),
+                       bytes_moved("step", "sgd", T.numel, T.dtype))
     print(f"| threads | dtype | wall ms | CPU ms | GB/s (wall) | fp32/bf16 wall |")
     print("|---:|---|---:|---:|---:|---:|")
     for threads in (1, 2):

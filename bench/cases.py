@@ -20,7 +20,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from secant_ext import _layout as L
+from secant_ext import _layout
 
 FP32_BYTES_PER_ELEMENT = {
     "lookahead": 12, "secant_stats": 8, "secant_alpha": 0,
@@ -100,7 +100,7 @@ class StepTensors:
     def state(self, key: str) -> torch.Tensor:
         """A group state per (implementation, method), so that runs do not share alpha."""
         if key not in self.states:
-            self.states[key] = torch.tensor(L.initial_state_values(), dtype=torch.float64)
+            self.states[key] = torch.tensor(_layout.initial_state_values(), dtype=torch.float64)
         return self.states[key]
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List
 import torch
 
 import secant_ext
-from secant_ext import _backends, _layout as L
+from secant_ext import _backends, _layout
 
 from impls import phase_step
 
@@ -75,7 +75,7 @@ def _phases_alone(model, backend: str, momentum: float, repeats: int = 200) -> f
     g_plus = [t * 1.5 for t in g]
     out = [torch.empty_like(t) for t in x]
     m = [torch.zeros_like(t) for t in x] if momentum else []
-    state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
+    state = torch.tensor(_layout.initial_state_values(), dtype=torch.float64)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

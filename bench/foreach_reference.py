@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from secant_ext import _layout as L
+from secant_ext import _layout
 from secant_ext import reference as _reference
 
 Tensors = Sequence[torch.Tensor]
@@ -40,9 +40,10 @@ def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
 
 
 def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors,
-                 state: torch.Tensor, momentum: float, nesterov: bool,
-                 weight_decay: float, sign: bool) -> torch.Tensor:
-    if sign:
+                 state: torch.Tensor, *, momentum: float, nesterov: bool,
+                 weight_decay: float, sign_mode: int) -> torch.Tensor:
+    _reference.check_sign_mode(sign_mode)
+    if sign_mode == _layout.SIGN_SCALED:
         raise NotImplementedError("the foreach baseline covers A-SGD and A-SGDM only")
     s, g_plus = list(s), list(g_plus)
     acc = _acc_dtype(s)
@@ -60,19 +61,20 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
 secant_alpha = _reference.secant_alpha
 
 
-def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
+def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor, *,
            momentum: float, nesterov: bool, weight_decay: float, sign_mode: int) -> None:
-    if sign_mode != L.SIGN_NONE:
+    _reference.check_sign_mode(sign_mode)
+    if sign_mode != _layout.SIGN_NONE:
         raise NotImplementedError("the foreach baseline covers A-SGD and A-SGDM only")
-    if state[L.LAST_SKIPPED].item() != 0:
+    if state[_layout.LAST_SKIPPED].item() != 0:
         return
-    alpha = state[L.ALPHA].item()
+    alpha = state[_layout.ALPHA].item()
     x, d = list(x), list(g)
     if weight_decay != 0:
         d = torch._foreach_add(d, x, alpha=weight_decay)
     if len(m):
         m = list(m)
-        if state[L.MOMENTUM_READY].item() != 0:
+        if state[_layout.MOMENTUM_READY].item() != 0:
             torch._foreach_lerp_(m, d, 1 - momentum)  # m + (1 - mu)(d - m)
         else:
             torch._foreach_copy_(m, d)

@@ -13,21 +13,23 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from secant_ext import _backends, _layout as L
+from secant_ext import _backends, _layout
 from secant_ext import reference as _reference
 
 import foreach_reference as _foreach
 from cases import MOMENTUM, StepTensors
 
-RULE = L.RULES["secant"]
+RULE = _layout.RULES["secant"]
 
 
 def phase_step(ns, x, g, g_plus, out, m, state, momentum: float) -> None:
     """One optimizer-side step of A-SGD (``m`` empty) or A-SGDM, gradients given."""
     ns.lookahead(x, g, out)
-    table = ns.secant_stats(g, g_plus, [], x, m, state, momentum, False, 0.0, False)
-    ns.secant_alpha(table, state, RULE, True)
-    ns.update(x, g, m, table, state, momentum, False, 0.0, L.SIGN_NONE)
+    table = ns.secant_stats(g, g_plus, [], x, m, state, momentum=momentum, nesterov=False,
+                            weight_decay=0.0, sign_mode=_layout.SIGN_NONE)
+    ns.secant_alpha(table, state, rule=RULE, safeguard=True)
+    ns.update(x, g, m, table, state, momentum=momentum, nesterov=False, weight_decay=0.0,
+              sign_mode=_layout.SIGN_NONE)
 
 
 def _namespace(name: str, module) -> SimpleNamespace:
@@ -94,13 +96,15 @@ def phase_call(ns, phase: str, method: str, T: StepTensors, state: torch.Tensor,
     if phase == "lookahead":
         return lambda: ns.lookahead(T.x, T.g, T.out)
     if phase == "secant_stats":
-        return lambda: ns.secant_stats(T.g, T.g_plus, [], T.x, m, state, mu, False, 0.0,
-                                       False)
+        return lambda: ns.secant_stats(T.g, T.g_plus, [], T.x, m, state, momentum=mu,
+                                       nesterov=False, weight_decay=0.0,
+                                       sign_mode=_layout.SIGN_NONE)
     if phase == "secant_alpha":
         # alpha updates the state in place; the update that follows reads it
-        return lambda: ns.secant_alpha(table, state, RULE, True)
+        return lambda: ns.secant_alpha(table, state, rule=RULE, safeguard=True)
     if phase == "update":
-        return lambda: ns.update(T.x, T.g, m, table, state, mu, False, 0.0, L.SIGN_NONE)
+        return lambda: ns.update(T.x, T.g, m, table, state, momentum=mu, nesterov=False,
+                                 weight_decay=0.0, sign_mode=_layout.SIGN_NONE)
     if phase == "step":
         return lambda: ns.step(T.x, T.g, T.g_plus, T.out, m, state, mu)
     raise ValueError(f"unknown phase {phase!r}")

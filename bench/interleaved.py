@@ -14,8 +14,8 @@ from typing import Dict
 
 import torch
 
-import cases as C
-import impls as I
+from cases import DTYPES, bytes_moved, make_tensors
+from impls import copy_call, phase_call
 from timing import quantile
 
 CASES = [  # name, implementation, layout, dtype
@@ -37,12 +37,12 @@ def run(size: int, impls: Dict[str, object], rounds: int = 5) -> Dict[str, dict]
             continue
         key = (layout, dtype)
         if key not in tensors:
-            tensors[key] = C.make_tensors(layout, 1 << size, C.DTYPES[dtype])
+            tensors[key] = make_tensors(layout, 1 << size, DTYPES[dtype])
         T = tensors[key]
-        calls[name] = (I.phase_call(ns, "step", "sgd", T, T.state(f"inter-{impl}"), None),
-                       C.bytes_moved("step", "sgd", T.numel, T.dtype))
-    nbytes = C.bytes_moved("step", "sgd", 1 << size, torch.float32)
-    calls["copy"] = (I.copy_call(nbytes), nbytes)
+        calls[name] = (phase_call(ns, "step", "sgd", T, T.state(f"inter-{impl}"), None),
+                       bytes_moved("step", "sgd", T.numel, T.dtype))
+    nbytes = bytes_moved("step", "sgd", 1 << size, torch.float32)
+    calls["copy"] = (copy_call(nbytes), nbytes)
     times = {name: [] for name in calls}
     for fn, _ in calls.values():
         fn()  # warm: first touches, thread pool

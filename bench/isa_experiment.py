@@ -42,12 +42,14 @@ for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
     x = (torch.randn(N) * 10).to(dt); g = (torch.randn(N) * 1e-3).to(dt)
     gp = (g.float() * 1.5).to(dt); out = torch.zeros_like(x); m = torch.zeros_like(x)
     st = torch.tensor([1.0] + [0.0] * 11, dtype=torch.float64)
-    tab = ops.secant_stats([g], [gp], [], [x], [], st, 0., False, 0., False)
-    ops.secant_alpha(tab, st, 0, True)
+    hyper = dict(nesterov=False, weight_decay=0., sign_mode=0)  # SIGN_NONE
+    tab = ops.secant_stats([g], [gp], [], [x], [], st, momentum=0., **hyper)
+    ops.secant_alpha(tab, st, rule=0, safeguard=True)  # secant
     calls = {"lookahead": lambda: ops.lookahead([x], [g], [out]),
-             "secant_stats": lambda: ops.secant_stats([g], [gp], [], [x], [], st, 0., False, 0., False),
-             "update sgd": lambda: ops.update([x], [g], [], tab, st, 0., False, 0., 0),
-             "update sgdm": lambda: ops.update([x], [g], [m], tab, st, 0.9, False, 0., 0)}
+             "secant_stats": lambda: ops.secant_stats([g], [gp], [], [x], [], st, momentum=0.,
+                                                      **hyper),
+             "update sgd": lambda: ops.update([x], [g], [], tab, st, momentum=0., **hyper),
+             "update sgdm": lambda: ops.update([x], [g], [m], tab, st, momentum=0.9, **hyper)}
     for phase, f in calls.items():
         f(); best = float("inf")
         for _ in range(5):

@@ -30,12 +30,14 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # run from a checkout without inst
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import cases as C  # noqa: E402
+from cases import DTYPES, bytes_moved, make_tensors  # noqa: E402
 import e2e_mlp  # noqa: E402
-import impls as I  # noqa: E402
+from impls import RULE, copy_call, implementations, phase_call, sgd_call  # noqa: E402
 import interleaved  # noqa: E402
 import report  # noqa: E402
 from timing import measure  # noqa: E402
+
+from secant_ext import _layout  # noqa: E402
 
 PHASES = [("lookahead", "-"), ("secant_stats", "-"), ("secant_alpha", "-"),
           ("update", "sgd"), ("update", "sgdm"), ("step", "sgd"), ("step", "sgdm")]
@@ -53,7 +55,7 @@ def parse_args(argv=None):
                    help="element counts as powers of two (default 24 26; --quick 20 22)")
     p.add_argument("--layouts", nargs="+", default=["flat", "model"],
                    choices=["flat", "model"])
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(C.DTYPES))
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     p.add_argument("--impls", nargs="+", default=["eager", "foreach", "compile", "cpp"],
                    choices=["eager", "foreach", "compile", "cpp"])
     p.add_argument("--budget", type=float, default=0.5,
@@ -87,15 +89,15 @@ def plan(args):
 def run_group(size, layout, dtype_name, work, impls, budget, bar, copies,
               compile_model):
     """Time ``work`` on one set of tensors; rows for the table."""
-    dtype = C.DTYPES[dtype_name]
-    T = C.make_tensors(layout, 1 << size, dtype)
+    dtype = DTYPES[dtype_name]
+    T = make_tensors(layout, 1 << size, dtype)
     rows, tables = [], {}
     base = dict(size_log2=size, numel=T.numel, layout=layout, n_tensors=len(T.x),
                 dtype=dtype_name)
     for phase, method, impl in work:
         bar.set_postfix_str(f"2^{size} {layout} {dtype_name} {impl} {phase} {method}")
         row = dict(base, phase=phase, method=method, impl=impl)
-        nbytes = C.bytes_moved(phase, "sgd" if method == "-" else method, T.numel, dtype)
+        nbytes = bytes_moved(phase, "sgd" if method == "-" else method, T.numel, dtype)
         row["bytes"] = nbytes
         if impl == "compile" and layout == "model" and not compile_model:
             row["skipped"] = ("compiling a 148-tensor function takes minutes on 2 cores; "
@@ -117,7 +119,7 @@ def run_group(size, layout, dtype_name, work, impls, budget, bar, copies,
             row["compile_s"] = max(timing.first_s - timing.median_s, 0.0)
         if nbytes:
             if nbytes not in copies:  # the copy floor of the same bytes, in this run
-                copies[nbytes] = measure(I.copy_call(nbytes), budget_s=budget)
+                copies[nbytes] = measure(copy_call(nbytes), budget_s=budget)
             cp = copies[nbytes]
             row["gbps"] = nbytes / timing.median_s / 1e9
             row["copy_gbps"] = nbytes / cp.median_s / 1e9
@@ -136,7 +138,7 @@ def _compiled_graphs() -> int:
 
 def _callable(phase, method, impl, impls, T, tables):
     if impl.startswith("SGD-"):
-        return I.sgd_call(T, method, impl.split("-")[1])
+        return sgd_call(T, method, impl.split("-")[1])
     ns = impls[impl]
     if isinstance(ns, str):
         raise RuntimeError(ns)
@@ -147,11 +149,12 @@ def _callable(phase, method, impl, impls, T, tables):
         # this implementation's own table, as the step would hand it over
         table = tables.get(impl)
         if table is None:
-            table = tables[impl] = ns.secant_stats(T.g, T.g_plus, [], T.x, [], state, 0.0,
-                                                   False, 0.0, False)
+            table = tables[impl] = ns.secant_stats(
+                T.g, T.g_plus, [], T.x, [], state, momentum=0.0, nesterov=False,
+                weight_decay=0.0, sign_mode=_layout.SIGN_NONE)
         if phase == "update":
-            ns.secant_alpha(table, state, I.RULE, True)
-    return I.phase_call(ns, phase, method if method != "-" else "sgd", T, state, table)
+            ns.secant_alpha(table, state, rule=RULE, safeguard=True)
+    return phase_call(ns, phase, method if method != "-" else "sgd", T, state, table)
 
 
 def machine_info():
@@ -171,7 +174,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     groups = plan(args)
-    impls = I.implementations(args.impls)
+    impls = implementations(args.impls)
     info = machine_info()
     info["command"] = " ".join([Path(sys.executable).name] + sys.argv)
     if info["load_before"][0] > 0.5 * (info["cpus"] or 1):

@@ -24,13 +24,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import cases as C  # noqa: E402
+from cases import DTYPES, bytes_moved, make_tensors  # noqa: E402
 import foreach_reference  # noqa: E402
-import impls as I  # noqa: E402
-from secant_ext import _layout as L, reference  # noqa: E402
+from impls import RULE, copy_call, implementations, phase_call, sgd_call  # noqa: E402
+from secant_ext import _layout, reference  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("SECANT_BENCH_SIZES", "24,26").split(",")]
-IMPLS = I.implementations(["eager", "foreach", "compile", "cpp"])
+IMPLS = implementations(["eager", "foreach", "compile", "cpp"])
 COMPILE_MODEL = os.environ.get("SECANT_BENCH_COMPILE_MODEL", "0") == "1"
 PHASES = ["lookahead", "secant_stats", "secant_alpha", "update", "step"]
 
@@ -58,20 +58,22 @@ def test_foreach_matches_reference(momentum, nesterov, wd, with_g):
     for name, ns in (("reference", reference), ("foreach", foreach_reference)):
         x, m, grads = _problem()
         m = m if momentum else []
-        state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
+        state = torch.tensor(_layout.initial_state_values(), dtype=torch.float64)
         tables = []
         for g, g_plus in grads:
             out = [torch.empty_like(t) for t in x]
             ns.lookahead(x, g, out)
             assert all(torch.equal(o, xi + gi) for o, xi, gi in zip(out, x, g))
-            table = ns.secant_stats(g, g_plus, g if with_g else [], x, m, state, momentum,
-                                    nesterov, wd, False)
-            ns.secant_alpha(table, state, L.RULES["secant"], True)
-            ns.update(x, g, m, table, state, momentum, nesterov, wd, L.SIGN_NONE)
+            table = ns.secant_stats(g, g_plus, g if with_g else [], x, m, state,
+                                    momentum=momentum, nesterov=nesterov, weight_decay=wd,
+                                    sign_mode=_layout.SIGN_NONE)
+            ns.secant_alpha(table, state, rule=_layout.RULES["secant"], safeguard=True)
+            ns.update(x, g, m, table, state, momentum=momentum, nesterov=nesterov,
+                      weight_decay=wd, sign_mode=_layout.SIGN_NONE)
             tables.append(table.clone())
         runs[name] = (x, m, state, tables)
     (x0, m0, s0, t0), (x1, m1, s1, t1) = runs["reference"], runs["foreach"]
-    assert s0[L.TAKEN] == 3 and (momentum == 0 or s0[L.MOMENTUM_READY] == 1)
+    assert s0[_layout.TAKEN] == 3 and (momentum == 0 or s0[_layout.MOMENTUM_READY] == 1)
     for a, b in zip(t0, t1):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
     torch.testing.assert_close(s1, s0, rtol=1e-12, atol=0)
@@ -84,19 +86,21 @@ def test_foreach_skips_a_nonfinite_step_exactly():
     g, g_plus = grads[0]
     g_plus[1][0] = float("nan")
     before = [t.clone() for t in x]
-    state = torch.tensor(L.initial_state_values(), dtype=torch.float64)
-    table = foreach_reference.secant_stats(g, g_plus, [], x, [], state, 0.0, False, 0.0,
-                                           False)
-    foreach_reference.secant_alpha(table, state, L.RULES["secant"], True)
-    foreach_reference.update(x, g, [], table, state, 0.0, False, 0.0, L.SIGN_NONE)
-    assert state[L.SKIPPED] == 1
+    state = torch.tensor(_layout.initial_state_values(), dtype=torch.float64)
+    table = foreach_reference.secant_stats(g, g_plus, [], x, [], state, momentum=0.0,
+                                           nesterov=False, weight_decay=0.0,
+                                           sign_mode=_layout.SIGN_NONE)
+    foreach_reference.secant_alpha(table, state, rule=_layout.RULES["secant"], safeguard=True)
+    foreach_reference.update(x, g, [], table, state, momentum=0.0, nesterov=False,
+                             weight_decay=0.0, sign_mode=_layout.SIGN_NONE)
+    assert state[_layout.SKIPPED] == 1
     assert all(torch.equal(a, b) for a, b in zip(x, before))
 
 
 # --- the benchmarks ---------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)  # one tensor set alive at a time: 2**26 fp32 is 1.3 GB
 def _tensors(layout, size, dtype_name):
-    return C.make_tensors(layout, 1 << size, C.DTYPES[dtype_name])
+    return make_tensors(layout, 1 << size, DTYPES[dtype_name])
 
 
 def _rounds(nbytes: int) -> int:
@@ -127,10 +131,11 @@ def test_phase(benchmark, impl, phase, method, size, layout, dtype_name):
                     "SECANT_BENCH_COMPILE_MODEL=1 includes it")
     T = _tensors(layout, size, dtype_name)
     state = T.state(f"{impl}-{method}")
-    table = ns.secant_stats(T.g, T.g_plus, [], T.x, [], state, 0.0, False, 0.0, False)
-    ns.secant_alpha(table, state, I.RULE, True)
-    fn = I.phase_call(ns, phase, method, T, state, table)
-    nbytes = C.bytes_moved(phase, method, T.numel, T.dtype)
+    table = ns.secant_stats(T.g, T.g_plus, [], T.x, [], state, momentum=0.0, nesterov=False,
+                            weight_decay=0.0, sign_mode=_layout.SIGN_NONE)
+    ns.secant_alpha(table, state, rule=RULE, safeguard=True)
+    fn = phase_call(ns, phase, method, T, state, table)
+    nbytes = bytes_moved(phase, method, T.numel, T.dtype)
     benchmark.group = f"{phase}-{method} 2^{size} {layout} {dtype_name}"
     benchmark.pedantic(fn, rounds=_rounds(nbytes), warmup_rounds=1)
     _record(benchmark, nbytes)
@@ -142,8 +147,8 @@ def test_phase(benchmark, impl, phase, method, size, layout, dtype_name):
 @pytest.mark.parametrize("phase", ["lookahead", "secant_stats", "update", "step"])
 def test_copy_floor(benchmark, phase, method, size, dtype_name):
     """A copy of the bytes the phase moves: the floor its GB/s is measured against."""
-    nbytes = C.bytes_moved(phase, method, 1 << size, C.DTYPES[dtype_name])
-    fn = I.copy_call(nbytes)
+    nbytes = bytes_moved(phase, method, 1 << size, DTYPES[dtype_name])
+    fn = copy_call(nbytes)
     benchmark.group = f"{phase}-{method} 2^{size} flat {dtype_name}"
     benchmark.pedantic(fn, rounds=_rounds(nbytes), warmup_rounds=1)
     _record(benchmark, nbytes)
@@ -156,8 +161,8 @@ def test_copy_floor(benchmark, phase, method, size, dtype_name):
 @pytest.mark.parametrize("size", SIZES)
 def test_torch_sgd_floor(benchmark, method, size, layout, dtype_name, kind):
     T = _tensors(layout, size, dtype_name)
-    nbytes = C.bytes_moved("update", method, T.numel, T.dtype)
-    fn = I.sgd_call(T, method, kind)
+    nbytes = bytes_moved("update", method, T.numel, T.dtype)
+    fn = sgd_call(T, method, kind)
     benchmark.group = f"update-{method} 2^{size} {layout} {dtype_name}"
     benchmark.pedantic(fn, rounds=_rounds(nbytes), warmup_rounds=1)
     _record(benchmark, nbytes)

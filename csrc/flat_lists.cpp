@@ -59,6 +59,13 @@ void check_state(const char* op, const at::Tensor& state) {
               " elements, got shape ", state.sizes());
 }
 
+void check_sign_mode(const char* op, int64_t sign_mode) {
+  TORCH_CHECK(sign_mode == layout::SIGN_NONE || sign_mode == layout::SIGN_SCALED ||
+                  sign_mode == layout::SIGN_UNSCALED,
+              op, ": unknown sign_mode ", sign_mode, " (", layout::SIGN_NONE, " none, ",
+              layout::SIGN_SCALED, " scaled, ", layout::SIGN_UNSCALED, " unscaled)");
+}
+
 ChunkTable make_chunks(at::TensorList tensors) {
   int64_t total = 0;
   for (const auto& t : tensors) total += t.numel();

@@ -22,13 +22,35 @@ namespace secant_ext {
 // chunk list of a 2^24-element bucket (512 chunks) still splits evenly over the threads.
 constexpr int64_t kChunkNumel = int64_t{1} << 15;
 
-// Group-state fields and stats-table columns; must match secant_ext/_layout.py.
+// The C++ copy of secant_ext/_layout.py: group-state fields, stats-table columns, rule codes
+// and sign modes. Every constant is exported by name from secant_ext._C (kExported below),
+// and secant_ext._ops compares them with _layout.py when the extension loads, so a copy that
+// drifts fails the import instead of reading the wrong field.
 namespace layout {
 constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST_SKIPPED = 5,
                   LAST_CLIPPED = 6, MOMENTUM_READY = 7, DOT = 8, S_SQ = 9, Y_SQ = 10,
                   G_SQ = 11, STATE_SIZE = 12;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
+// _layout.RULES["secant"], ["steffensen"], ["bb2"]
+constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2;
 constexpr int64_t SIGN_NONE = 0, SIGN_SCALED = 1, SIGN_UNSCALED = 2;
+
+struct NamedConstant {
+  const char* name;
+  int64_t value;
+};
+
+constexpr NamedConstant kExported[] = {
+    {"ALPHA", ALPHA}, {"STEP", STEP}, {"TAKEN", TAKEN}, {"SKIPPED", SKIPPED},
+    {"CLIPPED", CLIPPED}, {"LAST_SKIPPED", LAST_SKIPPED}, {"LAST_CLIPPED", LAST_CLIPPED},
+    {"MOMENTUM_READY", MOMENTUM_READY}, {"DOT", DOT}, {"S_SQ", S_SQ}, {"Y_SQ", Y_SQ},
+    {"G_SQ", G_SQ}, {"STATE_SIZE", STATE_SIZE},
+    {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},
+    {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS},
+    {"RULE_SECANT", RULE_SECANT}, {"RULE_STEFFENSEN", RULE_STEFFENSEN},
+    {"RULE_BB2", RULE_BB2},
+    {"SIGN_NONE", SIGN_NONE}, {"SIGN_SCALED", SIGN_SCALED}, {"SIGN_UNSCALED", SIGN_UNSCALED},
+};
 }  // namespace layout
 
 struct NamedList {
@@ -45,6 +67,9 @@ at::ScalarType check_lists(const char* op, const std::vector<NamedList>& lists);
 
 // Checks the group-state tensor: float64, on the CPU, contiguous, STATE_SIZE elements.
 void check_state(const char* op, const at::Tensor& state);
+
+// Checks a sign_mode argument: SIGN_NONE, SIGN_SCALED or SIGN_UNSCALED.
+void check_sign_mode(const char* op, int64_t sign_mode);
 
 struct Segment {
   int64_t tensor;

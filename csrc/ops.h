@@ -9,7 +9,7 @@ void lookahead_cpu(at::TensorList x, at::TensorList s, at::TensorList out);
 
 at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
                             at::TensorList x, at::TensorList m, const at::Tensor& state,
-                            double momentum, bool nesterov, double weight_decay, bool sign);
+                            double momentum, bool nesterov, double weight_decay, int64_t sign_mode);
 
 void secant_alpha_cpu(const at::Tensor& stats, const at::Tensor& state, int64_t rule,
                       bool safeguard);

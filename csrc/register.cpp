@@ -9,9 +9,10 @@
 TORCH_LIBRARY(secant_ext, m) {
   m.def("lookahead(Tensor[] x, Tensor[] s, Tensor(a!)[] out) -> ()");
   m.def("secant_stats(Tensor[] s, Tensor[] g_plus, Tensor[] g, Tensor[] x, Tensor[] m, "
-        "Tensor state, float momentum, bool nesterov, float weight_decay, bool sign) -> Tensor");
-  m.def("secant_alpha(Tensor stats, Tensor(a!) state, int rule, bool safeguard) -> ()");
-  m.def("update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor stats, Tensor state, "
+        "Tensor state, *, float momentum, bool nesterov, float weight_decay, int sign_mode) "
+        "-> Tensor");
+  m.def("secant_alpha(Tensor stats, Tensor(a!) state, *, int rule, bool safeguard) -> ()");
+  m.def("update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor stats, Tensor state, *, "
         "float momentum, bool nesterov, float weight_decay, int sign_mode) -> ()");
 }
 
@@ -27,11 +28,19 @@ PyMODINIT_FUNC PyInit__C(void) {
                                "C++ CPU kernels of the secant_ext ops (torch.ops.secant_ext)",
                                -1, nullptr};
   PyObject* mod = PyModule_Create(&module);
+  if (mod == nullptr) return nullptr;
   // The fake kernels size the stats table from this (one row per chunk).
-  if (mod != nullptr &&
-      PyModule_AddIntConstant(mod, "CHUNK_NUMEL", secant_ext::kChunkNumel) < 0) {
+  if (PyModule_AddIntConstant(mod, "CHUNK_NUMEL", secant_ext::kChunkNumel) < 0) {
     Py_DECREF(mod);
     return nullptr;
+  }
+  // The layout constants the kernels were compiled with; secant_ext._ops checks them
+  // against secant_ext/_layout.py before the ops are used.
+  for (const auto& constant : secant_ext::layout::kExported) {
+    if (PyModule_AddIntConstant(mod, constant.name, static_cast<long>(constant.value)) < 0) {
+      Py_DECREF(mod);
+      return nullptr;
+    }
   }
   return mod;
 }

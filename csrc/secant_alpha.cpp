@@ -16,8 +16,6 @@ namespace secant_ext {
 
 namespace {
 
-enum Rule : int64_t { kSecant = 0, kSteffensen = 1, kBB2 = 2 };
-
 template <typename T>
 void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
   const int64_t rows = stats.size(0), cols = stats.size(1);
@@ -34,8 +32,10 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
                       bool safeguard) {
   const char* op = "secant_ext::secant_alpha";
   check_state(op, state);
-  TORCH_CHECK(rule == kSecant || rule == kSteffensen || rule == kBB2, op, ": unknown rule code ",
-              rule, " (0 secant, 1 steffensen, 2 bb2)");
+  TORCH_CHECK(rule == layout::RULE_SECANT || rule == layout::RULE_STEFFENSEN ||
+                  rule == layout::RULE_BB2,
+              op, ": unknown rule code ", rule, " (", layout::RULE_SECANT, " secant, ",
+              layout::RULE_STEFFENSEN, " steffensen, ", layout::RULE_BB2, " bb2)");
   TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
   TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
               ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
@@ -57,13 +57,13 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
 
   bool clipped = false;
   double alpha;
-  if (rule == kSecant) {
+  if (rule == layout::RULE_SECANT) {
     if (safeguard) {
       clipped = a < 0;
       if (clipped) a = 0;  // a NaN stays NaN (and skips the step), as clamp(min=0) does
     }
     alpha = b / (a + b);
-  } else if (rule == kSteffensen) {
+  } else if (rule == layout::RULE_STEFFENSEN) {
     clipped = safeguard && a <= 0;
     alpha = b / a;
   } else {
@@ -72,7 +72,7 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   }
   double* st = state.data_ptr<double>();
   const double prev = st[layout::ALPHA];
-  if (b == 0 || (clipped && rule != kSecant)) alpha = prev;
+  if (b == 0 || (clipped && rule != layout::RULE_SECANT)) alpha = prev;
   clipped = clipped && finite && b != 0;
 
   st[layout::MOMENTUM_READY] = st[layout::TAKEN] >= 1 ? 1.0 : 0.0;  // before TAKEN moves

@@ -96,9 +96,13 @@ void dispatch_stats(bool has_g, bool sign, bool decay, bool momentum, bool ready
 
 at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
                             at::TensorList x, at::TensorList m, const at::Tensor& state,
-                            double momentum, bool nesterov, double weight_decay, bool sign) {
+                            double momentum, bool nesterov, double weight_decay,
+                            int64_t sign_mode) {
   const char* op = "secant_ext::secant_stats";
   check_state(op, state);
+  check_sign_mode(op, sign_mode);
+  // Only the scaled sign step reads sum |v| per tensor; the other modes need no extra columns.
+  const bool sign = sign_mode == layout::SIGN_SCALED;
   const auto dtype = check_lists(op, {{"s", s, false}, {"g_plus", g_plus, false},
                                       {"g", g, true}, {"x", x, true}, {"m", m, true}});
   TORCH_CHECK(!sign || weight_decay == 0 || !x.empty(), op,

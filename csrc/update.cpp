@@ -79,9 +79,7 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
                 int64_t sign_mode) {
   const char* op = "secant_ext::update";
   check_state(op, state);
-  TORCH_CHECK(sign_mode == layout::SIGN_NONE || sign_mode == layout::SIGN_SCALED ||
-                  sign_mode == layout::SIGN_UNSCALED,
-              op, ": unknown sign_mode ", sign_mode, " (0 none, 1 scaled, 2 unscaled)");
+  check_sign_mode(op, sign_mode);
   const auto dtype = check_lists(op, {{"x", x, false}, {"g", g, false}, {"m", m, true}});
   std::vector<double> scale;
   if (sign_mode == layout::SIGN_SCALED) {
@@ -89,7 +87,7 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
     TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
     TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= need, op,
                 ": the scaled sign step needs a [P, ", need, "] stats table (one sum |v| "
-                "column per tensor, from secant_stats(..., sign=True)), got shape ",
+                "column per tensor, from secant_stats(..., sign_mode=SIGN_SCALED)), got shape ",
                 stats_in.sizes());
     TORCH_CHECK(stats_in.scalar_type() == at::kFloat || stats_in.scalar_type() == at::kDouble,
                 op, ": stats must be float32 or float64, got ", stats_in.scalar_type());

@@ -5,7 +5,7 @@ A backend is a namespace with four functions of the signatures of ``reference``:
 
 - ``reference``: eager PyTorch (``secant_ext.reference``), any device.
 - ``cpp``: the ``torch.ops.secant_ext`` custom ops, CPU kernels in ``csrc/``.
-- ``triton``: the Triton kernels of ``secant_ext.triton_kernels``; CUDA tensors, or CPU
+- ``triton``: the Triton kernels of ``secant_ext._triton``; CUDA tensors, or CPU
   tensors under ``TRITON_INTERPRET=1``.
 
 ``"auto"`` picks Triton on CUDA, C++ on CPU, and the reference when the fast path is not
@@ -28,14 +28,12 @@ BACKENDS = ("auto", "triton", "cpp", "reference")
 
 @functools.lru_cache(maxsize=None)
 def cpp_available() -> bool:
-    """True when the compiled extension ``secant_ext._C`` loads."""
+    """True when the compiled extension ``secant_ext._C`` loads. Only a question: the
+    kernels are registered by ``_ops.load_cpp()``, which ``_cpp()`` calls."""
     try:
         importlib.import_module("secant_ext._C")
     except ImportError:
         return False
-    importlib.import_module("secant_ext._fake")  # registers the meta kernels
-    if triton_available():  # Triton as the ops' CUDA kernels
-        importlib.import_module("secant_ext._cuda_registration")
     return True
 
 
@@ -65,18 +63,20 @@ REFERENCE = SimpleNamespace(name="reference", lookahead=_reference.lookahead,
 
 @functools.lru_cache(maxsize=None)
 def _cpp() -> SimpleNamespace:
-    if not cpp_available():  # loads the extension, which registers the ops
+    if not cpp_available():
         raise ImportError("the C++ extension secant_ext._C is not built")
-    ops = torch.ops.secant_ext
+    from ._ops import load_cpp
+    ops = load_cpp()  # checks the layout, registers the fake and CUDA kernels
     return SimpleNamespace(name="cpp", lookahead=ops.lookahead, secant_stats=ops.secant_stats,
                            secant_alpha=ops.secant_alpha, update=ops.update)
 
 
 @functools.lru_cache(maxsize=None)
 def _triton() -> SimpleNamespace:
-    tk = importlib.import_module("secant_ext.triton_kernels")
-    return SimpleNamespace(name="triton", lookahead=tk.lookahead, secant_stats=tk.secant_stats,
-                           secant_alpha=tk.secant_alpha, update=tk.update)
+    kernels = importlib.import_module("secant_ext._triton")
+    return SimpleNamespace(name="triton", lookahead=kernels.lookahead,
+                           secant_stats=kernels.secant_stats,
+                           secant_alpha=kernels.secant_alpha, update=kernels.update)
 
 
 _warned = set()

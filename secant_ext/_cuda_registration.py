@@ -7,14 +7,14 @@ fake kernels of ``_fake``. The launchers are not wrapped with ``torch.library.wr
 / ``triton_op``: they build their pointer tables from ``data_ptr()`` on the host, which
 has no meaning on the fake tensors of a trace, so the ops must stay opaque to the tracer.
 
-Imported by ``_backends.cpp_available()`` once the extension loads and triton is
-installed. Importing it touches no GPU; a CPU-only machine simply never dispatches here.
+Imported by ``_ops.load_cpp()`` once the extension loads and triton is installed.
+Importing it touches no GPU; a CPU-only machine simply never dispatches here.
 """
 import torch
 
-from . import triton_kernels
+from . import _triton
 
 OPS = ("lookahead", "secant_stats", "secant_alpha", "update")
 
 for _name in OPS:
-    torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(triton_kernels, _name))
+    torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(_triton, _name))

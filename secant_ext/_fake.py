@@ -3,7 +3,10 @@
 Only ``secant_stats`` returns a tensor: the ``[P, K]`` table, whose row count P is each
 backend's own choice (a function of the tensor sizes only). The C++ kernels cut all
 elements of a call, end to end, into chunks of ``_C.CHUNK_NUMEL`` elements, one row each;
-the Triton kernels say theirs through ``triton_kernels.num_partial_rows``.
+the Triton kernels say theirs through ``secant_ext._triton.num_partial_rows``.
+
+Importing this module loads the extension (through ``_ops.extension()``, which checks its
+layout) and registers the fake kernels; ``_ops.load_cpp()`` imports it.
 """
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from typing import Sequence
 
 import torch
 
-from . import _C
-from . import _layout as L
+from . import _layout
+from ._ops import extension
+
+_C = extension()
 
 
 def _cpu_rows(numels: Sequence[int]) -> int:
@@ -24,8 +29,8 @@ def num_partial_rows(numels: Sequence[int], device: torch.device) -> int:
     """Rows of the stats table the kernels of ``device`` return for tensors of these sizes."""
     if device.type == "cpu":
         return _cpu_rows(numels)
-    from . import triton_kernels  # imported here: importing triton is slow and optional
-    return triton_kernels.num_partial_rows(list(numels))
+    from . import _triton  # imported here: importing triton is slow and optional
+    return _triton.num_partial_rows(list(numels))
 
 
 @torch.library.register_fake("secant_ext::lookahead")
@@ -34,19 +39,19 @@ def _lookahead(x, s, out) -> None:
 
 
 @torch.library.register_fake("secant_ext::secant_stats")
-def _secant_stats(s, g_plus, g, x, m, state, momentum, nesterov, weight_decay, sign):
+def _secant_stats(s, g_plus, g, x, m, state, *, momentum, nesterov, weight_decay, sign_mode):
     dtype = torch.float64 if len(s) and s[0].dtype == torch.float64 else torch.float32
     device = s[0].device if len(s) else state.device
     rows = num_partial_rows([t.numel() for t in s], device)
-    cols = L.NUM_STATS + (len(s) if sign else 0)
+    cols = _layout.NUM_STATS + (len(s) if sign_mode == _layout.SIGN_SCALED else 0)
     return state.new_empty((rows, cols), dtype=dtype, device=device)
 
 
 @torch.library.register_fake("secant_ext::secant_alpha")
-def _secant_alpha(stats, state, rule, safeguard) -> None:
+def _secant_alpha(stats, state, *, rule, safeguard) -> None:
     return None
 
 
 @torch.library.register_fake("secant_ext::update")
-def _update(x, g, m, stats, state, momentum, nesterov, weight_decay, sign_mode) -> None:
+def _update(x, g, m, stats, state, *, momentum, nesterov, weight_decay, sign_mode) -> None:
     return None

@@ -6,7 +6,7 @@ float64 copies this is the exact answer, and run on bf16 it shows the error a na
 low-precision implementation makes); sums accumulate in float32, or float64 for float64
 tensors. No host synchronization: branches on device values are ``torch.where``.
 
-Notation (SPEC section 1): ``x`` parameters, ``s`` the probe gradient at x, ``g_plus`` the
+Notation (docs/ALGORITHM.md): ``x`` parameters, ``s`` the probe gradient at x, ``g_plus`` the
 probe gradient at ``x + s``, ``y = g_plus - s``, ``g`` the training gradient, ``m`` the
 momentum buffers, ``state`` the group state of ``_layout``.
 """
@@ -16,13 +16,9 @@ from typing import List, Sequence
 
 import torch
 
-from . import _layout as L
+from . import _layout
 
 Tensors = Sequence[torch.Tensor]
-
-
-def _acc_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
@@ -42,12 +38,26 @@ def _direction(g, x, m, mom_ready, momentum, nesterov, weight_decay):
     return d, m_new
 
 
+_SIGN_MODES = (_layout.SIGN_NONE, _layout.SIGN_SCALED, _layout.SIGN_UNSCALED)
+
+
+def check_sign_mode(sign_mode: int) -> None:
+    """ValueError unless ``sign_mode`` is one of the sign modes of ``_layout`` (the Triton
+    launchers call this too)."""
+    if sign_mode not in _SIGN_MODES:
+        raise ValueError(f"unknown sign_mode {sign_mode!r}; expected SIGN_NONE "
+                         f"({_layout.SIGN_NONE}), SIGN_SCALED ({_layout.SIGN_SCALED}) or "
+                         f"SIGN_UNSCALED ({_layout.SIGN_UNSCALED}) of secant_ext._layout")
+
+
 def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors,
-                 state: torch.Tensor, momentum: float, nesterov: bool,
-                 weight_decay: float, sign: bool) -> torch.Tensor:
-    """The ``[1, K]`` table of sums: ``<s,y>, |s|^2, |y|^2, |g|^2`` and, for the sign
-    variant, ``sum |v_i|`` of each tensor's direction. ``g`` empty means ``g = s``;
-    ``m`` empty means no momentum."""
+                 state: torch.Tensor, *, momentum: float, nesterov: bool,
+                 weight_decay: float, sign_mode: int) -> torch.Tensor:
+    """The ``[1, K]`` table of sums: ``<s,y>, |s|^2, |y|^2, |g|^2`` and, for the scaled
+    sign step (``sign_mode == SIGN_SCALED``), ``sum |v_i|`` of each tensor's direction.
+    ``g`` empty means ``g = s``; ``m`` empty means no momentum."""
+    check_sign_mode(sign_mode)
+    sign = sign_mode == _layout.SIGN_SCALED
     dtype = s[0].dtype if len(s) else torch.float32
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     dev = s[0].device if len(s) else state.device
@@ -55,7 +65,7 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
     dot = torch.zeros((), dtype=acc, device=dev)
     s_sq, y_sq, g_sq = dot.clone(), dot.clone(), dot.clone()
     abs_sums: List[torch.Tensor] = []
-    mom_ready = state[L.TAKEN] >= 1
+    mom_ready = state[_layout.TAKEN] >= 1
     for i, (si, gpi, gi) in enumerate(zip(s, g_plus, g)):
         yi = gpi - si
         dot += (si * yi).sum(dtype=acc)
@@ -69,7 +79,8 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
     return torch.stack([dot, s_sq, y_sq, g_sq, *abs_sums]).unsqueeze(0)
 
 
-def secant_alpha(stats: torch.Tensor, state: torch.Tensor, rule: int, safeguard: bool) -> None:
+def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
+                 safeguard: bool) -> None:
     """Sum the stats table (float64, row order), apply the rule, update ``state`` in place.
 
     secant:     alpha = b / (a + b)     (safeguard: a clipped at 0, so alpha in (0, 1])
@@ -78,59 +89,60 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, rule: int, safeguard:
     b == 0 keeps the previous alpha; a non-finite sum skips the step.
     """
     sums = stats.to(torch.float64).sum(dim=0)
-    a, b, c = sums[L.COL_DOT], sums[L.COL_S_SQ], sums[L.COL_Y_SQ]
-    prev = state[L.ALPHA]
-    finite = torch.isfinite(sums[: L.NUM_STATS]).all()
+    a, b, c = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ], sums[_layout.COL_Y_SQ]
+    prev = state[_layout.ALPHA]
+    finite = torch.isfinite(sums[: _layout.NUM_STATS]).all()
     clipped = torch.zeros((), dtype=torch.bool, device=state.device)
-    if rule == L.RULES["secant"]:
+    if rule == _layout.RULES["secant"]:
         if safeguard:
             clipped = a < 0
             a = a.clamp(min=0)
         alpha = b / (a + b)
-    elif rule == L.RULES["steffensen"]:
+    elif rule == _layout.RULES["steffensen"]:
         if safeguard:
             clipped = a <= 0
         alpha = b / a
-    elif rule == L.RULES["bb2"]:
+    elif rule == _layout.RULES["bb2"]:
         if safeguard:
             clipped = a <= 0
         alpha = a / (c + b)
     else:
         raise ValueError(f"unknown rule code {rule}")
-    keep = (b == 0) | (clipped & (rule != L.RULES["secant"]))
+    keep = (b == 0) | (clipped & (rule != _layout.RULES["secant"]))
     alpha = torch.where(keep, prev, alpha)
     clipped = clipped & finite & (b != 0)
 
     new = state.clone()
-    new[L.STEP] += 1
-    new[L.MOMENTUM_READY] = (state[L.TAKEN] >= 1).to(torch.float64)
-    new[L.ALPHA] = torch.where(finite, alpha, prev)
-    new[L.TAKEN] += finite.to(torch.float64)
-    new[L.SKIPPED] += (~finite).to(torch.float64)
-    new[L.CLIPPED] += clipped.to(torch.float64)
-    new[L.LAST_SKIPPED] = (~finite).to(torch.float64)
-    new[L.LAST_CLIPPED] = clipped.to(torch.float64)
-    new[L.DOT], new[L.S_SQ] = sums[L.COL_DOT], sums[L.COL_S_SQ]
-    new[L.Y_SQ], new[L.G_SQ] = sums[L.COL_Y_SQ], sums[L.COL_G_SQ]
+    new[_layout.STEP] += 1
+    new[_layout.MOMENTUM_READY] = (state[_layout.TAKEN] >= 1).to(torch.float64)
+    new[_layout.ALPHA] = torch.where(finite, alpha, prev)
+    new[_layout.TAKEN] += finite.to(torch.float64)
+    new[_layout.SKIPPED] += (~finite).to(torch.float64)
+    new[_layout.CLIPPED] += clipped.to(torch.float64)
+    new[_layout.LAST_SKIPPED] = (~finite).to(torch.float64)
+    new[_layout.LAST_CLIPPED] = clipped.to(torch.float64)
+    new[_layout.DOT], new[_layout.S_SQ] = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ]
+    new[_layout.Y_SQ], new[_layout.G_SQ] = sums[_layout.COL_Y_SQ], sums[_layout.COL_G_SQ]
     state.copy_(new)
 
 
-def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
+def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor, *,
            momentum: float, nesterov: bool, weight_decay: float, sign_mode: int) -> None:
     """``x <- x - alpha * d`` (or the sign step), momentum written back; nothing changes when
     the group state says the step was skipped. ``stats`` is this bucket's table (its sign
     columns give ``mean |v|``)."""
-    skip = state[L.LAST_SKIPPED] != 0
-    mom_ready = state[L.MOMENTUM_READY] != 0
-    abs_sums = stats.to(torch.float64).sum(dim=0)[L.NUM_STATS:]
+    check_sign_mode(sign_mode)
+    skip = state[_layout.LAST_SKIPPED] != 0
+    mom_ready = state[_layout.MOMENTUM_READY] != 0
+    abs_sums = stats.to(torch.float64).sum(dim=0)[_layout.NUM_STATS:]
     for i, (xi, gi) in enumerate(zip(x, g)):
-        alpha = state[L.ALPHA].to(xi.dtype)
+        alpha = state[_layout.ALPHA].to(xi.dtype)
         mi = m[i] if len(m) else None
         d, m_new = _direction(gi, xi, mi, mom_ready, momentum, nesterov, weight_decay)
-        if sign_mode == L.SIGN_SCALED:
+        if sign_mode == _layout.SIGN_SCALED:
             scale = (abs_sums[i] / max(xi.numel(), 1)).to(xi.dtype)
             step = alpha * scale * torch.sign(d)
-        elif sign_mode == L.SIGN_UNSCALED:
+        elif sign_mode == _layout.SIGN_UNSCALED:
             step = alpha * torch.sign(d)
         else:
             step = alpha * d

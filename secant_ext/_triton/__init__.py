@@ -1,3 +1,18 @@
-"""Triton kernels of the three phases, one file per phase; ``secant_ext.triton_kernels``
-is the public face (the four functions of ``secant_ext.reference`` plus
-``num_partial_rows``)."""
+"""The Triton implementation of the four phase functions of ``secant_ext.reference``.
+
+Same signatures and semantics; each phase is ONE launch over all tensors of the call (one
+file per phase: ``lookahead``, ``stats``, ``alpha``, ``update``; ``_tables`` for the pointer
+tables). Tensors on CUDA, or on CPU under ``TRITON_INTERPRET=1`` (how the tests run them).
+No function reads a device value on the host, so a step never synchronizes.
+
+``num_partial_rows(numels)`` is the number of rows P of the ``[P, K]`` table
+``secant_stats`` returns for tensors of those sizes (fake kernels use it).
+"""
+from ._tables import clear_cache, num_partial_rows
+from .alpha import secant_alpha
+from .lookahead import lookahead
+from .stats import secant_stats
+from .update import update
+
+__all__ = ["lookahead", "secant_stats", "secant_alpha", "update", "num_partial_rows",
+           "clear_cache"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import itertools
 import json
 import os
@@ -32,12 +33,21 @@ def _signatures(table_type: str):
     }
 
 
+def _kernel_files():
+    """The four kernel files as modules. Not ``from . import update``: the package's
+    attributes ``lookahead`` and ``update`` are the launchers it re-exports, not the files."""
+    return {name: importlib.import_module(f"{__package__}.{name}")
+            for name in ("lookahead", "stats", "alpha", "update")}
+
+
 def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
     """(kernel name, variant label, constexprs) of the launches the phases make."""
     import triton.language as tl
 
-    from .. import _layout as L
-    from . import _common, _tables, alpha, stats, update
+    from .. import _layout
+    from . import _common, _tables
+    files = _kernel_files()
+    alpha, stats, update = files["alpha"], files["stats"], files["update"]
     dtypes = [{"fp32": tl.float32, "fp64": tl.float64, "bf16": tl.bfloat16,
                "fp16": tl.float16}[d] for d in dtypes]
     base = dict(CHUNK=_tables.CHUNK, BLOCK=_common.BLOCK)
@@ -52,20 +62,25 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
             yield "stats", f"{dt} g={has_g} sign={sign} m={has_m} nest={nesterov} wd={has_wd}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_G=has_g, SIGN=sign, HAS_M=has_m,
                      NESTEROV=nesterov, HAS_WD=has_wd, X_SLOT=2 + has_g,
-                     M_SLOT=2 + has_g + has_wd, TAKEN=L.TAKEN,
-                     NUM_STATS=L.NUM_STATS, TBLOCK=stats.TBLOCK, **base)
+                     M_SLOT=2 + has_g + has_wd, TAKEN=_layout.TAKEN,
+                     COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
+                     COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
+                     NUM_STATS=_layout.NUM_STATS, TBLOCK=stats.TBLOCK, **base)
+        sign_modes = [_layout.SIGN_NONE, _layout.SIGN_SCALED, _layout.SIGN_UNSCALED]
         modes = [(m, n, w, s) for m, n, w, s in itertools.product(
-            [False, True], [False, True], [False, True], [0, 1, 2]) if m or not n] if full \
-            else [(True, True, True, 1), (False, False, False, 0)]
+            [False, True], [False, True], [False, True], sign_modes) if m or not n] if full \
+            else [(True, True, True, _layout.SIGN_SCALED), (False, False, False, _layout.SIGN_NONE)]
         for has_m, nesterov, has_wd, sign_mode in modes:
             yield "update", f"{dt} m={has_m} nest={nesterov} wd={has_wd} sign={sign_mode}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_M=has_m, NESTEROV=nesterov,
-                     HAS_WD=has_wd, SIGN_MODE=sign_mode, ALPHA=L.ALPHA,
-                     LAST_SKIPPED=L.LAST_SKIPPED, MOMENTUM_READY=L.MOMENTUM_READY,
-                     NUM_STATS=L.NUM_STATS, RBLOCK=update.RBLOCK, **base)
-    for rule, safeguard in itertools.product(L.RULES.values(), [False, True]) if rules else ():
+                     HAS_WD=has_wd, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
+                     SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.ALPHA,
+                     LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
+                     NUM_STATS=_layout.NUM_STATS, RBLOCK=update.RBLOCK, **base)
+    for rule, safeguard in itertools.product(_layout.RULES.values(), [False, True]) \
+            if rules else ():
         yield "alpha", f"rule={rule} safeguard={safeguard}", \
-            dict(RULE=rule, SAFEGUARD=safeguard, RBLOCK=alpha.RBLOCK)
+            dict(RULE=rule, SAFEGUARD=safeguard, RBLOCK=alpha.RBLOCK, **alpha.LAYOUT_CONSTEXPRS)
 
 
 def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:
@@ -74,9 +89,7 @@ def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import alpha, lookahead, stats, update
-    fn = {"lookahead": lookahead._lookahead_kernel, "stats": stats._stats_kernel,
-          "alpha": alpha._alpha_kernel, "update": update._update_kernel}[kernel]
+    fn = getattr(_kernel_files()[kernel], f"_{kernel}_kernel")
     f64 = constexprs.get("ACC") == tl.float64 or kernel == "alpha"
     sig = _signatures("*fp64" if f64 else "*fp32")[kernel]
     sig.update({k: "constexpr" for k in constexprs})

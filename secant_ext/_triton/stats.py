@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import _layout as L
+from .. import _layout
+from ..reference import check_sign_mode  # the one sign_mode check of every backend
 from . import _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, typed_ptr, types_of
@@ -61,8 +62,10 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
                   DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                   HAS_G: tl.constexpr, SIGN: tl.constexpr, HAS_M: tl.constexpr,
                   NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, X_SLOT: tl.constexpr,
-                  M_SLOT: tl.constexpr, TAKEN: tl.constexpr, NUM_STATS: tl.constexpr,
-                  CHUNK: tl.constexpr, BLOCK: tl.constexpr, TBLOCK: tl.constexpr):
+                  M_SLOT: tl.constexpr, TAKEN: tl.constexpr, COL_DOT: tl.constexpr,
+                  COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr, COL_G_SQ: tl.constexpr,
+                  NUM_STATS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+                  TBLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     c_lo = row * span
     c_hi = tl.minimum(c_lo + span, n_chunks)
@@ -104,10 +107,10 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
                 s_ptr, gp_ptr, g_ptr, x_ptr, m_ptr, off, lanes, end - off,
                 acc_dot, acc_ss, acc_yy, acc_gg, run, ready, mu, one_minus_mu, wd,
                 True, False, ACC, HAS_G, SIGN, HAS_M, NESTEROV, HAS_WD)
-    tl.store(out + 0, tl.sum(acc_dot))
-    tl.store(out + 1, tl.sum(acc_ss))
-    tl.store(out + 2, tl.sum(acc_yy))
-    tl.store(out + 3, tl.sum(acc_gg))
+    tl.store(out + COL_DOT, tl.sum(acc_dot))
+    tl.store(out + COL_S_SQ, tl.sum(acc_ss))
+    tl.store(out + COL_Y_SQ, tl.sum(acc_yy))
+    tl.store(out + COL_G_SQ, tl.sum(acc_gg))
     if SIGN:
         tl.store(out + NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=c_lo < c_hi)
         for j0 in range(0, n_tensors, TBLOCK):
@@ -120,10 +123,13 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
 
 
 def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors,
-                 state: torch.Tensor, momentum: float, nesterov: bool,
-                 weight_decay: float, sign: bool) -> torch.Tensor:
+                 state: torch.Tensor, *, momentum: float, nesterov: bool,
+                 weight_decay: float, sign_mode: int) -> torch.Tensor:
     """The ``[P, K]`` partial-sum table (``P = num_partial_rows``), float64 for float64
-    tensors else float32. ``g`` empty means ``g = s``; ``m`` empty means no momentum."""
+    tensors else float32. ``g`` empty means ``g = s``; ``m`` empty means no momentum; the
+    ``sum |v_i|`` columns are there for ``sign_mode == SIGN_SCALED`` only."""
+    check_sign_mode(sign_mode)
+    sign = sign_mode == _layout.SIGN_SCALED
     has_g, has_m = len(g) > 0, len(m) > 0
     has_wd = weight_decay != 0
     names, lists = ["s", "g_plus"], [s, g_plus]
@@ -137,15 +143,15 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
         m_slot = len(lists)
         names.append("m"), lists.append(m)
     check_lists(names, lists)
-    if state.dtype != torch.float64 or state.numel() != L.STATE_SIZE:
-        raise ValueError(f"state must be a float64 tensor of {L.STATE_SIZE} values, got "
+    if state.dtype != torch.float64 or state.numel() != _layout.STATE_SIZE:
+        raise ValueError(f"state must be a float64 tensor of {_layout.STATE_SIZE} values, got "
                          f"{state.dtype} of shape {tuple(state.shape)}")
     device = s[0].device if len(s) else state.device
     dtype = s[0].dtype if len(s) else torch.float32
     elem, acc = types_of(dtype)
     tab = _tables.launch_tables(lists, device, momentum if sign else 0.0,
                                 weight_decay if sign else 0.0)
-    n_cols = L.NUM_STATS + (len(s) if sign else 0)
+    n_cols = _layout.NUM_STATS + (len(s) if sign else 0)
     table = torch.empty((tab.n_rows, n_cols), dtype=torch.float64 if acc == tl.float64
                         else torch.float32, device=device)
     with device_guard(device):
@@ -154,6 +160,7 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
             tab.n_chunks, tab.span, table, n_cols, state,
             DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_G=has_g, SIGN=sign, HAS_M=sign and has_m,
             NESTEROV=bool(nesterov), HAS_WD=sign and has_wd, X_SLOT=x_slot, M_SLOT=m_slot,
-            TAKEN=L.TAKEN, NUM_STATS=L.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
-            TBLOCK=TBLOCK, num_warps=NUM_WARPS)
+            TAKEN=_layout.TAKEN, COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
+            COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ, NUM_STATS=_layout.NUM_STATS,
+            CHUNK=_tables.CHUNK, BLOCK=BLOCK, TBLOCK=TBLOCK, num_warps=NUM_WARPS)
     return table

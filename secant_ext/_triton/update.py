@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import _layout as L
+from .. import _layout
+from ..reference import check_sign_mode  # the one sign_mode check of every backend
 from . import _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
@@ -30,7 +31,7 @@ def _sign(d):
 def _update_block(x_ptr, g_ptr, m_ptr, off, lanes, n_left, coef, ready, mu, one_minus_mu, wd,
                   MASKED: tl.constexpr, ALIGNED: tl.constexpr, DTYPE: tl.constexpr,
                   ACC: tl.constexpr, HAS_M: tl.constexpr, NESTEROV: tl.constexpr,
-                  HAS_WD: tl.constexpr, SIGN_MODE: tl.constexpr):
+                  HAS_WD: tl.constexpr, SIGN_MODE: tl.constexpr, SIGN_NONE: tl.constexpr):
     x_base = block_base(x_ptr, off, ALIGNED)
     x = load_block(x_base, lanes, n_left, MASKED, ACC)
     d = load_block(block_base(g_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
@@ -45,7 +46,7 @@ def _update_block(x_ptr, g_ptr, m_ptr, off, lanes, n_left, coef, ready, mu, one_
             d = mu * m_new + one_minus_mu * d
         else:
             d = m_new
-    if SIGN_MODE == 0:
+    if SIGN_MODE == SIGN_NONE:
         step = coef * d
     else:
         step = coef * _sign(d)
@@ -57,7 +58,8 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
                    table, n_rows, row_stride, col_stride, state,
                    DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                    HAS_M: tl.constexpr, NESTEROV: tl.constexpr, HAS_WD: tl.constexpr,
-                   SIGN_MODE: tl.constexpr, ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
+                   SIGN_MODE: tl.constexpr, SIGN_NONE: tl.constexpr, SIGN_SCALED: tl.constexpr,
+                   ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                    MOMENTUM_READY: tl.constexpr, NUM_STATS: tl.constexpr,
                    CHUNK: tl.constexpr, BLOCK: tl.constexpr, RBLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
@@ -71,7 +73,7 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
     one_minus_mu = (1.0 - mu64).to(ACC)
     wd = f64_from_bits(hyper + 1).to(ACC)
     coef = alpha
-    if SIGN_MODE == 1:  # alpha * mean(|v|): the column sum over the table's rows, in fp64
+    if SIGN_MODE == SIGN_SCALED:  # alpha * mean(|v|): the column sum over the rows, in fp64
         rows = tl.arange(0, RBLOCK).to(tl.int64)
         total = tl.zeros([RBLOCK], tl.float64)
         for r0 in range(0, n_rows, RBLOCK):
@@ -87,14 +89,15 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
     full_end = start + (end - start) // BLOCK * BLOCK
     for off in range(start, full_end, BLOCK):
         _update_block(x_ptr, g_ptr, m_ptr, off, lanes, BLOCK, coef, ready, mu, one_minus_mu,
-                      wd, False, ALIGNED, DTYPE, ACC, HAS_M, NESTEROV, HAS_WD, SIGN_MODE)
+                      wd, False, ALIGNED, DTYPE, ACC, HAS_M, NESTEROV, HAS_WD, SIGN_MODE,
+                      SIGN_NONE)
     for off in range(full_end, end, BLOCK):
         _update_block(x_ptr, g_ptr, m_ptr, off, lanes, end - off, coef, ready, mu,
                       one_minus_mu, wd, True, False, DTYPE, ACC, HAS_M, NESTEROV, HAS_WD,
-                      SIGN_MODE)
+                      SIGN_MODE, SIGN_NONE)
 
 
-def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor,
+def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch.Tensor, *,
            momentum: float, nesterov: bool, weight_decay: float, sign_mode: int) -> None:
     """``x <- x - alpha * d`` (or the sign step), momentum written back; nothing changes
     when the state says the step was skipped."""
@@ -103,14 +106,13 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
     if has_m:
         names.append("m"), lists.append(m)
     check_lists(names, lists)
-    if sign_mode not in (L.SIGN_NONE, L.SIGN_SCALED, L.SIGN_UNSCALED):
-        raise ValueError(f"unknown sign_mode {sign_mode}")
-    if state.dtype != torch.float64 or state.numel() != L.STATE_SIZE:
-        raise ValueError(f"state must be a float64 tensor of {L.STATE_SIZE} values, got "
+    check_sign_mode(sign_mode)
+    if state.dtype != torch.float64 or state.numel() != _layout.STATE_SIZE:
+        raise ValueError(f"state must be a float64 tensor of {_layout.STATE_SIZE} values, got "
                          f"{state.dtype} of shape {tuple(state.shape)}")
-    if sign_mode == L.SIGN_SCALED and (stats.dim() != 2 or
-                                       stats.shape[1] < L.NUM_STATS + len(x)):
-        raise ValueError(f"the scaled sign step needs a stats table with {L.NUM_STATS} + "
+    if sign_mode == _layout.SIGN_SCALED and (stats.dim() != 2 or
+                                             stats.shape[1] < _layout.NUM_STATS + len(x)):
+        raise ValueError(f"the scaled sign step needs a stats table with {_layout.NUM_STATS} + "
                          f"{len(x)} columns (one per tensor), got shape {tuple(stats.shape)}")
     if not len(x):
         return
@@ -123,7 +125,8 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             stats, stats.shape[0], stats.stride(0), stats.stride(1) if stats.dim() == 2 else 1,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
-            HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, ALPHA=L.ALPHA,
-            LAST_SKIPPED=L.LAST_SKIPPED, MOMENTUM_READY=L.MOMENTUM_READY,
-            NUM_STATS=L.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
+            HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
+            SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.ALPHA,
+            LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
+            NUM_STATS=_layout.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
             num_warps=NUM_WARPS)
