@@ -8,13 +8,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
-
-def triton_devices():
-    """Devices the Triton kernels are tested on: ``SECANT_TEST_DEVICES`` (comma-separated),
-    by default CPU under the interpreter and CUDA when compiling for real."""
-    default = "cpu" if os.environ["TRITON_INTERPRET"] == "1" else "cuda"
-    return [d.strip() for d in os.environ.get("SECANT_TEST_DEVICES", default).split(",")
-            if d.strip()]
+from numerics import triton_devices  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture(params=triton_devices())
