@@ -1,10 +1,6 @@
 """The optimizers end to end: trajectories against an independent float64 implementation,
-convergence without tuning, exact resume, and the closure contract."""
+convergence without tuning, and the closure contract (checkpoints: test_checkpoint.py)."""
 from __future__ import annotations
-
-import copy
-import io
-import itertools
 
 import numpy as np
 import pytest
@@ -115,45 +111,6 @@ def test_converges_without_tuning(variant, backend):
     assert end < 0.1, end
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("variant", ["sgd", "sgdm-nesterov-wd", "signum"])
-def test_resume_is_bitwise_identical(variant, backend):
-    """state_dict saved at step 20 and loaded into a fresh optimizer over fresh parameters
-    continues bit for bit like the uninterrupted run (float32, so rounding would show)."""
-    cls, kwargs, _ = VARIANTS[variant]
-    problem = LeastSquares.make(seed=5)
-
-    def build(params_from=None):
-        _, params, X, Y = torch_problem(problem, torch.float32)
-        if params_from is not None:
-            with torch.no_grad():
-                for p, q in zip(params, params_from):
-                    p.copy_(q)
-        opt = cls(params, backend=backend, **kwargs)
-        t = [0]
-        return params, opt, t, make_closures(opt, params, X, Y, problem, t)
-
-    params, opt, t, (closure, probe) = build()
-    for t[0] in range(40):
-        opt.step(closure, probe)
-    straight = [p.detach().clone() for p in params]
-
-    params, opt, t, (closure, probe) = build()
-    for t[0] in range(20):
-        opt.step(closure, probe)
-    buffer = io.BytesIO()
-    torch.save({"model": [p.detach() for p in params], "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer)
-    params, opt, t, (closure, probe) = build(saved["model"])
-    opt.load_state_dict(saved["opt"])
-    for t[0] in range(20, 40):
-        opt.step(closure, probe)
-    for a, b in zip(params, straight):
-        assert torch.equal(a.detach(), b)
-    assert opt.last_stats.step.item() == 40
-
-
 def test_step_without_closure_explains_the_contract():
     p = torch.zeros(3, requires_grad=True)
     opt = secant_ext.SecantSGD([p], backend="reference")
@@ -257,23 +214,6 @@ def test_bad_options_name_the_value(kwargs, match):
 def test_sgdm_momentum_range(momentum):
     with pytest.raises(ValueError, match=f"momentum.*{momentum}"):
         secant_ext.SecantSGDM([torch.zeros(2, requires_grad=True)], momentum=momentum)
-
-
-def test_pickle_and_deepcopy_keep_state():
-    p = torch.ones(3, requires_grad=True)
-    opt = secant_ext.SecantSGDM([p], backend="reference")
-
-    def closure():
-        opt.zero_grad()
-        loss = (p ** 2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    clone = copy.deepcopy(opt)
-    assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
-    for (k1, v1), (k2, v2) in itertools.zip_longest(
-            opt.state_dict()["state"].items(), clone.state_dict()["state"].items()):
-        assert k1 == k2 and all(torch.equal(v1[k], v2[k]) for k in v1)
 
 
 def test_frozen_batchnorm_keeps_running_stats_of_the_lookahead_pass():

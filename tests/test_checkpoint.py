@@ -1,0 +1,150 @@
+"""Checkpoints: state_dict saved mid-run resumes bit for bit (in this process and in a new
+one), deepcopy and pickle keep the state, and state dicts that do not fit are refused
+while old ones without the newer keys still load."""
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import secant_ext
+from fault_helpers import BACKENDS, quadratic
+from independent import LeastSquares
+from test_optimizer import VARIANTS, make_closures, torch_problem
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["sgd", "sgdm-nesterov-wd", "signum"])
+def test_resume_is_bitwise_identical(variant, backend):
+    """state_dict saved at step 20 and loaded into a fresh optimizer over fresh parameters
+    continues bit for bit like the uninterrupted run (float32, so rounding would show)."""
+    cls, kwargs, _ = VARIANTS[variant]
+    problem = LeastSquares.make(seed=5)
+
+    def build(params_from=None):
+        _, params, X, Y = torch_problem(problem, torch.float32)
+        if params_from is not None:
+            with torch.no_grad():
+                for p, q in zip(params, params_from):
+                    p.copy_(q)
+        opt = cls(params, backend=backend, **kwargs)
+        t = [0]
+        return params, opt, t, make_closures(opt, params, X, Y, problem, t)
+
+    params, opt, t, (closure, probe) = build()
+    for t[0] in range(40):
+        opt.step(closure, probe)
+    straight = [p.detach().clone() for p in params]
+
+    params, opt, t, (closure, probe) = build()
+    for t[0] in range(20):
+        opt.step(closure, probe)
+    buffer = io.BytesIO()
+    torch.save({"model": [p.detach() for p in params], "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    params, opt, t, (closure, probe) = build(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    for t[0] in range(20, 40):
+        opt.step(closure, probe)
+    for a, b in zip(params, straight):
+        assert torch.equal(a.detach(), b)
+    assert opt.last_stats.step.item() == 40
+
+
+CHECKPOINT_SCRIPT = textwrap.dedent("""
+    import sys, torch, secant_ext
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    X, Y = torch.randn(64, 6), torch.randn(64, 1)
+    opt = secant_ext.SecantSGDM(model.parameters(), backend=sys.argv[1])
+    def closure(t):
+        def c():
+            opt.zero_grad()
+            rows = slice((t * 16) % 64, (t * 16) % 64 + 16)
+            loss = ((model(X[rows]) - Y[rows]) ** 2).mean()
+            loss.backward()
+            return loss
+        return c
+    mode, path = sys.argv[2], sys.argv[3]
+    start, stop = {"straight": (0, 30), "first": (0, 15), "second": (15, 30)}[mode]
+    if mode == "second":
+        ck = torch.load(path)
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
+    for t in range(start, stop):
+        opt.step(closure(t))
+    out = path if mode == "first" else path + "." + mode
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, out)
+""")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checkpoint_resumes_bitwise_in_a_new_process(tmp_path, backend):
+    script = tmp_path / "run.py"
+    script.write_text(CHECKPOINT_SCRIPT)
+    ck = str(tmp_path / "ck.pt")
+    # the new process imports the same secant_ext as this one, installed or not
+    root = os.path.dirname(os.path.dirname(os.path.abspath(secant_ext.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    for mode in ("straight", "first", "second"):
+        subprocess.run([sys.executable, str(script), backend, mode, ck], check=True, env=env)
+    straight = torch.load(ck + ".straight")["model"]
+    resumed = torch.load(ck + ".second")["model"]
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_state_dict_from_another_model_is_refused():
+    a = [torch.ones(3, requires_grad=True)]
+    b = [torch.ones(4, requires_grad=True)]
+    opt_a = secant_ext.SecantSGDM(a, backend="reference")
+    _, (train, _) = None, quadratic(opt_a, a)
+    opt_a.step(train)
+    opt_b = secant_ext.SecantSGDM(b, backend="reference")
+    with pytest.raises(ValueError, match=r"does not fit.*\(3,\).*\(4,\)"):
+        opt_b.load_state_dict(opt_a.state_dict())
+    opt_c = secant_ext.SecantSGDM(a + b, backend="reference")
+    with pytest.raises(ValueError, match="size"):
+        opt_c.load_state_dict(opt_a.state_dict())
+
+
+def test_old_state_dict_without_new_keys_still_loads():
+    p = [torch.ones(3, requires_grad=True)]
+    opt = secant_ext.SecantSGDM(p, backend="reference")
+    train, _ = quadratic(opt, p)
+    opt.step(train)
+    sd = opt.state_dict()
+    for group in sd["param_groups"]:
+        del group["sign_scale"], group["nonfinite"]
+    for st in sd["state"].values():
+        st.pop("secant_state", None)
+    fresh_opt = secant_ext.SecantSGDM(p, backend="reference")
+    fresh_opt.load_state_dict(sd)
+    assert fresh_opt.param_groups[0]["nonfinite"] == "skip"
+    fresh_opt.step(train)
+    assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
+
+
+def test_pickle_and_deepcopy_keep_state():
+    p = torch.ones(3, requires_grad=True)
+    opt = secant_ext.SecantSGDM([p], backend="reference")
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    clone = copy.deepcopy(opt)
+    assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+    for (k1, v1), (k2, v2) in itertools.zip_longest(
+            opt.state_dict()["state"].items(), clone.state_dict()["state"].items()):
+        assert k1 == k2 and all(torch.equal(v1[k], v2[k]) for k in v1)
