@@ -9,7 +9,7 @@ Sections, each recorded even when another fails:
   sync     one steady-state step under torch.cuda.set_sync_debug_mode("error")
   launches kernel launches per step (torch.profiler), per phase and in total
   timing   each phase with triton.testing.do_bench (median, 20th/80th percentiles) against
-           a copy of the same bytes, GB/s by the byte model of SPEC section 3
+           a copy of the same bytes, GB/s by the byte model of docs/ALGORITHM.md
 Writes gpu_check.json and gpu_check.log to --out ($OUT or bench/out) and prints a short
 table last. ``--dry-run`` runs the same code on CPU under the Triton interpreter at tiny
 sizes (no graph, sync or profiler sections): a check that the script itself works.
@@ -41,16 +41,20 @@ ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
     os.environ["TRITON_INTERPRET"] = "1" if ARGS.dry_run else "0"
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # the numerics toolkit of the tests
 
 import torch  # noqa: E402
 
+import numerics  # noqa: E402
 import secant_ext  # noqa: E402
-from secant_ext import _layout as L  # noqa: E402
-from secant_ext import reference as R  # noqa: E402
-from secant_ext import triton_kernels as T  # noqa: E402
-from secant_ext._triton import _common, _tables  # noqa: E402
+from secant_ext import _layout as layout  # noqa: E402
+from secant_ext import _triton  # noqa: E402
+from secant_ext import reference  # noqa: E402
+from secant_ext._triton import _tables  # noqa: E402
 
 LOG_LINES = []
+NO_DIRECTION = dict(momentum=0.0, nesterov=False, weight_decay=0.0, sign_mode=layout.SIGN_NONE)
+MOMENTUM = dict(NO_DIRECTION, momentum=0.9)
 
 
 def log(msg: str) -> None:
@@ -80,81 +84,58 @@ def model_sizes(n: int, layers: int = 12):
 
 
 def rand(sizes, dtype, dev, seed, scale=1.0):
+    """Generated on the device (2^26 elements through a CPU generator would take long)."""
     gen = torch.Generator(device=dev).manual_seed(seed)
     return [(scale * torch.randn(n, generator=gen, device=dev, dtype=torch.float32)).to(dtype)
             for n in sizes]
 
 
 def state(dev, taken=2, alpha=0.3):
-    st = torch.tensor(L.initial_state_values(), dtype=torch.float64)
-    st[L.TAKEN], st[L.ALPHA], st[L.MOMENTUM_READY] = taken, alpha, float(taken >= 1)
-    return st.to(dev)
-
-
-def f64(ts):
-    return [t.double() for t in ts]
-
-
-def max_err(got, want):
-    return max([(a.double() - b.double()).abs().max().item() for a, b in zip(got, want)
-                if a.numel()] or [0.0])
+    return numerics.make_state(dev, alpha=alpha, taken=taken)
 
 
 # -- parity --------------------------------------------------------------------------------------
 def parity(dev, n):
-    eps32 = torch.finfo(torch.float32).eps
+    """Each phase within the budgets of tests/numerics.py (errors reported in units of the
+    budget: <= 1 passes), bf16 also against twice the error of the reference run in bf16."""
+    kw = dict(momentum=0.9, nesterov=True, weight_decay=0.01)
     rows = []
     for label, sizes in (("one tensor", [n]), ("model-like", model_sizes(n))):
-        n_rows, span = _tables.rows_and_span(sizes)
-        row_len = min(sum(sizes), span * _tables.CHUNK)
-        depth = math.ceil(row_len / _common.BLOCK) + 10 + int(math.log2(sum(sizes))) + 6
+        n_rows, _ = _tables.rows_and_span(sizes)
         for dtype in (torch.float32, torch.bfloat16):
             x, s, gp, g, m = (rand(sizes, dtype, dev, k) for k in range(5))
             st = state(dev)
             out = [torch.empty_like(t) for t in x]
-            T.lookahead(x, s, out)
-            look_ok = all(torch.equal(o, a + b) for o, a, b in zip(out, x, s))
-            args = (0.9, True, 0.01, True)
-            got = T.secant_stats(s, gp, g, x, m, st, *args).double().sum(0)
-            exact = R.secant_stats(f64(s), f64(gp), f64(g), f64(x), f64(m), st, *args).sum(0)
-            if dtype == torch.float32:
-                scale = R.secant_stats(*[[t.abs() for t in f64(lst)] for lst in (s, s, g, x, m)],
-                                       st, *args).sum(0)
-                scale[1:3] = exact[1:3].abs()
-                scale[0] = sum((a * (b - a)).abs().sum() for a, b in zip(f64(s), f64(gp)))
-                stat_err = ((got - exact).abs() / (eps32 * scale).clamp_min(1e-300)).max().item()
-                stats_ok = stat_err <= 2 * depth
-                stat_msg = f"{stat_err:.1f} eps*sum|t| (bound {2 * depth})"
-            else:
-                ref = R.secant_stats(s, gp, g, x, m, st, *args).double().sum(0)
-                e_t, e_r = (got - exact).abs().max().item(), (ref - exact).abs().max().item()
-                stats_ok, stat_msg = e_t <= 2 * e_r, f"err {e_t:.3g} vs bf16 reference {e_r:.3g}"
-            table = T.secant_stats(s, gp, g, x, m, st, *args)
-            xt, mt = [t.clone() for t in x], [t.clone() for t in m]
-            T.update(xt, g, mt, table, st, 0.9, True, 0.01, L.SIGN_NONE)
-            x64, m64 = f64(x), f64(m)
-            R.update(x64, f64(g), m64, table, st, 0.9, True, 0.01, L.SIGN_NONE)
-            if dtype == torch.float32:
-                # roundings relative to the magnitudes they act on: x, the step's parts, m, g
-                scales = [b.abs() + xi.double().abs() + 0.3 * (gi.double().abs() + mi.double().abs())
-                          for b, xi, gi, mi in zip(x64, x, g, m)] + \
-                         [mi.double().abs() + gi.double().abs() + 0.01 * xi.double().abs()
-                          for mi, gi, xi in zip(m, g, x)]
-                ulp = max([((a.double() - b).abs() / (eps32 * sc).clamp_min(1e-300)).max().item()
-                           for a, b, sc in zip(xt + mt, x64 + m64, scales) if a.numel()])
-                upd_ok, upd_msg = ulp <= 8, f"{ulp:.2f} eps (bound 8)"
-            else:
-                xr, mr = [t.clone() for t in x], [t.clone() for t in m]
-                R.update(xr, g, mr, table, st, 0.9, True, 0.01, L.SIGN_NONE)
-                e_t, e_r = max_err(xt + mt, x64 + m64), max_err(xr + mr, x64 + m64)
-                upd_ok, upd_msg = e_t <= 2 * e_r, f"err {e_t:.3g} vs bf16 reference {e_r:.3g}"
+            _triton.lookahead(x, s, out)
+            try:
+                numerics.check_lookahead("lookahead", out, x, s)
+                look_ok = True
+            except AssertionError as exc:
+                look_ok = False
+                log(f"[parity] {str(exc)[:500]}")
+            call = numerics.StatsCall(s, gp, g, x, m, st, sign_mode=layout.SIGN_SCALED, **kw)
+            table = call.run(_triton)
+            stat_ratio = numerics.stats_error_ratio(numerics.TRITON, call, table)
+            stats_ok, stat_msg = stat_ratio <= 1, f"{stat_ratio:.3g} of the budget"
+            upd = numerics.UpdateCall(x, g, m, table[:, :layout.NUM_STATS], st,
+                                      sign_mode=layout.SIGN_NONE, **kw)
+            xt, mt = upd.run(_triton)
+            upd_ratio = numerics.update_error_ratio(numerics.TRITON, upd, dtype, xt, mt)
+            upd_ok, upd_msg = upd_ratio <= 1, f"{upd_ratio:.3g} of the budget"
+            if dtype in numerics.LOW:
+                try:
+                    numerics.check_stats("secant_stats", table, call, numerics.TRITON, dev.type)
+                    numerics.check_update("update", numerics.TRITON, upd, dtype, result=(xt, mt))
+                except AssertionError as exc:
+                    stats_ok = upd_ok = False
+                    stat_msg = upd_msg = str(exc)[:500]
             row = dict(sizes=label, dtype=str(dtype), numel=sum(sizes), tensors=len(sizes),
                        table_rows=n_rows, lookahead_bitwise=look_ok, stats_ok=stats_ok,
                        stats=stat_msg, update_ok=upd_ok, update=upd_msg)
             log(f"[parity] {label} {dtype}: lookahead bitwise={look_ok}; stats {stat_msg}; "
                 f"update (nesterov, wd) {upd_msg}")
             rows.append(row)
-            del x, s, gp, g, m, out, xt, mt, x64, m64
+            del x, s, gp, g, m, out, xt, mt, table
     ok = all(r["lookahead_bitwise"] and r["stats_ok"] and r["update_ok"] for r in rows)
     return {"ok": ok, "rows": rows}
 
@@ -173,7 +154,7 @@ def big(dev):
     out = torch.empty_like(x)
     piece = 2 ** 28
     spans = [(i, min(i + piece, n)) for i in range(0, n, piece)]
-    T.lookahead([x], [s], [out])
+    _triton.lookahead([x], [s], [out])
     look_ok = all(torch.equal(out[a:b], x[a:b] + s[a:b]) for a, b in spans)
     # stats: out plays g_plus. Sums checked in fp64 piece by piece, then on the tail alone
     # (everything below 2^31 zeroed): a wrong offset there cannot hide in the rounding.
@@ -183,7 +164,7 @@ def big(dev):
         if label != "all":
             s[:2 ** 31].zero_()
             out[:2 ** 31].zero_()
-        got = T.secant_stats([s], [out], [], [x], [], st, 0.0, False, 0.0, False).double().sum(0)
+        got = _triton.secant_stats([s], [out], [], [x], [], st, **NO_DIRECTION).double().sum(0)
         want = torch.zeros(4, dtype=torch.float64, device=dev)
         for a, b in spans:
             sa, ya = s[a:b].double(), out[a:b].double() - s[a:b].double()
@@ -195,7 +176,7 @@ def big(dev):
     out.copy_(x)
     st = state(dev, alpha=0.5)
     table = torch.zeros(1, 4, device=dev)
-    T.update([x], [s], [], table, st, 0.0, False, 0.0, L.SIGN_NONE)
+    _triton.update([x], [s], [], table, st, **NO_DIRECTION)
     upd_ok = all(torch.equal(x[a:b], out[a:b] - 0.5 * s[a:b]) for a, b in spans)
     log(f"[big] n = 2^31 + 2^20 + 3: lookahead bitwise={look_ok}; stats relative error "
         f"{results}; update bitwise={upd_ok}")
@@ -365,21 +346,22 @@ def timing(dev, n):
         dst = torch.empty_like(src)
         st = state(dev, alpha=1e-6)
         st_alpha = st.clone()
-        table = T.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False)
+        table = _triton.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION)
         cases = [
             ("copy (same bytes)", 8 * N, lambda: dst.copy_(src), None),
-            ("lookahead", 12 * N, lambda: T.lookahead(x, s, out),
-             lambda: R.lookahead(x, s, out)),
+            ("lookahead", 12 * N, lambda: _triton.lookahead(x, s, out),
+             lambda: reference.lookahead(x, s, out)),
             ("secant_stats", 8 * N,
-             lambda: T.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False),
-             lambda: R.secant_stats(s, gp, [], x, [], st, 0.0, False, 0.0, False)),
-            ("secant_alpha", 0, lambda: T.secant_alpha(table, st_alpha, 0, True), None),
+             lambda: _triton.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION),
+             lambda: reference.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION)),
+            ("secant_alpha", 0, lambda: _triton.secant_alpha(table, st_alpha, rule=0, safeguard=True),
+             None),
             ("update sgd", 12 * N,
-             lambda: T.update(x, g, [], table, st, 0.0, False, 0.0, L.SIGN_NONE),
-             lambda: R.update(x, g, [], table, st, 0.0, False, 0.0, L.SIGN_NONE)),
+             lambda: _triton.update(x, g, [], table, st, **NO_DIRECTION),
+             lambda: reference.update(x, g, [], table, st, **NO_DIRECTION)),
             ("update sgdm", 20 * N,
-             lambda: T.update(x, g, m, table, st, 0.9, False, 0.0, L.SIGN_NONE),
-             lambda: R.update(x, g, m, table, st, 0.9, False, 0.0, L.SIGN_NONE)),
+             lambda: _triton.update(x, g, m, table, st, **MOMENTUM),
+             lambda: reference.update(x, g, m, table, st, **MOMENTUM)),
         ]
         copy_gbs = None
         for name, nbytes, fn, ref in cases:
