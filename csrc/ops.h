@@ -7,6 +7,10 @@ namespace secant_ext {
 
 void lookahead_cpu(at::TensorList x, at::TensorList s, at::TensorList out);
 
+void lookahead_inplace_cpu(at::TensorList x, at::TensorList s, at::TensorList backup);
+
+void restore_cpu(at::TensorList x, at::TensorList backup);
+
 at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
                             at::TensorList x, at::TensorList m, const at::Tensor& state,
                             double momentum, bool nesterov, double weight_decay, int64_t sign_mode);

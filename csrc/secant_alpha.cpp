@@ -3,7 +3,9 @@
 //   secant      alpha = b / (a + b)   safeguard: a clipped at 0 (counted), alpha in (0, 1]
 //   steffensen  alpha = b / a         safeguard: a <= 0 keeps the previous alpha (counted)
 //   bb2         alpha = a / (c + b)   safeguard: a <= 0 keeps the previous alpha (counted)
-// b == 0 keeps the previous alpha; a non-finite sum skips the step.
+// b == 0 keeps the previous alpha; a non-finite sum skips the step. A lookahead gradient equal
+// to the probe gradient to the last bit (b > 0, c == 0) is counted in STALLED: the evaluation
+// never saw x + s.
 
 #include <ATen/ATen.h>
 
@@ -87,6 +89,7 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   st[layout::S_SQ] = sums[layout::COL_S_SQ];
   st[layout::Y_SQ] = sums[layout::COL_Y_SQ];
   st[layout::G_SQ] = sums[layout::COL_G_SQ];
+  st[layout::STALLED] += (b > 0 && c == 0) ? 1.0 : 0.0;
 }
 
 }  // namespace secant_ext

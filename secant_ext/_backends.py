@@ -1,7 +1,8 @@
 """Which implementation runs the phases of a step, and how it is chosen.
 
-A backend is a namespace with four functions of the signatures of ``reference``:
-``lookahead``, ``secant_stats``, ``secant_alpha`` and ``update``. There are three:
+A backend is a namespace with the functions of ``PHASES``, of the signatures of
+``reference``: ``lookahead`` (or ``lookahead_inplace`` and ``restore``), ``secant_stats``,
+``secant_alpha`` and ``update``. There are three:
 
 - ``reference``: eager PyTorch (``secant_ext.reference``), any device.
 - ``cpp``: the ``torch.ops.secant_ext`` custom ops, CPU kernels in ``csrc/``.
@@ -56,9 +57,16 @@ def triton_runs_on(device: torch.device) -> bool:
                                    (device.type == "cpu" and triton_interpreter_on()))
 
 
-REFERENCE = SimpleNamespace(name="reference", lookahead=_reference.lookahead,
-                            secant_stats=_reference.secant_stats,
-                            secant_alpha=_reference.secant_alpha, update=_reference.update)
+PHASES = ("lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha",
+          "update")
+
+
+def _namespace(name: str, functions) -> SimpleNamespace:
+    """A backend: ``name`` and the phase functions of ``PHASES`` taken from ``functions``."""
+    return SimpleNamespace(name=name, **{phase: getattr(functions, phase) for phase in PHASES})
+
+
+REFERENCE = _namespace("reference", _reference)
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,16 +75,12 @@ def _cpp() -> SimpleNamespace:
         raise ImportError("the C++ extension secant_ext._C is not built")
     from ._ops import load_cpp
     ops = load_cpp()  # checks the layout, registers the fake and CUDA kernels
-    return SimpleNamespace(name="cpp", lookahead=ops.lookahead, secant_stats=ops.secant_stats,
-                           secant_alpha=ops.secant_alpha, update=ops.update)
+    return _namespace("cpp", ops)
 
 
 @functools.lru_cache(maxsize=None)
 def _triton() -> SimpleNamespace:
-    kernels = importlib.import_module("secant_ext._triton")
-    return SimpleNamespace(name="triton", lookahead=kernels.lookahead,
-                           secant_stats=kernels.secant_stats,
-                           secant_alpha=kernels.secant_alpha, update=kernels.update)
+    return _namespace("triton", importlib.import_module("secant_ext._triton"))
 
 
 _warned = set()

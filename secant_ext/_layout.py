@@ -24,7 +24,9 @@ DOT = 8            # a = <s, y> of the latest step
 S_SQ = 9           # b = |s|^2
 Y_SQ = 10          # c = |y|^2
 G_SQ = 11          # |g|^2 of the training gradient
-STATE_SIZE = 12
+STALLED = 12       # steps whose lookahead did not move: |s|^2 > 0 but |y|^2 == 0 exactly
+                   # (the evaluation never saw x + s; see SecantOptimizer's lookahead option)
+STATE_SIZE = 13
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0

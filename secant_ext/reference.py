@@ -27,6 +27,20 @@ def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
         torch.add(xi, si, out=oi)
 
 
+def lookahead_inplace(x: Tensors, s: Tensors, backup: Tensors) -> None:
+    """``backup = x`` (its bits), then ``x = x + s`` in place: the lookahead point in the
+    parameters' own storage, for code that reads it there (FSDP2, captured graphs)."""
+    for xi, si, bi in zip(x, s, backup):
+        bi.copy_(xi)
+        xi.add_(si)
+
+
+def restore(x: Tensors, backup: Tensors) -> None:
+    """``x = backup``: exact, where subtracting ``s`` again would not be."""
+    for xi, bi in zip(x, backup):
+        xi.copy_(bi)
+
+
 def _direction(g, x, m, mom_ready, momentum, nesterov, weight_decay):
     """The update direction of one tensor and its new momentum buffer (None without momentum)."""
     if weight_decay != 0:
@@ -86,7 +100,8 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     secant:     alpha = b / (a + b)     (safeguard: a clipped at 0, so alpha in (0, 1])
     steffensen: alpha = b / a           (safeguard: a <= 0 keeps the previous alpha)
     bb2:        alpha = a / (c + b)     (safeguard: a <= 0 keeps the previous alpha)
-    b == 0 keeps the previous alpha; a non-finite sum skips the step.
+    b == 0 keeps the previous alpha; a non-finite sum skips the step. ``b > 0`` with
+    ``c == 0`` exactly counts a stalled lookahead (the evaluation never saw ``x + s``).
     """
     sums = stats.to(torch.float64).sum(dim=0)
     a, b, c = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ], sums[_layout.COL_Y_SQ]
@@ -123,6 +138,7 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     new[_layout.LAST_CLIPPED] = clipped.to(torch.float64)
     new[_layout.DOT], new[_layout.S_SQ] = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ]
     new[_layout.Y_SQ], new[_layout.G_SQ] = sums[_layout.COL_Y_SQ], sums[_layout.COL_G_SQ]
+    new[_layout.STALLED] += ((b > 0) & (c == 0)).to(torch.float64)
     state.copy_(new)
 
 

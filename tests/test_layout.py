@@ -63,10 +63,12 @@ def test_check_follows_layout_py(monkeypatch):
 
 
 def test_loading_the_extension_runs_the_check(monkeypatch):
-    monkeypatch.setattr(_layout, "STATE_SIZE", _layout.STATE_SIZE + 1)
+    size = _layout.STATE_SIZE
+    monkeypatch.setattr(_layout, "STATE_SIZE", size + 1)
     _ops.extension.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match=r"STATE_SIZE = 12 in the extension, 13 in "):
+        with pytest.raises(RuntimeError,
+                           match=rf"STATE_SIZE = {size} in the extension, {size + 1} in "):
             _ops.extension()
     finally:
         _ops.extension.cache_clear()

@@ -65,6 +65,47 @@ def test_lookahead(impl, device, case, dtype):
     numerics.check_lookahead("lookahead", out, x, s)
 
 
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.bfloat16: torch.int16,
+         torch.float16: torch.int16}
+
+
+def _bits(ts):
+    return [t.view(_BITS[t.dtype]).clone() for t in ts]
+
+
+def _with_special_values(ts):
+    """-0.0, inf and a NaN with a payload in the first tensor that has room for them: a
+    restore that went through arithmetic, or a conversion, would change their bits."""
+    for t in ts:
+        if t.numel() >= 3:
+            flat = t.view(-1)
+            flat[0], flat[1] = -0.0, float("inf")
+            flat[2:3].view(_BITS[t.dtype]).copy_(flat[2:3].view(_BITS[t.dtype]) * 0 - 7)
+            break
+    return ts
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("impl,device,case", impl_params(
+    {impl: list(cases) for impl, cases in SIZE_CASES.items()}))
+def test_lookahead_inplace_then_restore(impl, device, case, dtype):
+    """The in-place lookahead writes the bits of x to the backup and the exactly rounded
+    x + s to x; the restore copies the bits back: x_t again to the last bit, NaN payloads
+    and signed zeros included."""
+    inp = make_inputs(SIZE_CASES[impl][case], dtype, seed=1, device=device)
+    x, s = _with_special_values(inp["x"]), [3 * t for t in inp["s"]]
+    x_bits = _bits(x)
+    x_before = numerics.clones(x)
+    backup = [torch.full_like(t, 1.5) for t in x]
+    impl.ops().lookahead_inplace(x, s, backup)
+    assert [torch.equal(a, b) for a, b in zip(_bits(backup), x_bits)] == [True] * len(x), \
+        "the backup must hold the bits of x"
+    numerics.check_lookahead("lookahead_inplace", x, x_before, s)
+    impl.ops().restore(x, backup)
+    assert [torch.equal(a, b) for a, b in zip(_bits(x), x_bits)] == [True] * len(x), \
+        "restore must give back the bits of x"
+
+
 # --- secant_stats ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Variant:

@@ -30,7 +30,7 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   SKIPPED: tl.constexpr, CLIPPED: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                   LAST_CLIPPED: tl.constexpr, MOMENTUM_READY: tl.constexpr, DOT: tl.constexpr,
                   S_SQ: tl.constexpr, Y_SQ: tl.constexpr, G_SQ: tl.constexpr,
-                  COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                  STALLED: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
     rows = tl.arange(0, RBLOCK).to(tl.int64)
     acc_a = tl.zeros([RBLOCK], tl.float64)
@@ -81,13 +81,15 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
     tl.store(state + S_SQ, b)
     tl.store(state + Y_SQ, c)
     tl.store(state + G_SQ, g_sq)
+    n_stalled = tl.load(state + STALLED)  # the lookahead never saw x + s: b > 0, c == 0
+    tl.store(state + STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
 
 
 # The _layout constants _alpha_kernel takes as constexprs, by name.
 LAYOUT_CONSTEXPRS = dict(
     {name: getattr(_layout, name) for name in (
         "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
-        "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "COL_DOT", "COL_S_SQ", "COL_Y_SQ",
+        "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "COL_DOT", "COL_S_SQ", "COL_Y_SQ",
         "COL_G_SQ")},
     RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 

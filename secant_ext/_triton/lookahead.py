@@ -1,6 +1,8 @@
-"""Phase 1: ``out = x + s`` over every tensor of a bucket, one launch."""
+"""Phase 1: ``out = x + s`` over every tensor of a bucket, one launch; and the in-place
+lookahead (``backup = x; x = x + s``) with its restore copy."""
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -47,4 +49,93 @@ def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
         _lookahead_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
             DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            num_warps=NUM_WARPS)
+
+
+# Same-width integer types: the backup and the restore copy bits, never values, so no
+# conversion (and no interpreter rounding) can touch them.
+_BITS = {torch.float32: tl.uint32, torch.float64: tl.uint64, torch.bfloat16: tl.uint16,
+         torch.float16: tl.uint16}
+
+
+@triton.jit
+def _inplace_block(x, s, backup, off, lanes, n_left, MASKED: tl.constexpr,
+                   ALIGNED: tl.constexpr, DTYPE: tl.constexpr, BITS: tl.constexpr,
+                   ACC: tl.constexpr):
+    xb = block_base(x, off, ALIGNED)
+    mask = lanes < n_left
+    if MASKED:
+        raw = tl.load(xb.to(tl.pointer_type(BITS)) + lanes, mask=mask, other=0)
+        tl.store(block_base(backup, off, ALIGNED) + lanes, raw, mask=mask)
+    else:
+        raw = tl.load(xb.to(tl.pointer_type(BITS)) + lanes)
+        tl.store(block_base(backup, off, ALIGNED) + lanes, raw)
+    xv = raw.to(DTYPE, bitcast=True).to(ACC)
+    sv = load_block(block_base(s, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    store_block(xb, lanes, n_left, xv + sv, MASKED, DTYPE)
+
+
+@triton.jit
+def _lookahead_inplace_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor,
+                              DTYPE: tl.constexpr, BITS: tl.constexpr, ACC: tl.constexpr,
+                              ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
+                              BLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    x = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+    s = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
+    backup = typed_ptr(ptrs, 2, n_tensors, t, BITS)
+    lanes = tl.arange(0, BLOCK)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        _inplace_block(x, s, backup, off, lanes, BLOCK, False, ALIGNED, DTYPE, BITS, ACC)
+    for off in range(full_end, end, BLOCK):
+        _inplace_block(x, s, backup, off, lanes, end - off, True, False, DTYPE, BITS, ACC)
+
+
+@triton.jit
+def _restore_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, BITS: tl.constexpr,
+                    ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    x = typed_ptr(ptrs, 0, n_tensors, t, BITS)
+    backup = typed_ptr(ptrs, 1, n_tensors, t, BITS)
+    lanes = tl.arange(0, BLOCK)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        tl.store(block_base(x, off, ALIGNED) + lanes,
+                 tl.load(block_base(backup, off, ALIGNED) + lanes))
+    for off in range(full_end, end, BLOCK):
+        mask = lanes < end - off
+        tl.store(x + off + lanes, tl.load(backup + off + lanes, mask=mask), mask=mask)
+
+
+def lookahead_inplace(x: Tensors, s: Tensors, backup: Tensors) -> None:
+    """``backup = x`` (bits), then ``x = x + s`` in place, in one pass."""
+    check_lists(("x", "s", "backup"), (x, s, backup))
+    if not len(x):
+        return
+    dtype, acc = types_of(x[0].dtype)
+    tab = _tables.launch_tables((x, s, backup), x[0].device)
+    if tab.n_chunks == 0:
+        return
+    with device_guard(x[0].device):
+        _lookahead_inplace_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
+            DTYPE=dtype, BITS=_BITS[x[0].dtype], ACC=acc, ALIGNED=tab.aligned,
+            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+
+
+def restore(x: Tensors, backup: Tensors) -> None:
+    """``x = backup``, bit for bit."""
+    check_lists(("x", "backup"), (x, backup))
+    if not len(x):
+        return
+    tab = _tables.launch_tables((x, backup), x[0].device)
+    if tab.n_chunks == 0:
+        return
+    with device_guard(x[0].device):
+        _restore_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
+            BITS=_BITS[x[0].dtype], ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
             num_warps=NUM_WARPS)
