@@ -14,6 +14,7 @@ step ``p.grad`` holds the training gradient again.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, List
 
 import torch
@@ -24,6 +25,10 @@ from . import _backends, _checkpoint, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._lookahead import Lookahead, RngState
 from ._stats import SecantStats
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 class SecantOptimizer(Optimizer):
@@ -38,16 +43,17 @@ class SecantOptimizer(Optimizer):
     def __init__(self, params, *, rule: str = "secant", safeguard: bool = True,
                  nonfinite: str = "skip", weight_decay: float = 0.0, momentum: float = 0.0,
                  nesterov: bool = False, sign_scale: str = "mean", backend: str = "auto",
-                 process_group=None):
+                 lookahead: str = "auto", process_group=None):
         defaults = dict(rule=rule, safeguard=safeguard, nonfinite=nonfinite,
                         weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        sign_scale=sign_scale, backend=backend)
+                        sign_scale=sign_scale, backend=backend, lookahead=lookahead)
         _options.check_options(**defaults)
         super().__init__(params, defaults)
-        self.process_group = process_group
         self._lookahead = Lookahead()
         for group in self.param_groups:
             _options.check_group(group)
+        self.process_group = process_group if process_group is not None else \
+            _distributed.process_group_of(p for g in self.param_groups for p in g["params"])
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
@@ -118,11 +124,12 @@ class SecantOptimizer(Optimizer):
                     probe_closure()
             for b in buckets:
                 b.probes = b.take_grads() if probe_closure is not None else b.grads
-            self._lookahead.evaluate(buckets, probe_closure or closure, rng_paired)
+            self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
             self._apply(work, has_probe=probe_closure is not None)
         finally:
             for b in buckets:
                 b.restore_training_grads()
+        self._warn_if_stalled()
         return loss
 
     def _refuse_unsupported_call(self, closure) -> None:
@@ -145,10 +152,10 @@ class SecantOptimizer(Optimizer):
         for w in work:
             w.state = self._group_state(w.group)
             for b in w.buckets:
-                b.momenta = [self._momentum_buffer(p) for p in b.params] \
+                b.momenta = [_plan.local(self._momentum_buffer(p)) for p in b.params] \
                     if w.group["momentum"] > 0 else []
                 b.table = b.backend.secant_stats(
-                    b.probes, b.lookahead_grads, b.grads if has_probe else [], b.params,
+                    b.probes, b.lookahead_grads, b.grads if has_probe else [], b.tensors,
                     b.momenta, w.state, **w.options)
         self._reduce_tables(work)
         # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
@@ -163,8 +170,32 @@ class SecantOptimizer(Optimizer):
                 self._raise_if_skipped(w.state, work)
         for w in work:
             for b in w.buckets:
-                b.backend.update(b.params, b.grads, b.momenta, b.table, w.state,
+                b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
                                  **w.options)
+
+    def _warn_if_stalled(self) -> None:
+        """Warn once when a lookahead did not move the evaluation (the ``STALLED`` counter:
+        ``|s|^2 > 0`` but ``|y|^2 == 0`` exactly). The counter lives on the device; it is
+        read on the host after steps 1, 2, 4, 8, ... only: O(log steps) syncs in all."""
+        self._host_steps = getattr(self, "_host_steps", 0) + 1
+        n = self._host_steps
+        if n & (n - 1) or getattr(self, "_stalled_warned", False) or \
+                torch.compiler.is_compiling() or _capturing():
+            return
+        states = [self.state[g["params"][0]].get("secant_state") for g in self.param_groups
+                  if g["params"]]
+        stalled = sum(int(st[layout.STALLED].item()) for st in states if st is not None)
+        if stalled:
+            self._stalled_warned = True
+            warnings.warn(
+                f"secant_ext: {stalled} of the first {n} steps had a lookahead gradient "
+                "exactly equal to the probe gradient (|y|^2 == 0 with |s|^2 > 0): the "
+                "closure did not see the parameters at x + s, so alpha was not measured. "
+                "This happens when the model reads the weights' own storage (FSDP2, a "
+                "captured CUDA graph, a wrapper holding the weights): pass "
+                "lookahead='inplace'. (A loss that is exactly linear in the parameters "
+                "also gives y == 0; then this warning can be ignored.) The count is "
+                "last_stats.stalled_total.", RuntimeWarning, stacklevel=3)
 
     def _reduce_tables(self, work: List[_plan.GroupWork]) -> None:
         """Each group's ``combined`` table for ``secant_alpha``; with a ``process_group``,

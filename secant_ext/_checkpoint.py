@@ -11,13 +11,28 @@ from . import _layout as layout
 # Options a param group gained after the first release, with the value that reproduces
 # the old behaviour: a checkpoint saved before an option existed loads with it.
 GROUP_DEFAULTS = dict(rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
-                      momentum=0.0, nesterov=False, sign_scale="mean", backend="auto")
+                      momentum=0.0, nesterov=False, sign_scale="mean", backend="auto",
+                      lookahead="auto")
 
 
 def fill_group_defaults(param_groups) -> None:
     for group in param_groups:
         for key, value in GROUP_DEFAULTS.items():
             group.setdefault(key, value)
+
+
+# Group states of older versions are shorter: the fields since added start at 0.
+_OLDER_STATE_SIZES = (12,)  # before STALLED
+
+
+def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
+    st = st.to(torch.float64)
+    if st.dim() == 1 and st.numel() in _OLDER_STATE_SIZES:
+        st = torch.cat([st, st.new_zeros(layout.STATE_SIZE - st.numel())])
+    if st.shape != (layout.STATE_SIZE,):
+        raise ValueError(f"secant_state of saved parameter {key} has shape "
+                         f"{tuple(st.shape)}, expected ({layout.STATE_SIZE},)")
+    return st
 
 
 def load_state_dict(optimizer, state_dict, base_load: Callable) -> None:
@@ -33,11 +48,8 @@ def load_state_dict(optimizer, state_dict, base_load: Callable) -> None:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     by_id = dict(zip(ids, params))
     for k, st in kept.items():
-        if st.shape != (layout.STATE_SIZE,):
-            raise ValueError(f"secant_state of saved parameter {k} has shape "
-                             f"{tuple(st.shape)}, expected ({layout.STATE_SIZE},)")
         p = by_id[k]
-        optimizer.state[p]["secant_state"] = st.to(dtype=torch.float64, device=p.device)
+        optimizer.state[p]["secant_state"] = _upgraded(st, k).to(device=p.device)
     for p in params:
         buf = optimizer.state[p].get("momentum_buffer") if p in optimizer.state else None
         if buf is not None and buf.shape != p.shape:

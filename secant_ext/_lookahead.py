@@ -1,10 +1,7 @@
 """The lookahead evaluation: the closure's gradient at ``x_t + s``, with ``x_t`` restored
-exactly (docs/ALGORITHM.md, 'The step').
-
-The parameters are pointed (``p.data``) at a buffer holding ``x_t + s`` while the closure
-runs, then pointed back at their own, untouched storage: restoring is a pointer swap,
-exact in every dtype. The closure replays the random-number state of the evaluation it
-pairs with, so dropout masks match and ``y = g_plus - s`` measures curvature, not noise.
+exactly (docs/ALGORITHM.md, 'The step'), by a pointer swap or in place (``Lookahead``).
+The closure replays the random-number state of the evaluation it pairs with, so dropout
+masks match and ``y = g_plus - s`` measures curvature, not noise.
 Context managers registered by the user (``frozen_batchnorm``) wrap the evaluation.
 """
 from __future__ import annotations
@@ -17,7 +14,7 @@ import torch
 from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends
+from . import _backends, distributed as _distributed
 
 
 class RngState:
@@ -42,11 +39,22 @@ class RngState:
             torch.cuda.set_rng_state(st, d)
 
 
-class Lookahead:
-    """Runs a closure at ``x_t + s`` and restores ``x_t`` exactly.
+LOOKAHEAD_MODES = ("auto", "swap", "inplace")
 
-    Holds one scratch buffer per parameter for the lookahead point (rebuilt when a
-    parameter's shape, dtype, device or strides change) and the registered contexts.
+
+class Lookahead:
+    """Runs a closure at ``x_t + s`` and restores ``x_t`` exactly, in one of two ways:
+
+    - ``"swap"``: each parameter's ``p.data`` points at a buffer holding ``x_t + s`` while
+      the closure runs, then back at its own, untouched storage. Cheapest (the buffer is
+      written once), but invisible to code that reads the parameters' original storage.
+    - ``"inplace"``: ``x_t`` is copied into a backup buffer and ``s`` added in the
+      parameters' own storage (one fused pass); afterwards the backup is copied back, bit
+      for bit, also when the closure raises. Works with FSDP2 (which all-gathers from the
+      shards' storage) and with anything else that captured the storage; moves more bytes.
+
+    Holds one scratch buffer per parameter (the lookahead point, or the backup; rebuilt
+    when a tensor's shape, dtype, device or strides change) and the registered contexts.
     ``active`` is True while the closure runs (``SecantOptimizer.in_lookahead``)."""
 
     def __init__(self):
@@ -59,18 +67,27 @@ class Lookahead:
         self.contexts[handle.id] = factory
         return handle
 
-    def evaluate(self, buckets, closure: Callable, rng: RngState) -> None:
+    def evaluate(self, work, closure: Callable, rng: RngState) -> None:
         """Fill each bucket's ``lookahead_grads`` with ``closure``'s gradient at
-        ``params + probes`` (the probes already have the parameters' strides). The
-        parameters are back at ``x_t`` (and ``p.grad`` is None) when this returns or
-        raises."""
-        for b in buckets:
-            b.backend.lookahead(b.params, b.probes, [self._buffer(p) for p in b.params])
+        ``x_t + probes`` (the probes already have the kernels' layout). The parameters are
+        back at ``x_t`` (and ``p.grad`` is None) when this returns or raises."""
+        swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets]
+        inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets]
+        buckets = swapped + inplace
         params = [p for b in buckets for p in b.params]
-        saved = [p.data for p in params]
-        for p in params:
-            p.data = self.buffers[p]
+        fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params])
+        for b in swapped:
+            b.backend.lookahead(b.tensors, b.probes, self._buffers(b))
+        saved = [p.data for b in swapped for p in b.params]
+        moved = []
         try:
+            fsdp.reshard()  # so the closure all-gathers the shards written below
+            for b in inplace:
+                b.backend.lookahead_inplace(b.tensors, b.probes, self._buffers(b))
+                moved.append(b)
+            for b in swapped:
+                for p in b.params:
+                    p.data = self.buffers[p]
             rng.restore()
             self.active = True
             with torch.enable_grad(), contextlib.ExitStack() as stack:
@@ -81,17 +98,25 @@ class Lookahead:
                 b.lookahead_grads = b.take_grads()
         finally:
             self.active = False
-            for p, x in zip(params, saved):
+            for p, x in zip((p for b in swapped for p in b.params), saved):
                 p.data = x
+            for b in moved:
+                b.backend.restore(b.tensors, [self.buffers[p] for p in b.params])
+            for p in params:
                 p.grad = None
+            fsdp.reshard()  # no module keeps the gathered x_t + s
 
-    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
-        buf = self.buffers.get(p)
-        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or \
-                buf.device != p.device or buf.stride() != p.stride():
-            buf = torch.empty_like(p, memory_format=torch.preserve_format)
-            self.buffers[p] = buf
-        return buf
+    def _buffers(self, bucket):
+        """Per parameter of ``bucket``, a buffer like the tensor the kernels walk."""
+        out = []
+        for p, t in zip(bucket.params, bucket.tensors):
+            buf = self.buffers.get(p)
+            if buf is None or buf.shape != t.shape or buf.dtype != t.dtype or \
+                    buf.device != t.device or buf.stride() != t.stride():
+                buf = torch.empty_like(t, memory_format=torch.preserve_format)
+                self.buffers[p] = buf
+            out.append(buf)
+        return out
 
 
 @contextlib.contextmanager

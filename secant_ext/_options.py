@@ -17,8 +17,11 @@ def check_nonnegative(name: str, value, allow_zero: bool = True) -> None:
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
+LOOKAHEAD_MODES = ("auto", "swap", "inplace")
+
+
 def check_options(*, rule, safeguard, nonfinite, weight_decay, momentum, nesterov,
-                  sign_scale, backend) -> None:
+                  sign_scale, backend, lookahead) -> None:
     """The constructor's options, before any param group exists."""
     if rule not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {rule!r}")
@@ -35,6 +38,8 @@ def check_options(*, rule, safeguard, nonfinite, weight_decay, momentum, nestero
     if sign_scale not in SIGN_SCALES:
         raise ValueError(f"sign_scale must be 'mean' or 'none', got {sign_scale!r}")
     _backends.validate_backend(backend)
+    if lookahead not in LOOKAHEAD_MODES:
+        raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got {lookahead!r}")
 
 
 def check_group(group) -> None:
@@ -44,6 +49,9 @@ def check_group(group) -> None:
     check_nonnegative("weight_decay", group["weight_decay"])
     check_nonnegative("momentum", group["momentum"])
     _backends.validate_backend(group["backend"])
+    if group["lookahead"] not in LOOKAHEAD_MODES:
+        raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got "
+                         f"{group['lookahead']!r}")
     if len({id(p) for p in group["params"]}) != len(group["params"]):
         raise ValueError("a param group lists the same parameter twice; pass each "
                          "parameter once")
@@ -56,7 +64,9 @@ def check_group(group) -> None:
                          "put each device's parameters in a group of its own")
     for p in group["params"]:
         if _distributed.is_dtensor(p):
-            raise ValueError(_distributed.DTENSOR_REFUSED)
+            if group["lookahead"] == "swap":
+                raise ValueError(_distributed.DTENSOR_NEEDS_INPLACE)
+            _distributed.check_dtensor(p)
         if p.is_complex():
             raise ValueError(f"complex parameters are not supported (got {p.dtype}); "
                              "pass torch.view_as_real(p) views instead")

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import _backends, _layout as layout
+from . import _backends, _layout as layout, distributed as _distributed
 
 
 def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
@@ -32,25 +32,30 @@ def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     return grads
 
 
-def zeros_where_missing(grads, params) -> List[torch.Tensor]:
-    """A parameter without a gradient at this evaluation contributes zeros."""
-    return [t if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)]
+def local(t: torch.Tensor) -> torch.Tensor:
+    """What the kernels walk: a DTensor's local shard (sharing its storage), else ``t``."""
+    return t.to_local() if _distributed.is_dtensor(t) else t
 
 
-def like_params(grads, params) -> List[torch.Tensor]:
-    """Each gradient with the strides of its parameter, so the kernels can walk both as
-    flat storage (copied only where the strides differ)."""
-    return [t if t.stride() == p.stride() else
-            torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
-            for t, p in zip(grads, params)]
+def for_kernels(grads, tensors) -> List[torch.Tensor]:
+    """Each gradient as the kernels take it: local, zeros where a parameter got none at
+    this evaluation, and with the strides of its tensor (copied only where they differ)."""
+    out = []
+    for t, x in zip(grads, tensors):
+        t = torch.zeros_like(x) if t is None else local(t)
+        if t.stride() != x.stride():
+            t = torch.empty_like(x, memory_format=torch.preserve_format).copy_(t)
+        out.append(t)
+    return out
 
 
 @dataclass
 class Bucket:
     """Parameters of one param group that one backend call takes together."""
     backend: SimpleNamespace
-    params: List[torch.Tensor]
-    # Gradients as the kernels take them (with the strides of params): g, s, g_plus.
+    params: List[torch.Tensor]    # as the group lists them (p.grad, state, names)
+    tensors: List[torch.Tensor]   # what the kernels walk: params, or their local shards
+    # Gradients as the kernels take them (local, with the strides of tensors): g, s, g_plus.
     grads: List[torch.Tensor] = field(default_factory=list)
     probes: List[torch.Tensor] = field(default_factory=list)           # is grads without a probe
     lookahead_grads: List[torch.Tensor] = field(default_factory=list)  # g_plus, at x + s
@@ -60,13 +65,11 @@ class Bucket:
 
     def take_training_grads(self) -> None:
         self.taken_grads = move_grads_out(self.params)
-        self.grads = like_params(self.taken_grads, self.params)
+        self.grads = for_kernels(self.taken_grads, self.tensors)
 
     def take_grads(self) -> List[torch.Tensor]:
-        """The gradients of the evaluation that just ran (zeros where a parameter got
-        none), moved out of ``p.grad``."""
-        return like_params(zeros_where_missing(move_grads_out(self.params), self.params),
-                           self.params)
+        """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
+        return for_kernels(move_grads_out(self.params), self.tensors)
 
     def restore_training_grads(self) -> None:
         for p, g in zip(self.params, self.taken_grads):
@@ -79,6 +82,7 @@ class GroupWork:
     group: dict
     sign_mode: int
     buckets: List[Bucket]
+    lookahead: str = "swap"                  # "swap" or "inplace"
     state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
 
@@ -96,9 +100,18 @@ def sign_mode_of(group, optimizer_sign_mode: int) -> int:
     return optimizer_sign_mode
 
 
+def lookahead_mode(param_groups) -> str:
+    """``"auto"`` resolved for these groups: ``"inplace"`` when any parameter is a DTensor
+    (FSDP2 all-gathers from the shards' own storage), else ``"swap"``."""
+    if any(_distributed.is_dtensor(p) for g in param_groups for p in g["params"]):
+        return "inplace"
+    return "swap"
+
+
 def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[GroupWork]:
     """One ``GroupWork`` per param group whose parameters have gradients (every group with
     ``keep_empty``: a sharded step joins the all-reduce even with nothing to add)."""
+    auto = None
     work = []
     for group in param_groups:
         by_kind: Dict[Tuple[torch.dtype, bool], List[torch.Tensor]] = {}
@@ -108,11 +121,17 @@ def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[Group
             if p.grad.is_sparse:
                 raise ValueError("sparse gradients are not supported by secant_ext "
                                  "optimizers; use torch.optim.SparseAdam for sparse layers")
-            dense = p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+            t = local(p)
+            dense = t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
             by_kind.setdefault((p.dtype, dense), []).append(p)
         buckets = [Bucket(_backends.resolve(group["backend"], ps[0].device) if dense
-                          else _backends.REFERENCE, ps)
+                          else _backends.REFERENCE, ps, [local(p) for p in ps])
                    for (_, dense), ps in by_kind.items()]
         if buckets or keep_empty:
-            work.append(GroupWork(group, sign_mode_of(group, optimizer_sign_mode), buckets))
+            mode = group["lookahead"]
+            if mode == "auto":
+                auto = auto or lookahead_mode(param_groups)
+                mode = auto
+            work.append(GroupWork(group, sign_mode_of(group, optimizer_sign_mode), buckets,
+                                  lookahead=mode))
     return work

@@ -24,6 +24,7 @@ class SecantStats:
     step: torch.Tensor
     skipped_total: torch.Tensor
     clipped_total: torch.Tensor
+    stalled_total: torch.Tensor  # steps whose lookahead gradient equalled the probe's exactly
 
     @classmethod
     def from_states(cls, states: torch.Tensor) -> "SecantStats":
@@ -36,4 +37,5 @@ class SecantStats:
                    grad_norm=col(layout.G_SQ).sqrt(),
                    skipped=col(layout.LAST_SKIPPED) != 0,
                    clipped=col(layout.LAST_CLIPPED) != 0, step=col(layout.STEP),
-                   skipped_total=col(layout.SKIPPED), clipped_total=col(layout.CLIPPED))
+                   skipped_total=col(layout.SKIPPED), clipped_total=col(layout.CLIPPED),
+                   stalled_total=col(layout.STALLED))

@@ -2,8 +2,9 @@
 optimizers refuse.
 
 DDP needs nothing from here (its gradients arrive averaged, so every rank computes the
-same alpha); a manual shard passes ``process_group=`` and ``reduce_tables`` sums the
-statistics over it. See ``docs/DISTRIBUTED.md``.
+same alpha). FSDP2 (DTensor parameters) takes the process group of the parameters' device
+mesh and the in-place lookahead; a manual shard passes ``process_group=``. Either way
+``reduce_tables`` sums the statistics over the group. See ``docs/DISTRIBUTED.md``.
 """
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ import torch
 
 from . import _layout as layout
 
-DTENSOR_REFUSED = (
-    "DTensor parameters (FSDP2 fully_shard, tensor parallel) are not supported: the "
-    "lookahead evaluation points p.data at a buffer holding x + s, and FSDP2 all-gathers "
-    "from its own sharded storage, so the closure would silently run at x again (and the "
-    "phase kernels take plain tensors). Shard manually and pass process_group= (each rank "
-    "gives the optimizer plain tensors holding its slice of every parameter), or use DDP; "
-    "docs/DISTRIBUTED.md shows both recipes")
+DTENSOR_NEEDS_INPLACE = (
+    "DTensor parameters (FSDP2 fully_shard) need lookahead='inplace' (or 'auto'): with "
+    "lookahead='swap' p.data points at a buffer holding x + s, but FSDP2 all-gathers from "
+    "its own sharded storage, so the closure would silently run at x again")
 
 
 def is_dtensor(t: torch.Tensor) -> bool:
@@ -27,6 +25,60 @@ def is_dtensor(t: torch.Tensor) -> bool:
         return False
     from torch.distributed.tensor import DTensor
     return isinstance(t, DTensor)
+
+
+def check_dtensor(p: torch.Tensor) -> None:
+    """A DTensor parameter the optimizer can step: sharded (``Shard``) on a 1-D mesh, as
+    FSDP2's ``fully_shard`` leaves it. Sums over that mesh's ranks are then the sums over
+    the whole tensor; a replicated placement would count it once per rank."""
+    from torch.distributed.tensor import Shard
+    mesh, placements = p.device_mesh, p.placements
+    if mesh.ndim != 1 or not all(isinstance(pl, Shard) for pl in placements):
+        raise ValueError(
+            f"DTensor parameters must be sharded on a 1-D device mesh (FSDP2's fully_shard), "
+            f"got placements {tuple(placements)} on a {mesh.ndim}-D mesh; HSDP and tensor "
+            "parallel layouts are not supported (docs/DISTRIBUTED.md)")
+
+
+def process_group_of(params):
+    """The process group of the DTensor parameters' device mesh (None without DTensors);
+    they must all share one mesh."""
+    meshes = {id(p.device_mesh): p.device_mesh for p in params if is_dtensor(p)}
+    if not meshes:
+        return None
+    if len(meshes) > 1:
+        raise ValueError("the DTensor parameters of one optimizer live on "
+                         f"{len(meshes)} device meshes; shard them all on one mesh, or pass "
+                         "process_group= explicitly")
+    return next(iter(meshes.values())).get_group()
+
+
+class FsdpResharding:
+    """The FSDP2 modules that own some of ``params``, resharded on demand.
+
+    An FSDP2 module with ``reshard_after_backward=False`` (or between forward and backward)
+    keeps its all-gathered weights and would run its next forward on them, ignoring an
+    in-place change of the shards. ``reshard()`` frees them, so the next forward gathers
+    the shards as they are. Modules are found through FSDP2's registry of module states;
+    with no DTensor parameter this costs nothing."""
+
+    def __init__(self, params):
+        self.modules = []
+        ids = {id(p) for p in params if is_dtensor(p)}
+        if not ids:
+            return
+        from torch.distributed._composable_state import _module_state_mapping
+        for module, state_ref in list(_module_state_mapping.items()):
+            state = state_ref() if callable(state_ref) else state_ref
+            group = getattr(state, "_fsdp_param_group", None)
+            if group is not None and any(id(fp.sharded_param) in ids
+                                         for fp in group.fsdp_params):
+                self.modules.append((module, group))
+
+    def reshard(self) -> None:
+        for module, group in self.modules:
+            if not group.is_sharded:
+                module.reshard()
 
 
 def reduce_tables(work, process_group) -> None:
@@ -62,8 +114,8 @@ def reduce_tables(work, process_group) -> None:
             counts = [0.0] * len(index)
             for pos, b in zip(positions, w.buckets):
                 _put(abs_sums, pos, b.table[:, layout.NUM_STATS:].to(f64).sum(0).to(device))
-                for i, p in zip(pos, b.params):
-                    counts[i] = float(p.numel())
+                for i, t in zip(pos, b.tensors):
+                    counts[i] = float(t.numel())  # this rank's elements of the tensor
             local_counts = _host_vector(counts, device)
             pieces += [abs_sums, local_counts]
             sign_layout = (positions, local_counts)

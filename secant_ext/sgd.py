@@ -23,11 +23,17 @@ class SecantSGD(SecantOptimizer):
             or ``"raise"`` ``FloatingPointError`` naming the parameter (syncs the host).
         weight_decay: coupled L2 penalty, as in ``torch.optim.SGD``.
         backend: ``"auto"``, ``"triton"``, ``"cpp"`` or ``"reference"``.
-        process_group: sum the statistics over this group's ranks (sharded parameters).
+        lookahead: how the closure is evaluated at ``x + s``: ``"swap"`` points ``p.data``
+            at a buffer (cheapest), ``"inplace"`` adds ``s`` in the parameters' own storage
+            and copies ``x`` back from a backup afterwards (for FSDP2, captured CUDA graphs,
+            code that holds the weights' storage), ``"auto"`` (default) picks ``"inplace"``
+            when any parameter is a DTensor and ``"swap"`` otherwise.
+        process_group: sum the statistics over this group's ranks (sharded parameters);
+            DTensor parameters default to their device mesh's group.
     """
 
     def __init__(self, params, *, rule="secant", safeguard=True, nonfinite="skip",
-                 weight_decay=0.0, backend="auto", process_group=None):
+                 weight_decay=0.0, backend="auto", lookahead="auto", process_group=None):
         super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, backend=backend,
-                         process_group=process_group)
+                         lookahead=lookahead, process_group=process_group)

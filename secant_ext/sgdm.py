@@ -17,10 +17,10 @@ class SecantSGDM(SecantOptimizer):
 
     def __init__(self, params, *, momentum=0.9, nesterov=False, rule="secant",
                  safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto",
-                 process_group=None):
+                 lookahead="auto", process_group=None):
         if not isinstance(momentum, (int, float)) or not 0 < momentum < 1:
             raise ValueError(f"SecantSGDM needs momentum in (0, 1), got {momentum!r}; "
                              "use SecantSGD for no momentum")
         super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                         backend=backend, process_group=process_group)
+                         backend=backend, lookahead=lookahead, process_group=process_group)

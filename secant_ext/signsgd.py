@@ -21,8 +21,8 @@ class SecantSignSGD(SecantOptimizer):
 
     def __init__(self, params, *, momentum=0.0, sign_scale="mean", rule="secant",
                  safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto",
-                 process_group=None):
+                 lookahead="auto", process_group=None):
         super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, momentum=momentum,
                          sign_scale=sign_scale, backend=backend,
-                         process_group=process_group)
+                         lookahead=lookahead, process_group=process_group)

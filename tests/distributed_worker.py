@@ -246,20 +246,6 @@ def run_own_group(rank, pg_self):
                 alpha=torch.stack(alphas))
 
 
-def run_fsdp2(rank):
-    """FSDP2 on CPU with gloo: the optimizer must refuse its DTensor parameters (it would
-    otherwise evaluate the lookahead at x, unseen by FSDP2's all-gather)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    model = make_model()
-    fully_shard(model, mesh=init_device_mesh("cpu", (WORLD,)))
-    try:
-        secant_ext.SecantSGD(model.parameters(), backend="reference")
-    except ValueError as e:
-        return dict(refused=str(e))
-    return dict(refused=None)
-
-
 # name -> keyword arguments; the tests compare each with train_single(variant, probe, ...)
 DDP_SCENARIOS = {
     "ddp-sgd": dict(variant="sgd", probe=False),
@@ -298,9 +284,10 @@ def scenarios(rank):
     own = {r: dist.new_group([r]) for r in range(WORLD)}  # every rank creates every group
     out = {name: functools.partial(run_ddp, rank, **kw) for name, kw in DDP_SCENARIOS.items()}
     out["own-group"] = lambda: run_own_group(rank, own[rank])
-    out["fsdp2"] = lambda: run_fsdp2(rank)
     for name, kw in {**SHARD_SCENARIOS, **NAN_SCENARIOS}.items():
         out[name] = functools.partial(run_shard, rank, pair, **kw)
+    import fsdp_worker  # imports this module: loaded here, not at the top
+    out.update(fsdp_worker.scenarios(rank))
     return out
 
 

@@ -3,8 +3,10 @@
 DDP: every rank ends with the same bits, and with the parameters of one process trained on
 the concatenated batch. Manual shard with ``process_group``: the result of the unsharded
 run, one all-reduce per step, empty shards and gradient-less ranks still joining, and a
-non-finite value on one rank skipping the step on all. The two processes run every
-scenario once (``distributed_worker.py``); the tests compare what they saved.
+non-finite value on one rank skipping the step on all. FSDP2 (``fully_shard``, uneven
+shards, ``fsdp_worker.py``): the unsharded run with default options, a lookahead that raises
+leaving every shard bitwise at x_t. The two processes run every scenario once
+(``distributed_worker.py``); the tests compare what they saved.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 import torch
 
 import distributed_worker
+import fsdp_worker
 from secant_ext import _layout
 
 JOIN_TIMEOUT_S = 150  # the collectives time out after 60 s; a hang fails, never waits
@@ -76,8 +79,8 @@ def rounding_tolerance(scenario_name):
     EPS_RATIO times that spread, but never below one rounding of the values themselves
     (eps64 times their size); factor 4 of margin. Asserted small, so a wrong sum (a missing
     average, a half-batch gradient, one rank's statistics) fails."""
-    scenario = {**distributed_worker.DDP_SCENARIOS,
-                **distributed_worker.SHARD_SCENARIOS}[scenario_name]
+    scenario = {**distributed_worker.DDP_SCENARIOS, **distributed_worker.SHARD_SCENARIOS,
+                **fsdp_worker.FSDP_SCENARIOS}[scenario_name]
     r64, r32 = single_of(scenario), single_of(scenario, torch.float32)
     eps64 = torch.finfo(torch.float64).eps
     spread = max((a - b.double()).abs().max().item() for a, b in zip(r64["params"], r32["params"]))
@@ -198,9 +201,47 @@ def test_process_group_of_one_rank_sums_nothing(ranks):
         assert all(torch.equal(a, b) for a, b in zip(res["params"], ref["params"]))
 
 
-def test_fsdp2_parameters_are_refused_with_the_reason(ranks):
-    for r in range(distributed_worker.WORLD):
-        message = ranks[r]["fsdp2"]["refused"]
-        assert message is not None, f"rank {r}: DTensor parameters were accepted"
-        assert "FSDP2" in message and "process_group=" in message
+@pytest.mark.parametrize("name", fsdp_worker.FSDP_SCENARIOS)
+def test_fsdp2_matches_one_process(ranks, name):
+    """fully_shard parameters (DTensors, uneven shards), default options: the in-place
+    lookahead and the statistics summed over the mesh give the unsharded run."""
+    r0, r1 = ranks[0][name], ranks[1][name]
+    assert torch.equal(r0["state"], r1["state"]), f"{name}: the ranks' group states differ"
+    ref = single_of(fsdp_worker.FSDP_SCENARIOS[name])
+    tol, alpha_rtol = rounding_tolerance(name)
+    for r in (r0, r1):
+        assert_close_params(r["params"], ref["params"], tol, name)
+        assert_close_alpha(r["alpha"], ref["alpha"], alpha_rtol, name)
+        assert r["stalled"] == 0, f"{name}: {r['stalled']} lookaheads did not move"
 
+
+def test_fsdp2_shards_are_uneven(ranks):
+    """The premise: Linear(6, 3) splits its 3 rows 2 + 1 over the two ranks."""
+    sizes = [ranks[r]["fsdp-sgd"]["local_numels"] for r in range(distributed_worker.WORLD)]
+    assert sizes[0] != sizes[1], f"local shard sizes {sizes}"
+
+
+@pytest.mark.parametrize("name", ["fsdp-raise-at-start", "fsdp-raise-after-backward-probe"])
+def test_fsdp2_lookahead_that_raises_leaves_every_rank_at_x_t(ranks, name):
+    for r in range(distributed_worker.WORLD):
+        around = ranks[r][name]["around"]
+        for n, a, b in zip(distributed_worker.SPLITS, around["before"], around["after"]):
+            assert torch.equal(a, b), f"rank {r}: shard of {n} not restored bit for bit"
+        assert all(around["grads_after_raise"]), f"rank {r}: training gradient not put back"
+
+
+def test_fsdp2_nan_on_one_rank_skips_the_step_on_every_rank(ranks):
+    for r in range(distributed_worker.WORLD):
+        res = ranks[r]["fsdp-nan-skip"]
+        assert all(torch.equal(a, b) for a, b in
+                   zip(res["around"]["before"], res["around"]["after"])), \
+            f"rank {r} moved its shard in the step whose gradient was NaN on rank 1"
+        assert res["state"][0][_layout.SKIPPED] == 1
+    assert torch.equal(ranks[0]["fsdp-nan-skip"]["state"], ranks[1]["fsdp-nan-skip"]["state"])
+
+
+def test_fsdp2_swap_lookahead_is_refused_with_the_fix(ranks):
+    for r in range(distributed_worker.WORLD):
+        message = ranks[r]["fsdp-swap-refused"]["refused"]
+        assert message is not None, f"rank {r}: lookahead='swap' accepted DTensor parameters"
+        assert "lookahead='inplace'" in message and "FSDP2" in message
