@@ -269,11 +269,11 @@ def graph(dev, steps=5):
         log(f"[graph] capture of the step as shipped failed: {first[:300]}")
     torch.cuda.synchronize()
     import secant_ext._base as base
-    saved, base._RngState = base._RngState, _CpuRngOnly
+    saved, base.RngState = base.RngState, _CpuRngOnly
     try:
         result = _graph_once(dev, steps)
     finally:
-        base._RngState = saved
+        base.RngState = saved
     result.update(ok=False, as_shipped_error=first[:2000], retried_without_cuda_rng=True,
                   error="step as shipped not capturable (CUDA RNG replay); without it: "
                         + ("replays match" if result["ok"] else "replays DIFFER"))

@@ -14,11 +14,12 @@ class Boom(Exception):
     pass
 
 
+@pytest.mark.parametrize("lookahead", ["swap", "inplace"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
 @pytest.mark.parametrize("call", ["train", "probe", "lookahead-probe", "lookahead-train"])
-def test_closure_that_raises_leaves_everything_at_x_t(call, exc, backend):
-    params, opt = fresh(backend=backend)
+def test_closure_that_raises_leaves_everything_at_x_t(call, exc, backend, lookahead):
+    params, opt = fresh(backend=backend, lookahead=lookahead)
     train, probe = quadratic(opt, params)
     opt.step(train, probe)
     before = snapshot(opt, params)
