@@ -188,7 +188,7 @@ class SecantOptimizer(Optimizer):
         if stalled:
             self._stalled_warned = True
             warnings.warn(
-                f"secant_ext: {stalled} of the first {n} steps had a lookahead gradient "
+                f"secant_ext: {stalled} step(s) so far had a lookahead gradient "
                 "exactly equal to the probe gradient (|y|^2 == 0 with |s|^2 > 0): the "
                 "closure did not see the parameters at x + s, so alpha was not measured. "
                 "This happens when the model reads the weights' own storage (FSDP2, a "

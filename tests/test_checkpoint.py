@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import secant_ext
+from secant_ext import _layout as layout
 from fault_helpers import BACKENDS, quadratic
 from independent import LeastSquares
 from test_optimizer import VARIANTS, make_closures, torch_problem
@@ -131,6 +132,31 @@ def test_old_state_dict_without_new_keys_still_loads():
     assert fresh_opt.param_groups[0]["nonfinite"] == "skip"
     fresh_opt.step(train)
     assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
+
+
+def test_group_state_saved_before_the_stalled_counter_loads():
+    """Checkpoints of the first release hold a 12-field group state (no STALLED): it loads
+    with its values kept, the new field at 0, and the step carries on from there."""
+    p = [torch.ones(3, requires_grad=True)]
+    opt = secant_ext.SecantSGDM(p, backend="reference", lookahead="swap")
+    train, _ = quadratic(opt, p)
+    opt.step(train)
+    opt.step(train)
+    sd = opt.state_dict()
+    (st,) = [v for v in sd["state"].values() if "secant_state" in v]
+    full = st["secant_state"].clone()
+    assert layout.STALLED == 12 and full.numel() == 13
+    st["secant_state"] = full[:12].clone()
+    for group in sd["param_groups"]:
+        del group["lookahead"]
+    fresh_opt = secant_ext.SecantSGDM(p, backend="reference")
+    fresh_opt.load_state_dict(sd)
+    loaded = fresh_opt._group_state(fresh_opt.param_groups[0])
+    assert loaded.dtype == torch.float64 and torch.equal(loaded[:12], full[:12])
+    assert loaded[layout.STALLED] == 0
+    assert fresh_opt.param_groups[0]["lookahead"] == "auto"
+    fresh_opt.step(train)
+    assert fresh_opt.last_stats.step.item() == 3
 
 
 def test_pickle_and_deepcopy_keep_state():
