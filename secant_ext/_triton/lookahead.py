@@ -36,20 +36,27 @@ def _lookahead_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor,
         _lookahead_block(x, s, out, off, lanes, end - off, True, False, DTYPE, ACC)
 
 
-def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
-    """``out = x + s`` (``x`` untouched, so restoring it is exact)."""
-    check_lists(("x", "s", "out"), (x, s, out))
+def _launch_elementwise(kernel, names, lists, **constexprs) -> None:
+    """One launch of ``kernel`` (a program per chunk) over equal-length ``lists``."""
+    check_lists(names, lists)
+    x = lists[0]
     if not len(x):
         return
-    dtype, acc = types_of(x[0].dtype)
-    tab = _tables.launch_tables((x, s, out), x[0].device)
+    tab = _tables.launch_tables(lists, x[0].device)
     if tab.n_chunks == 0:
         return
     with device_guard(x[0].device):
-        _lookahead_kernel[(tab.n_chunks,)](
+        kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
-            DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
-            num_warps=NUM_WARPS)
+            ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS,
+            **constexprs)
+
+
+def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
+    """``out = x + s`` (``x`` untouched, so restoring it is exact)."""
+    dtype, acc = types_of(x[0].dtype) if len(x) else (None, None)
+    _launch_elementwise(_lookahead_kernel, ("x", "s", "out"), (x, s, out), DTYPE=dtype,
+                        ACC=acc)
 
 
 # Same-width integer types: the backup and the restore copy bits, never values, so no
@@ -112,30 +119,12 @@ def _restore_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, BITS: tl
 
 def lookahead_inplace(x: Tensors, s: Tensors, backup: Tensors) -> None:
     """``backup = x`` (bits), then ``x = x + s`` in place, in one pass."""
-    check_lists(("x", "s", "backup"), (x, s, backup))
-    if not len(x):
-        return
-    dtype, acc = types_of(x[0].dtype)
-    tab = _tables.launch_tables((x, s, backup), x[0].device)
-    if tab.n_chunks == 0:
-        return
-    with device_guard(x[0].device):
-        _lookahead_inplace_kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
-            DTYPE=dtype, BITS=_BITS[x[0].dtype], ACC=acc, ALIGNED=tab.aligned,
-            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    dtype, acc = types_of(x[0].dtype) if len(x) else (None, None)
+    _launch_elementwise(_lookahead_inplace_kernel, ("x", "s", "backup"), (x, s, backup),
+                        DTYPE=dtype, ACC=acc, BITS=_BITS.get(x[0].dtype) if len(x) else None)
 
 
 def restore(x: Tensors, backup: Tensors) -> None:
     """``x = backup``, bit for bit."""
-    check_lists(("x", "backup"), (x, backup))
-    if not len(x):
-        return
-    tab = _tables.launch_tables((x, backup), x[0].device)
-    if tab.n_chunks == 0:
-        return
-    with device_guard(x[0].device):
-        _restore_kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
-            BITS=_BITS[x[0].dtype], ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
-            num_warps=NUM_WARPS)
+    _launch_elementwise(_restore_kernel, ("x", "backup"), (x, backup),
+                        BITS=_BITS.get(x[0].dtype) if len(x) else None)
