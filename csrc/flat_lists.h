@@ -29,7 +29,8 @@ constexpr int64_t kChunkNumel = int64_t{1} << 15;
 namespace layout {
 constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST_SKIPPED = 5,
                   LAST_CLIPPED = 6, MOMENTUM_READY = 7, DOT = 8, S_SQ = 9, Y_SQ = 10,
-                  G_SQ = 11, STALLED = 12, STATE_SIZE = 13;
+                  G_SQ = 11, STALLED = 12, LR = 13, MAX_GRAD_NORM = 14, STEP_SIZE = 15,
+                  STATE_SIZE = 16;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
 // _layout.RULES["secant"], ["steffensen"], ["bb2"]
 constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2;
@@ -44,7 +45,8 @@ constexpr NamedConstant kExported[] = {
     {"ALPHA", ALPHA}, {"STEP", STEP}, {"TAKEN", TAKEN}, {"SKIPPED", SKIPPED},
     {"CLIPPED", CLIPPED}, {"LAST_SKIPPED", LAST_SKIPPED}, {"LAST_CLIPPED", LAST_CLIPPED},
     {"MOMENTUM_READY", MOMENTUM_READY}, {"DOT", DOT}, {"S_SQ", S_SQ}, {"Y_SQ", Y_SQ},
-    {"G_SQ", G_SQ}, {"STALLED", STALLED}, {"STATE_SIZE", STATE_SIZE},
+    {"G_SQ", G_SQ}, {"STALLED", STALLED}, {"LR", LR}, {"MAX_GRAD_NORM", MAX_GRAD_NORM},
+    {"STEP_SIZE", STEP_SIZE}, {"STATE_SIZE", STATE_SIZE},
     {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},
     {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS},
     {"RULE_SECANT", RULE_SECANT}, {"RULE_STEFFENSEN", RULE_STEFFENSEN},

@@ -90,6 +90,12 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   st[layout::Y_SQ] = sums[layout::COL_Y_SQ];
   st[layout::G_SQ] = sums[layout::COL_G_SQ];
   st[layout::STALLED] += (b > 0 && c == 0) ? 1.0 : 0.0;
+  // The applied step: alpha times the user's lr, clipped by the gradient norm (torch's
+  // clip_grad_norm_ coefficient); alpha itself is measured on the unclipped gradients.
+  // NaN (a skipped step) and inf / inf give 1, as in the reference: clip < 1 is false.
+  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(sums[layout::COL_G_SQ]) + 1e-6);
+  clip = clip < 1.0 ? clip : 1.0;
+  st[layout::STEP_SIZE] = st[layout::ALPHA] * st[layout::LR] * clip;
 }
 
 }  // namespace secant_ext

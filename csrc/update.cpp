@@ -100,7 +100,7 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
   }
   const double* st = state.data_ptr<double>();
   if (st[layout::LAST_SKIPPED] != 0) return;
-  const double alpha = st[layout::ALPHA];
+  const double alpha = st[layout::STEP_SIZE];  // alpha * lr * clip
   const bool ready = st[layout::MOMENTUM_READY] != 0;
   const ChunkTable chunks = make_chunks(x);
 

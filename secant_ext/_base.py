@@ -27,8 +27,26 @@ from ._lookahead import Lookahead, RngState
 from ._stats import SecantStats
 
 
+_NOT_TRACEABLE = (
+    "a secant step calls its closure again at a lookahead point and restores the "
+    "parameters around it, which a traced graph cannot express; torch.compile runs it "
+    "eagerly (a graph break). Use fullgraph=False for a function that calls "
+    "optimizer.step(closure), or compile the model or the loss instead")
+
+
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _write_step_inputs(state: torch.Tensor, group) -> None:
+    """The group's ``lr`` and ``max_grad_norm`` into its state, where ``secant_alpha``
+    reads them (a tensor ``lr`` is copied on the device, a number without a sync)."""
+    lr, max_norm = group["lr"], group["max_grad_norm"]
+    if isinstance(lr, torch.Tensor):
+        state[layout.LR].copy_(lr)
+    else:
+        state[layout.LR].fill_(lr)
+    state[layout.MAX_GRAD_NORM].fill_(float("inf") if max_norm is None else max_norm)
 
 
 class SecantOptimizer(Optimizer):
@@ -36,20 +54,29 @@ class SecantOptimizer(Optimizer):
     stochastic secant equation. Use ``SecantSGD``, ``SecantSGDM`` or ``SecantSignSGD``."""
 
     _sign_mode = layout.SIGN_NONE
+    # The options only some variants have; a param group carries those of its optimizer
+    # alone (so OneCycleLR's momentum cycling is refused by torch's own check for SecantSGD).
+    _variant_options = ("momentum", "nesterov", "sign_scale")
     # GradScaler then hands us its scale instead of unscaling one gradient itself, so a
     # step under it can be refused with a clear message (see ``step``).
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, *, rule: str = "secant", safeguard: bool = True,
-                 nonfinite: str = "skip", weight_decay: float = 0.0, momentum: float = 0.0,
-                 nesterov: bool = False, sign_scale: str = "mean", backend: str = "auto",
-                 lookahead: str = "auto", process_group=None):
-        defaults = dict(rule=rule, safeguard=safeguard, nonfinite=nonfinite,
-                        weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        sign_scale=sign_scale, backend=backend, lookahead=lookahead)
-        _options.check_options(**defaults)
+    def __init__(self, params, *, lr=1.0, max_grad_norm=None, rule: str = "secant",
+                 safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
+                 momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
+                 backend: str = "auto", lookahead: str = "auto", process_group=None):
+        options = dict(lr=lr, max_grad_norm=max_grad_norm, rule=rule, safeguard=safeguard,
+                       nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
+                       nesterov=nesterov, sign_scale=sign_scale, backend=backend,
+                       lookahead=lookahead)
+        _options.check_options(**options)
+        defaults = {k: v for k, v in options.items()
+                    if k not in SecantOptimizer._variant_options or k in self._variant_options}
         super().__init__(params, defaults)
         self._lookahead = Lookahead()
+        self._stepping = False       # a step is running (a closure calling step() again)
+        self._zeroed_in_step = False  # a closure called zero_grad() during this step
+        self._left_grads = {}         # p -> (gradient put back in p.grad, its version)
         for group in self.param_groups:
             _options.check_group(group)
         self.process_group = process_group if process_group is not None else \
@@ -63,12 +90,19 @@ class SecantOptimizer(Optimizer):
     # -- checkpoints --------------------------------------------------------------------
     def __setstate__(self, state):
         super().__setstate__(state)
-        _checkpoint.fill_group_defaults(self.param_groups)
-        self.__dict__.setdefault("process_group", None)
-        self.__dict__.setdefault("_lookahead", Lookahead())
+        _checkpoint.fill_group_defaults(self.param_groups, self.defaults)
+        for name, value in (("process_group", None), ("_lookahead", Lookahead()),
+                            ("_stepping", False), ("_zeroed_in_step", False),
+                            ("_left_grads", {})):
+            self.__dict__.setdefault(name, value)
 
     def load_state_dict(self, state_dict) -> None:
         _checkpoint.load_state_dict(self, state_dict, super().load_state_dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._stepping:  # a closure resets the gradients: earlier ones are not accumulated
+            self._zeroed_in_step = True
+        super().zero_grad(set_to_none)
 
     # -- what the user sees -------------------------------------------------------------
     @property
@@ -90,32 +124,58 @@ class SecantOptimizer(Optimizer):
         return SecantStats.from_states(stacked[0] if len(states) == 1 else stacked)
 
     # -- the step -----------------------------------------------------------------------
+    @torch.compiler.disable(reason=_NOT_TRACEABLE)
     @torch.no_grad()
     def step(self, closure=None, probe_closure=None):
         """One step; returns the loss ``closure()`` returned at ``x_t``.
 
         Calls ``closure`` twice without a probe closure (at ``x_t`` and at the lookahead
-        point ``x_t + g``), or once with one, and ``probe_closure`` twice (at ``x_t`` and at
-        ``x_t + s``). Each closure must zero the gradients, compute the loss, call
-        ``backward()`` and return the loss; it runs with gradients enabled. The lookahead
-        evaluation replays the random-number state of the evaluation it pairs with.
+        point ``x_t + s``), or once with one, and ``probe_closure`` twice (at ``x_t`` and at
+        ``x_t + s``). Each closure computes the loss, calls ``backward()`` and returns the
+        loss; it runs with gradients enabled. The lookahead evaluation replays the
+        random-number state of the evaluation it pairs with.
+
+        Gradients already in ``p.grad`` that this optimizer did not leave there (earlier
+        micro-batches' ``backward()``) are accumulated: they are added to the training
+        gradient, and the closure's own gradient is the probe ``s`` for the curvature.
+        A closure that resets the gradients (``opt.zero_grad()``, or ``p.grad = None``)
+        discards them, as with ``torch.optim.LBFGS``.
+
         If a closure raises, the parameters are back at ``x_t``, ``p.grad`` holds the
         training gradient (if it was computed), the optimizer state is untouched, and the
-        exception propagates.
+        exception propagates. After a step ``p.grad`` is the training gradient, or None.
         """
         self._refuse_unsupported_call(closure)
-        devices = {p.device for g in self.param_groups for p in g["params"]}
+        if self._stepping:
+            raise RuntimeError(f"{type(self).__name__}.step() was called from inside a "
+                               "closure of a step that is still running")
+        self._stepping, self._zeroed_in_step = True, False
+        try:
+            return self._step(closure, probe_closure)
+        finally:
+            self._stepping = False
+
+    def _step(self, closure, probe_closure):
+        params = [p for g in self.param_groups for p in g["params"]]
+        devices = {p.device for p in params}
         rng_before_train = RngState(devices)
-        with torch.enable_grad():
-            loss = closure()
+        earlier = self._set_aside_earlier_grads(params)
+        try:
+            with torch.enable_grad():
+                loss = closure()
+        except BaseException:
+            self._put_back(earlier)
+            raise
         if loss is None:
+            self._put_back(earlier)
             raise TypeError(f"{type(self).__name__}.step(): the closure returned None; it "
                             "must return the loss it computed")
+        accumulated = self._accumulated(earlier)
         work = _plan.plan(self.param_groups, self._sign_mode,
                           keep_empty=self.process_group is not None)
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
-            b.take_training_grads()
+            b.take_training_grads(accumulated)
         try:
             rng_paired = rng_before_train
             if probe_closure is not None:
@@ -123,14 +183,55 @@ class SecantOptimizer(Optimizer):
                 with torch.enable_grad():
                     probe_closure()
             for b in buckets:
-                b.probes = b.take_grads() if probe_closure is not None else b.grads
+                b.probes = b.take_grads() if probe_closure is not None else b.own_grads
             self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
-            self._apply(work, has_probe=probe_closure is not None)
+            self._apply(work, separate_grads=probe_closure is not None or bool(accumulated))
         finally:
+            stepped = set()
             for b in buckets:
                 b.restore_training_grads()
+                stepped.update(b.params)
+            for p in params:  # a gradient only from the probe or the lookahead is not kept
+                if p not in stepped:
+                    p.grad = None
+            self._left_grads = {p: (p.grad, p.grad._version) for p in stepped
+                                if p.grad is not None}
         self._warn_if_stalled()
         return loss
+
+    def _set_aside_earlier_grads(self, params):
+        """Gradients in ``p.grad`` before the closure runs: the ones this optimizer left
+        after its last step are stale and dropped; any other (``backward()`` on earlier
+        micro-batches) is set aside, and ``p.grad`` becomes a zero tensor, so that a closure
+        that accumulates adds exactly its own gradient to it, and one that resets the
+        gradients replaces it. Returns ``{p: (earlier gradient, the zero tensor)}``."""
+        earlier = {}
+        for p in params:
+            g = p.grad
+            if g is None:
+                continue
+            left = self._left_grads.get(p)
+            if left is not None and left[0] is g and left[1] == g._version:
+                p.grad = None
+            else:
+                earlier[p] = (g, torch.zeros_like(g))
+                p.grad = earlier[p][1]
+        return earlier
+
+    def _put_back(self, earlier) -> None:
+        """A closure that raised: the earlier gradients are back, with what it added."""
+        for p, (g, zeros) in earlier.items():
+            if p.grad is zeros:
+                p.grad = g.add_(zeros)
+            elif p.grad is None:
+                p.grad = g
+
+    def _accumulated(self, earlier):
+        """``{p: earlier gradient}`` for the closure to accumulate onto: those whose zero
+        tensor is still ``p.grad`` (the closure added to it), unless it called zero_grad()."""
+        if self._zeroed_in_step:
+            return {}
+        return {p: g for p, (g, zeros) in earlier.items() if p.grad is zeros}
 
     def _refuse_unsupported_call(self, closure) -> None:
         if closure is None:
@@ -138,7 +239,9 @@ class SecantOptimizer(Optimizer):
                 f"{type(self).__name__}.step() needs a closure: a function that zeroes the "
                 "gradients, computes the loss, calls loss.backward() and returns the loss. "
                 "The optimizer calls it again at a lookahead point to measure curvature, "
-                "so it cannot work from precomputed gradients alone.")
+                "so it cannot work from precomputed gradients alone. Training loops that "
+                "call step() without one (Hugging Face's Trainer, for instance) cannot "
+                "drive it; docs/INTEGRATIONS.md shows a plain loop and Lightning.")
         if getattr(self, "grad_scale", None) is not None:
             self.grad_scale = self.found_inf = None
             raise RuntimeError(
@@ -147,16 +250,18 @@ class SecantOptimizer(Optimizer):
                 "scaling needed), or fp16 without a scaler: a step whose gradients overflow "
                 "is skipped and counted (nonfinite='skip').")
 
-    def _apply(self, work: List[_plan.GroupWork], has_probe: bool) -> None:
-        """The statistics, alpha and the update of every group whose gradients are in."""
+    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
+        """The statistics, alpha and the update of every group whose gradients are in.
+        ``separate_grads``: the training gradient is not the probe gradient."""
         for w in work:
             w.state = self._group_state(w.group)
+            _write_step_inputs(w.state, w.group)
             for b in w.buckets:
                 b.momenta = [_plan.local(self._momentum_buffer(p)) for p in b.params] \
-                    if w.group["momentum"] > 0 else []
+                    if w.options["momentum"] > 0 else []
                 b.table = b.backend.secant_stats(
-                    b.probes, b.lookahead_grads, b.grads if has_probe else [], b.tensors,
-                    b.momenta, w.state, **w.options)
+                    b.probes, b.lookahead_grads, b.grads if separate_grads else [],
+                    b.tensors, b.momenta, w.state, **w.options)
         self._reduce_tables(work)
         # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
         # leaves all groups at x_t, not only the offending one.
@@ -211,19 +316,26 @@ class SecantOptimizer(Optimizer):
 
     # -- state --------------------------------------------------------------------------
     def _group_state(self, group) -> torch.Tensor:
-        anchor = self.state[group["params"][0]]
+        p = group["params"][0]
+        anchor = self.state[p]
         st = anchor.get("secant_state")
         if st is None:
             st = torch.tensor(layout.initial_state_values(), dtype=torch.float64,
-                              device=group["params"][0].device)
+                              device=p.device)
             anchor["secant_state"] = st
+        elif st.device != p.device:  # the model moved (model.to(...))
+            st = anchor["secant_state"] = st.to(p.device)
         return st
 
     def _momentum_buffer(self, p):
+        """The momentum buffer of ``p``, following its dtype, device and layout."""
         st = self.state[p]
         buf = st.get("momentum_buffer")
         if buf is None:  # zeros until the first applied step makes it the gradient
             buf = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["momentum_buffer"] = buf
+        elif buf.dtype != p.dtype or buf.device != p.device or buf.stride() != p.stride():
+            buf = torch.empty_like(p, memory_format=torch.preserve_format).copy_(buf)
             st["momentum_buffer"] = buf
         return buf
 

@@ -2,6 +2,7 @@
 optimizers pickled or saved by older versions brought up to date."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -12,23 +13,28 @@ from . import _layout as layout
 # the old behaviour: a checkpoint saved before an option existed loads with it.
 GROUP_DEFAULTS = dict(rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
                       momentum=0.0, nesterov=False, sign_scale="mean", backend="auto",
-                      lookahead="auto")
+                      lookahead="auto", lr=1.0, max_grad_norm=None)
 
 
-def fill_group_defaults(param_groups) -> None:
+def fill_group_defaults(param_groups, defaults) -> None:
+    """Fill in the options this optimizer has (``defaults``' keys) that a group lacks."""
     for group in param_groups:
         for key, value in GROUP_DEFAULTS.items():
-            group.setdefault(key, value)
+            if key in defaults:
+                group.setdefault(key, value)
 
 
-# Group states of older versions are shorter: the fields since added start at 0.
-_OLDER_STATE_SIZES = (12,)  # before STALLED
+# Group states of older versions are shorter: the fields since added take their initial
+# values (LR and MAX_GRAD_NORM are written again before every step anyway).
+_OLDER_STATE_SIZES = (12,)  # before STALLED, LR, MAX_GRAD_NORM and STEP_SIZE
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
     st = st.to(torch.float64)
     if st.dim() == 1 and st.numel() in _OLDER_STATE_SIZES:
-        st = torch.cat([st, st.new_zeros(layout.STATE_SIZE - st.numel())])
+        fresh = torch.tensor(layout.initial_state_values(), dtype=torch.float64)
+        st = torch.cat([st, fresh[st.numel():]])
+        st[layout.STEP_SIZE] = st[layout.ALPHA]
     if st.shape != (layout.STATE_SIZE,):
         raise ValueError(f"secant_state of saved parameter {key} has shape "
                          f"{tuple(st.shape)}, expected ({layout.STATE_SIZE},)")
@@ -38,7 +44,30 @@ def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
 def load_state_dict(optimizer, state_dict, base_load: Callable) -> None:
     """``torch.optim.Optimizer.load_state_dict`` (``base_load``) with the group state kept
     aside: the base class casts floating state to each parameter's dtype, and the group
-    state is float64 on purpose (exact counters, full-precision alpha)."""
+    state is float64 on purpose (exact counters, full-precision alpha).
+
+    The load hooks run here, as torch documents them: the pre-hooks on the whole state
+    dict (group state included) before anything is loaded, the post-hooks once the
+    optimizer's own state is restored too; the base class would run them around its part
+    only."""
+    pre = optimizer._optimizer_load_state_dict_pre_hooks
+    post = optimizer._optimizer_load_state_dict_post_hooks
+    for hook in list(pre.values()):
+        result = hook(optimizer, state_dict)
+        if result is not None:
+            state_dict = result
+    optimizer._optimizer_load_state_dict_pre_hooks = OrderedDict()
+    optimizer._optimizer_load_state_dict_post_hooks = OrderedDict()
+    try:
+        _load(optimizer, state_dict, base_load)
+    finally:
+        optimizer._optimizer_load_state_dict_pre_hooks = pre
+        optimizer._optimizer_load_state_dict_post_hooks = post
+    for hook in list(post.values()):
+        hook(optimizer)
+
+
+def _load(optimizer, state_dict, base_load: Callable) -> None:
     state_dict = dict(state_dict)
     per_param = {k: dict(v) for k, v in state_dict["state"].items()}
     kept = {k: v.pop("secant_state") for k, v in per_param.items() if "secant_state" in v}

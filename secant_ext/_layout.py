@@ -26,7 +26,13 @@ Y_SQ = 10          # c = |y|^2
 G_SQ = 11          # |g|^2 of the training gradient
 STALLED = 12       # steps whose lookahead did not move: |s|^2 > 0 but |y|^2 == 0 exactly
                    # (the evaluation never saw x + s; see SecantOptimizer's lookahead option)
-STATE_SIZE = 13
+# Inputs the optimizer writes before each step (per param group), and what the rule makes
+# of them: the step the update applies is STEP_SIZE = alpha * LR * clip, with
+# clip = min(1, MAX_GRAD_NORM / (|g| + 1e-6)) (1 when MAX_GRAD_NORM is inf: no clipping).
+LR = 13            # the user's multiplier of alpha (param_groups[i]["lr"], 1.0 by default)
+MAX_GRAD_NORM = 14 # param_groups[i]["max_grad_norm"], inf when None
+STEP_SIZE = 15     # alpha * LR * clip: what the update multiplies the direction by
+STATE_SIZE = 16
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0
@@ -46,4 +52,7 @@ def initial_state_values():
     """Values of a fresh group state (alpha starts at 1.0, counters at 0)."""
     values = [0.0] * STATE_SIZE
     values[ALPHA] = 1.0
+    values[LR] = 1.0
+    values[MAX_GRAD_NORM] = float("inf")
+    values[STEP_SIZE] = 1.0
     return values

@@ -86,8 +86,9 @@ class Lookahead:
                 b.backend.lookahead_inplace(b.tensors, b.probes, self._buffers(b))
                 moved.append(b)
             for b in swapped:
-                for p in b.params:
-                    p.data = self.buffers[p]
+                for p in b.params:  # a complex parameter's buffer is its real view's
+                    buf = self.buffers[p]
+                    p.data = torch.view_as_complex(buf) if p.is_complex() else buf
             rng.restore()
             self.active = True
             with torch.enable_grad(), contextlib.ExitStack() as stack:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from . import _backends, _layout as layout, distributed as _distributed
 
 NONFINITE_MODES = ("skip", "raise")
@@ -20,9 +22,27 @@ def check_nonnegative(name: str, value, allow_zero: bool = True) -> None:
 LOOKAHEAD_MODES = ("auto", "swap", "inplace")
 
 
-def check_options(*, rule, safeguard, nonfinite, weight_decay, momentum, nesterov,
-                  sign_scale, backend, lookahead) -> None:
+def check_lr(lr) -> None:
+    """``lr``: a finite number >= 0, or a 0-dim floating tensor (a scheduler may write
+    either); it multiplies the measured alpha."""
+    if isinstance(lr, torch.Tensor):
+        if lr.dim() != 0 or not lr.is_floating_point():
+            raise ValueError(f"lr must be a number or a 0-dim floating tensor, got a tensor "
+                             f"of shape {tuple(lr.shape)} and dtype {lr.dtype}")
+        return
+    check_nonnegative("lr", lr)
+
+
+def check_max_grad_norm(value) -> None:
+    if value is not None:
+        check_nonnegative("max_grad_norm", value, allow_zero=False)
+
+
+def check_options(*, lr, max_grad_norm, rule, safeguard, nonfinite, weight_decay, momentum,
+                  nesterov, sign_scale, backend, lookahead) -> None:
     """The constructor's options, before any param group exists."""
+    check_lr(lr)
+    check_max_grad_norm(max_grad_norm)
     if rule not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {rule!r}")
     if not isinstance(safeguard, bool):
@@ -46,8 +66,10 @@ def check_group(group) -> None:
     """A param group as the optimizer holds it (options filled in from the defaults)."""
     if group["rule"] not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {group['rule']!r}")
+    check_lr(group["lr"])
+    check_max_grad_norm(group["max_grad_norm"])
     check_nonnegative("weight_decay", group["weight_decay"])
-    check_nonnegative("momentum", group["momentum"])
+    check_nonnegative("momentum", group.get("momentum", 0.0))
     _backends.validate_backend(group["backend"])
     if group["lookahead"] not in LOOKAHEAD_MODES:
         raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got "
@@ -67,10 +89,7 @@ def check_group(group) -> None:
             if group["lookahead"] == "swap":
                 raise ValueError(_distributed.DTENSOR_NEEDS_INPLACE)
             _distributed.check_dtensor(p)
-        if p.is_complex():
-            raise ValueError(f"complex parameters are not supported (got {p.dtype}); "
-                             "pass torch.view_as_real(p) views instead")
-        if not p.is_floating_point():
-            raise ValueError(f"parameters must be floating point, got {p.dtype}")
+        if not (p.is_floating_point() or p.is_complex()):
+            raise ValueError(f"parameters must be floating point or complex, got {p.dtype}")
         if p.is_sparse:
             raise ValueError("sparse parameters are not supported")

@@ -33,8 +33,11 @@ def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
-    """What the kernels walk: a DTensor's local shard (sharing its storage), else ``t``."""
-    return t.to_local() if _distributed.is_dtensor(t) else t
+    """What the kernels walk: a DTensor's local shard, a complex tensor's real view (as
+    torch.optim treats complex parameters), else ``t``; each shares ``t``'s storage."""
+    if _distributed.is_dtensor(t):
+        t = t.to_local()
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 def for_kernels(grads, tensors) -> List[torch.Tensor]:
@@ -57,15 +60,22 @@ class Bucket:
     tensors: List[torch.Tensor]   # what the kernels walk: params, or their local shards
     # Gradients as the kernels take them (local, with the strides of tensors): g, s, g_plus.
     grads: List[torch.Tensor] = field(default_factory=list)
-    probes: List[torch.Tensor] = field(default_factory=list)           # is grads without a probe
+    own_grads: List[torch.Tensor] = field(default_factory=list)        # the closure's alone
+    probes: List[torch.Tensor] = field(default_factory=list)           # own_grads without a probe
     lookahead_grads: List[torch.Tensor] = field(default_factory=list)  # g_plus, at x + s
     taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
     momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
     table: Optional[torch.Tensor] = None                               # secant_stats' [P, K] sums
 
-    def take_training_grads(self) -> None:
-        self.taken_grads = move_grads_out(self.params)
-        self.grads = for_kernels(self.taken_grads, self.tensors)
+    def take_training_grads(self, accumulated) -> None:
+        """The closure's own gradients, and the training gradients: the same, or with the
+        earlier gradients of ``accumulated`` (``{p: gradient}``) added."""
+        own = move_grads_out(self.params)
+        self.taken_grads = [g if p not in accumulated else accumulated[p].add_(g)
+                            for p, g in zip(self.params, own)]
+        self.own_grads = for_kernels(own, self.tensors)
+        self.grads = self.own_grads if not accumulated else \
+            for_kernels(self.taken_grads, self.tensors)
 
     def take_grads(self) -> List[torch.Tensor]:
         """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
@@ -90,12 +100,12 @@ class GroupWork:
     def options(self) -> Dict[str, object]:
         """The update's hyperparameters, as the ops take them (keyword-only)."""
         g = self.group
-        return dict(momentum=g["momentum"], nesterov=g["nesterov"],
+        return dict(momentum=g.get("momentum", 0.0), nesterov=g.get("nesterov", False),
                     weight_decay=g["weight_decay"], sign_mode=self.sign_mode)
 
 
 def sign_mode_of(group, optimizer_sign_mode: int) -> int:
-    if optimizer_sign_mode != layout.SIGN_NONE and group["sign_scale"] == "none":
+    if optimizer_sign_mode != layout.SIGN_NONE and group.get("sign_scale") == "none":
         return layout.SIGN_UNSCALED
     return optimizer_sign_mode
 

@@ -14,6 +14,8 @@ class SecantStats:
     """Statistics of the latest step, as device tensors (reading one syncs, nothing else
     does). 0-dim with one param group, shape ``[num_groups]`` with several."""
     alpha: torch.Tensor
+    step_size: torch.Tensor  # the step applied: lr * alpha (times the clip factor)
+    lr: torch.Tensor
     dot: torch.Tensor
     s_sq: torch.Tensor
     y_sq: torch.Tensor
@@ -32,7 +34,8 @@ class SecantStats:
         def col(i):
             return states[..., i]
         s_sq = col(layout.S_SQ)
-        return cls(alpha=col(layout.ALPHA), dot=col(layout.DOT), s_sq=s_sq,
+        return cls(alpha=col(layout.ALPHA), step_size=col(layout.STEP_SIZE),
+                   lr=col(layout.LR), dot=col(layout.DOT), s_sq=s_sq,
                    y_sq=col(layout.Y_SQ), curvature=col(layout.DOT) / s_sq,
                    grad_norm=col(layout.G_SQ).sqrt(),
                    skipped=col(layout.LAST_SKIPPED) != 0,

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-DEFAULT_FIELDS = ("alpha", "grad_norm", "curvature", "dot", "s_sq", "y_sq", "skipped",
+DEFAULT_FIELDS = ("alpha", "step_size", "grad_norm", "curvature", "dot", "s_sq", "y_sq", "skipped",
                   "clipped")
 
 

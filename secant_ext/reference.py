@@ -139,6 +139,11 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     new[_layout.DOT], new[_layout.S_SQ] = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ]
     new[_layout.Y_SQ], new[_layout.G_SQ] = sums[_layout.COL_Y_SQ], sums[_layout.COL_G_SQ]
     new[_layout.STALLED] += ((b > 0) & (c == 0)).to(torch.float64)
+    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient); alpha is
+    # measured on the unclipped gradients
+    clip = state[_layout.MAX_GRAD_NORM] / (sums[_layout.COL_G_SQ].sqrt() + 1e-6)
+    clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
+    new[_layout.STEP_SIZE] = new[_layout.ALPHA] * state[_layout.LR] * clip
     state.copy_(new)
 
 
@@ -152,7 +157,7 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
     mom_ready = state[_layout.MOMENTUM_READY] != 0
     abs_sums = stats.to(torch.float64).sum(dim=0)[_layout.NUM_STATS:]
     for i, (xi, gi) in enumerate(zip(x, g)):
-        alpha = state[_layout.ALPHA].to(xi.dtype)
+        alpha = state[_layout.STEP_SIZE].to(xi.dtype)  # alpha * lr * clip
         mi = m[i] if len(m) else None
         d, m_new = _direction(gi, xi, mi, mom_ready, momentum, nesterov, weight_decay)
         if sign_mode == _layout.SIGN_SCALED:

@@ -12,10 +12,17 @@ class SecantSGD(SecantOptimizer):
 
     .. math:: \alpha_t = \frac{\|s\|^2}{\langle s, y\rangle + \|s\|^2}, \quad y = \nabla F(x+s) - s
 
-    then ``x <- x - alpha_t (g + weight_decay * x)``.
+    then ``x <- x - lr * alpha_t (g + weight_decay * x)``.
 
     Args:
         params: parameters or param groups, as for ``torch.optim.SGD``.
+        lr: a multiplier of the measured step (default 1.0: the paper's rule), a number or
+            a 0-dim tensor; the applied step is ``lr * alpha_t``. Learning-rate schedulers
+            act on it, as a schedule on top of the self-set step (warm-up, cosine).
+        max_grad_norm: clip the step by the training gradient's norm, as
+            ``clip_grad_norm_`` would (``min(1, max_grad_norm / (|g| + 1e-6))``), from the
+            norm the statistics already compute; alpha is measured on the unclipped
+            gradients. ``None`` (default): no clipping.
         rule: ``"secant"`` (the formula above, default), ``"steffensen"`` (``b/a``) or
             ``"bb2"`` (``a/(c+b)``), with ``a=<s,y>, b=|s|^2, c=|y|^2``.
         safeguard: clip negative curvature (``a`` at 0) and keep alpha when ``b == 0``.
@@ -32,8 +39,12 @@ class SecantSGD(SecantOptimizer):
             DTensor parameters default to their device mesh's group.
     """
 
-    def __init__(self, params, *, rule="secant", safeguard=True, nonfinite="skip",
-                 weight_decay=0.0, backend="auto", lookahead="auto", process_group=None):
-        super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
+    _variant_options = ()
+
+    def __init__(self, params, *, lr=1.0, max_grad_norm=None, rule="secant", safeguard=True,
+                 nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
+                 process_group=None):
+        super().__init__(params, lr=lr, max_grad_norm=max_grad_norm, rule=rule,
+                         safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, backend=backend,
                          lookahead=lookahead, process_group=process_group)

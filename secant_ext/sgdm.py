@@ -15,12 +15,15 @@ class SecantSGDM(SecantOptimizer):
     Args: as ``SecantSGD``, plus ``momentum`` in ``(0, 1)`` (default 0.9) and ``nesterov``.
     """
 
-    def __init__(self, params, *, momentum=0.9, nesterov=False, rule="secant",
-                 safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto",
-                 lookahead="auto", process_group=None):
+    _variant_options = ("momentum", "nesterov")
+
+    def __init__(self, params, *, lr=1.0, momentum=0.9, nesterov=False, max_grad_norm=None,
+                 rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
+                 backend="auto", lookahead="auto", process_group=None):
         if not isinstance(momentum, (int, float)) or not 0 < momentum < 1:
             raise ValueError(f"SecantSGDM needs momentum in (0, 1), got {momentum!r}; "
                              "use SecantSGD for no momentum")
-        super().__init__(params, rule=rule, safeguard=safeguard, nonfinite=nonfinite,
+        super().__init__(params, lr=lr, max_grad_norm=max_grad_norm, rule=rule,
+                         safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                          backend=backend, lookahead=lookahead, process_group=process_group)

@@ -59,6 +59,8 @@ class SpecOptimizer:
     nesterov: bool = False
     weight_decay: float = 0.0
     sign_scale: str = "mean"
+    lr: float = 1.0                       # multiplies alpha
+    max_grad_norm: Optional[float] = None  # clips the step by |g|, as clip_grad_norm_
     alpha: float = 1.0
     m: Optional[List[np.ndarray]] = None
     alphas: List[float] = field(default_factory=list)
@@ -84,6 +86,11 @@ class SpecOptimizer:
         c = sum(float(np.sum(yi * yi)) for yi in y)
         self.alpha = self.rate(a, b, c)
         self.alphas.append(self.alpha)
+        clip = 1.0
+        if self.max_grad_norm is not None:
+            norm = float(np.sqrt(sum(float(np.sum(gi * gi)) for gi in g)))
+            clip = min(1.0, self.max_grad_norm / (norm + 1e-6))
+        step = self.alpha * self.lr * clip
         g = [gi + self.weight_decay * xi for gi, xi in zip(g, x)]
         d = g
         if self.momentum > 0:
@@ -94,6 +101,6 @@ class SpecOptimizer:
         for xi, di in zip(x, d):
             if self.variant == "sign":
                 scale = np.mean(np.abs(di)) if self.sign_scale == "mean" else 1.0
-                xi -= self.alpha * scale * np.sign(di)
+                xi -= step * scale * np.sign(di)
             else:
-                xi -= self.alpha * di
+                xi -= step * di

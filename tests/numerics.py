@@ -247,7 +247,7 @@ def make_state(device="cpu", alpha=1.0, taken=0, ready=None, skipped=False):
     """A group state: ``taken`` steps applied (``step`` as many), momentum ready when
     ``ready`` (by default when a step was taken), the last step skipped if ``skipped``."""
     st = torch.tensor(layout.initial_state_values(), dtype=F64)
-    st[layout.ALPHA] = alpha
+    st[layout.ALPHA] = st[layout.STEP_SIZE] = alpha  # lr 1, no clipping: the step is alpha
     st[layout.TAKEN] = st[layout.STEP] = float(taken)
     st[layout.MOMENTUM_READY] = float(taken >= 1 if ready is None else ready)
     st[layout.LAST_SKIPPED] = float(skipped)

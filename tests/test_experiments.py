@@ -240,8 +240,9 @@ def test_step_history_records_alpha_and_exports(tmp_path):
         loss = opt.step(closure)
         hist.record(opt, loss=loss)
     assert len(hist) == 3
-    assert hist.columns[:4] == ["step", "alpha", "grad_norm", "curvature"]
+    assert hist.columns[:5] == ["step", "alpha", "step_size", "grad_norm", "curvature"]
     assert hist.column("alpha") == pytest.approx([e[0] for e in expected], rel=1e-12)
+    assert hist.column("step_size") == hist.column("alpha")  # lr 1, no clipping
     assert hist.column("grad_norm") == pytest.approx([e[1] for e in expected], rel=1e-12)
     assert hist.column("curvature") == pytest.approx([e[2] for e in expected], rel=1e-12)
     hist.to_csv(tmp_path / "h.csv")

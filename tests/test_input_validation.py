@@ -1,4 +1,4 @@
-"""Bad input gets a clear error: sparse gradients, complex, integer or mixed-device
+"""Bad input gets a clear error: sparse gradients, integer or mixed-device
 parameters, duplicates, empty lists, backends that cannot run; parameters without a
 gradient are left alone; non-contiguous layouts step like contiguous copies."""
 from __future__ import annotations
@@ -24,10 +24,9 @@ def test_sparse_gradient_is_refused():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: [torch.zeros(2, dtype=torch.complex64, requires_grad=True)], "complex"),
     (lambda: [torch.zeros(2, requires_grad=True), torch.zeros(2, device="meta")],
      "one device"),
-    (lambda: [torch.zeros(2, dtype=torch.int64)], "floating point"),
+    (lambda: [torch.zeros(2, dtype=torch.int64)], "floating point or complex"),
 ])
 def test_bad_parameters_give_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):

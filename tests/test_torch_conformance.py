@@ -3,11 +3,9 @@ test/test_optim.py, run for closure-only optimizers the way it runs LBFGS) check
 here with our own helpers so they run without PyTorch's test files: state_dict round trips
 and torch.save, deepcopy, per-group options, hooks (step, state_dict, load_state_dict),
 zero_grad, parameters without gradients, dtype changes through a checkpoint, named
-parameters, the errors torch expects.
-
-Tests marked ``xfail(strict=True)`` wait for a feature that is being added (``lr`` in the
-param groups, complex parameters): they turn into failures the moment it lands, and the
-mark should then be removed."""
+parameters, ``lr`` in every param group and its schedulers, complex parameters, the errors
+torch expects. The one deliberate difference: a parameter listed twice in a group is
+refused (torch warns)."""
 from __future__ import annotations
 
 import copy
@@ -32,18 +30,6 @@ VARIANTS = {
 }
 ALL = pytest.mark.parametrize("variant", list(VARIANTS))
 ONE_PER_CLASS = pytest.mark.parametrize("variant", ["sgd", "sgdm", "signum"])
-
-LR_PENDING = pytest.mark.xfail(
-    strict=True, raises=(TypeError, KeyError),
-    reason="param groups have no 'lr' yet (the lr option is being added)")
-COMPLEX_PENDING = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="complex parameters are refused (complex support is being added)")
-HOOKS_PENDING = pytest.mark.xfail(
-    strict=True, raises=(KeyError, AssertionError),
-    reason="load_state_dict hooks run around the base class's load only, without the "
-           "group state (being fixed)")
-
 
 # -- helpers ---------------------------------------------------------------------------
 def problem(dtype=torch.float32, seed=0, contiguous=True):
@@ -480,7 +466,6 @@ def _group_states(state_dict):
             if "secant_state" in v}
 
 
-@HOOKS_PENDING
 @ONE_PER_CLASS
 def test_load_state_dict_post_hook_sees_the_restored_state(variant):
     """The post hook runs once the whole optimizer state is back, the group state too."""
@@ -499,7 +484,6 @@ def test_load_state_dict_post_hook_sees_the_restored_state(variant):
         assert torch.equal(seen[k], st)
 
 
-@HOOKS_PENDING
 @ONE_PER_CLASS
 def test_load_state_dict_pre_hook_sees_the_group_state(variant):
     """A pre hook gets the state dict as saved, the group state included."""
@@ -511,7 +495,6 @@ def test_load_state_dict_pre_hook_sees_the_group_state(variant):
     assert len(seen) == 1 and seen[0].keys() == _group_states(sd).keys() and seen[0]
 
 
-@HOOKS_PENDING
 @ONE_PER_CLASS
 def test_load_state_dict_pre_hook_can_rewrite_the_group_state(variant):
     """The state dict a pre hook returns is the one loaded, its group state included."""
@@ -561,7 +544,6 @@ def first_step(variant, dtype=torch.float64, **extra):
     return [p.detach() - q.detach() for p, q in zip(params, x0)], opt
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_lr_is_in_defaults_and_every_param_group(variant):
     params, _ = problem()
@@ -570,7 +552,6 @@ def test_lr_is_in_defaults_and_every_param_group(variant):
     assert [g["lr"] for g in opt.param_groups] == [1.0, 0.5]
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_lr_scales_the_step(variant):
     """The first step from the same point with lr=0.5 is half the lr=1 step (alpha is
@@ -581,7 +562,6 @@ def test_lr_scales_the_step(variant):
         torch.testing.assert_close(h, 0.5 * f, rtol=1e-9, atol=1e-12)
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_tensor_lr_matches_float_lr(variant):
     """torch's test_tensor_lr: a 0-dim tensor lr gives the same bits as the number."""
@@ -590,7 +570,6 @@ def test_tensor_lr_matches_float_lr(variant):
     assert_bitwise(a, b)
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_param_group_with_lr_zero_is_untouched(variant):
     """torch's test_param_groups_lr, with a closure: a group with lr=0 does not move
@@ -613,7 +592,6 @@ def test_param_group_with_lr_zero_is_untouched(variant):
     assert loss_fn(params, data).item() < before
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_lr_schedulers_drive_the_groups(variant):
     """torch's test_forloop_goes_right_direction with_lrsched and
@@ -631,7 +609,6 @@ def test_lr_schedulers_drive_the_groups(variant):
     assert loss_fn(params, data).item() < before
 
 
-@LR_PENDING
 @ONE_PER_CLASS
 def test_load_state_dict_post_hook_reads_lr(variant):
     """torch's test_load_state_dict_post_hook reads param_groups[0]['lr']."""
@@ -644,7 +621,6 @@ def test_load_state_dict_post_hook_reads_lr(variant):
 
 
 # -- complex parameters (being added) ------------------------------------------------------------
-@COMPLEX_PENDING
 @ONE_PER_CLASS
 def test_complex_params_step_like_their_real_views(variant):
     """torch's test_complex: a complex parameter steps like its view_as_real twin (a real

@@ -30,7 +30,8 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   SKIPPED: tl.constexpr, CLIPPED: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                   LAST_CLIPPED: tl.constexpr, MOMENTUM_READY: tl.constexpr, DOT: tl.constexpr,
                   S_SQ: tl.constexpr, Y_SQ: tl.constexpr, G_SQ: tl.constexpr,
-                  STALLED: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                  STALLED: tl.constexpr, LR: tl.constexpr, MAX_GRAD_NORM: tl.constexpr,
+                  STEP_SIZE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
     rows = tl.arange(0, RBLOCK).to(tl.int64)
     acc_a = tl.zeros([RBLOCK], tl.float64)
@@ -83,14 +84,20 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
     tl.store(state + G_SQ, g_sq)
     n_stalled = tl.load(state + STALLED)  # the lookahead never saw x + s: b > 0, c == 0
     tl.store(state + STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
+    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient)
+    eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
+    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(g_sq) + eps)
+    clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
+    new_alpha = tl.where(finite, alpha, prev)
+    tl.store(state + STEP_SIZE, new_alpha * tl.load(state + LR) * clip)
 
 
 # The _layout constants _alpha_kernel takes as constexprs, by name.
 LAYOUT_CONSTEXPRS = dict(
     {name: getattr(_layout, name) for name in (
         "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
-        "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "COL_DOT", "COL_S_SQ", "COL_Y_SQ",
-        "COL_G_SQ")},
+        "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
+        "STEP_SIZE", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
     RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 

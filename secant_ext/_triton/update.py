@@ -126,7 +126,7 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
             stats, stats.shape[0], stats.stride(0), stats.stride(1) if stats.dim() == 2 else 1,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
             HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
-            SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.ALPHA,
+            SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.STEP_SIZE,
             LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
             NUM_STATS=_layout.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
             num_warps=NUM_WARPS)
