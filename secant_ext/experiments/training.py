@@ -68,9 +68,13 @@ def _grad_norm(params) -> torch.Tensor:
 def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset,
           loss_fn: Callable, epochs: float, batch_size: int, seed: int,
           max_steps: Optional[int] = None, evals_per_epoch: int = 1,
-          progress: bool = True) -> RunResult:
+          progress: bool = True, train_loss_examples: Optional[int] = None) -> RunResult:
     """Train a fresh model (initialized from ``seed``) with ``method``; evaluate the full
-    training loss and the test accuracy ``evals_per_epoch`` times per epoch.
+    training loss (over the first ``train_loss_examples`` training examples when given)
+    and the test accuracy ``evals_per_epoch`` times per epoch.
+
+    An optimizer with ``train()``/``eval()`` methods (Schedule-Free) is put in eval mode
+    for each evaluation and back in train mode after it, outside the timed steps.
 
     ``epochs`` may be fractional. A run whose training loss turns non-finite stops there
     and is marked ``diverged``."""
@@ -79,6 +83,12 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
     model = model_fn()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = method.make(params)
+    # Schedule-Free's convention: evaluate at the averaged point, train at the other one
+    modes = all(callable(getattr(opt, m, None)) for m in ("train", "eval"))
+    if modes:
+        opt.train()
+    x_loss = data.x_train[:train_loss_examples] if train_loss_examples else data.x_train
+    y_loss = data.y_train[:train_loss_examples] if train_loss_examples else data.y_train
     n = len(data.x_train)
     batch_size = min(batch_size, n)
     per_epoch = max(n // batch_size, 1)  # full batches only: every step the same size
@@ -92,8 +102,12 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
                        else StepHistory(()))
 
     def log_eval(step: int) -> bool:
-        train_loss, _ = evaluate(model, loss_fn, data.x_train, data.y_train)
+        if modes:
+            opt.eval()
+        train_loss, _ = evaluate(model, loss_fn, x_loss, y_loss)
         test_loss, test_acc = evaluate(model, loss_fn, data.x_test, data.y_test)
+        if modes:
+            opt.train()
         result.evals.append({"step": step, "epoch": step / per_epoch,
                              "grad_evals": result.grad_evals, "examples": result.examples,
                              "train_loss": train_loss, "test_loss": test_loss,

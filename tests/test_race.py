@@ -1,0 +1,148 @@
+"""``reproduce race`` in a tiny configuration on scikit-learn's digits: output files, table
+columns, skipped optional peers, gradient-evaluation counts, the grid's tuning cost."""
+import csv
+import importlib
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+from secant_ext.__main__ import main  # noqa: E402
+from secant_ext.experiments import datasets, methods, models, race, training  # noqa: E402
+
+QUICK = ["--no-progress", "--backend", "reference", "--threads", "1"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _hide(monkeypatch, *packages):
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name.split(".")[0] in packages:
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+
+
+def test_race_tiny_on_digits(tmp_path, monkeypatch, capsys):
+    _hide(monkeypatch, "schedulefree")
+    steps = 3
+    rc = main(["reproduce", "race", "--models", "mlp", "--seeds", "1", "--max-steps",
+               str(steps), "--methods", "secant-sgd,secant-sgd-probe,sf-sgd,sf-adamw,adam,"
+               "sgd-grid", "--lrs", "0.1,0.5", "--out", str(tmp_path)] + QUICK)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    # the missing peers are named, on screen and in the outputs
+    assert "skipped: SF-SGD (package 'schedulefree' not installed" in printed
+    assert "skipped (not installed): SF-SGD, SF-AdamW" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["skipped"]) == {"SF-SGD", "SF-AdamW"}
+    assert summary["targets"] == {"mlp": 95.0}  # the digits default
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["seeds"] == [0] and meta["threads"] == 1 and meta["loadavg_end"]
+
+    rows = json.loads((tmp_path / "results.json").read_text())
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["A-SGD", "A-SGD b_H=16", "Adam lr=0.001", "SGD lr=0.1",
+                        "SGD lr=0.5"]
+    # counted closure calls: a secant step 2 gradients, with a probe 1 + 2 (two on the
+    # 16-example probe batch), SGD and Adam 1
+    assert by["A-SGD"]["grad_evals"] == 2 * steps
+    assert by["A-SGD"]["examples"] == 2 * steps * 128
+    assert by["A-SGD b_H=16"]["grad_evals"] == 3 * steps
+    assert by["A-SGD b_H=16"]["examples"] == steps * (128 + 2 * 16)
+    assert by["SGD lr=0.1"]["grad_evals"] == steps and by["Adam lr=0.001"]["grad_evals"] == steps
+    for r in rows:
+        assert r["model"] == "mlp" and r["seed"] == 0 and r["steps"] == steps
+        assert {"grad_evals_to_target", "seconds_to_target", "best_test_acc",
+                "min_test_acc_after_epoch1", "run_seconds"} <= set(r)
+
+    race_rows = json.loads((tmp_path / "race.json").read_text())["rows"]
+    names = [r["method"] for r in race_rows]
+    assert names[-1] == "SGD grid (best of 2)"
+    grid = race_rows[-1]
+    assert grid["tuning_runs"] == 2 and grid["grid_total_grad_evals"] == 2 * steps
+    assert all(r["tuning_runs"] == 1 for r in race_rows[:-1])
+    assert set(race_rows[0]["per_seed"]) == {"0"}
+    with open(tmp_path / "race.csv") as f:
+        header = next(csv.reader(f))
+    assert set(race.RACE_COLUMNS) <= set(header)
+    table = (tmp_path / "table.txt").read_text()
+    for h in race.RACE_HEADERS:
+        assert h in table
+    for png in ("acc_vs_grad_evals.png", "acc_vs_seconds.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_missing_prodigy_and_dadaptation_are_named(monkeypatch):
+    _hide(monkeypatch, "prodigyopt", "dadaptation")
+
+    class Args:
+        backend, probe_batch, lrs = "reference", 16, [0.1]
+    chosen, skipped = race.build_methods(["prodigy", "dadapt-sgd", "adam"], Args)
+    assert [m.name for m in chosen] == ["Adam lr=0.001"]
+    assert skipped == {"Prodigy": "package 'prodigyopt' not installed",
+                       "D-Adapt SGD": "package 'dadaptation' not installed"}
+
+
+def test_schedule_free_convention_eval_mode_around_evaluations():
+    """An optimizer with train()/eval() is evaluated in eval mode and steps in train mode."""
+    calls = []
+
+    class ModeSGD(torch.optim.SGD):
+        mode = None
+
+        def train(self):
+            calls.append("train")
+            self.mode = "train"
+
+        def eval(self):
+            calls.append("eval")
+            self.mode = "eval"
+
+        def step(self, closure=None):
+            assert self.mode == "train"
+            return super().step(closure)
+
+    data = datasets.load_digits(0).subset(200, 50)
+    m = methods.Method("mode", "mode", lambda p: ModeSGD(p, lr=0.1))
+    r = training.train(lambda: models.mlp(64, 10, 8), m, data, models.cross_entropy,
+                       epochs=1, batch_size=50, seed=0, evals_per_epoch=2, progress=False)
+    assert len(r.evals) == 3
+    assert calls == ["train"] + ["eval", "train"] * 3
+
+
+def _run(reached, ge, s, total_ge, total_s, acc):
+    return {"reached": reached, "grad_evals_to_target": ge if reached else None,
+            "seconds_to_target": s if reached else None, "examples_to_target": None,
+            "final_test_acc": acc, "best_test_acc": acc, "min_test_acc_after_epoch1": acc,
+            "run_grad_evals": total_ge, "run_seconds": total_s}
+
+
+def test_grid_row_picks_the_fastest_member_and_charges_the_whole_search():
+    per_run = {("mlp", "SGD lr=0.1"): {0: _run(True, 300, 3.0, 1000, 10.0, 97.5)},
+               ("mlp", "SGD lr=1"): {0: _run(True, 200, 2.0, 1000, 10.0, 97.2)},
+               ("mlp", "SGD lr=0.01"): {0: _run(False, 0, 0, 1000, 10.0, 95.0)},
+               ("mlp", "A-SGD"): {0: _run(True, 500, 6.0, 2000, 20.0, 97.4)}}
+    fam = {"SGD lr=0.1": "SGD const", "SGD lr=1": "SGD const", "SGD lr=0.01": "SGD const",
+           "A-SGD": "A-SGD"}
+    rows = {r["method"]: r for r in race.summarize(per_run, fam, 3)}
+    g = rows["SGD grid (best of 3)"]
+    assert g["best_member"] == ["SGD lr=1"] and g["grad_evals_to_target"] == 200
+    # each member runs until it reaches the target, or its whole budget when it never does
+    assert g["tuning_grad_evals"] == 300 + 200 + 1000
+    assert g["tuning_seconds"] == pytest.approx(15.0)
+    assert g["grid_total_grad_evals"] == 3000 and g["tuning_runs"] == 3
+    assert rows["A-SGD"]["tuning_seconds"] == 6.0 and rows["A-SGD"]["reached"] == "1/1"
+    v = race.verdicts(list(rows.values()))["mlp"]
+    assert v["best peer incl. grid: grad_evals_to_target"]["ratio"] == pytest.approx(2.5)
+
+
+def test_median_counts_a_missed_target_as_infinitely_slow():
+    assert race._median([1.0, None, 3.0]) == 3.0
+    assert race._median([None, None, 3.0]) is None
