@@ -21,6 +21,8 @@ EXPERIMENTS = {
               "sign, a small CNN, a squared-hinge SVM, D-Adaptation/Prodigy if installed",
     "race": "time to a target test accuracy (MLP, small CNN): the secant optimizers against "
             "Schedule-Free, Prodigy, D-Adaptation (if installed), Adam and an SGD grid",
+    "lm": "byte-level transformer language model on the standard library's own source: "
+          "the secant methods against AdamW, an SGD grid, Prodigy/ScheduleFree if installed",
 }
 
 
