@@ -76,7 +76,8 @@ class SecantOptimizer(Optimizer):
         self._lookahead = Lookahead()
         self._stepping = False       # a step is running (a closure calling step() again)
         self._zeroed_in_step = False  # a closure called zero_grad() during this step
-        self._left_grads = {}         # p -> (gradient put back in p.grad, its version)
+        self._left_grads = {}         # id(p) -> (gradient put back in p.grad, its version)
+        self._forget_plan()
         for group in self.param_groups:
             _options.check_group(group)
         self.process_group = process_group if process_group is not None else \
@@ -86,6 +87,7 @@ class SecantOptimizer(Optimizer):
         super().add_param_group(param_group)
         if hasattr(self, "_lookahead"):  # not during __init__, which checks every group
             _options.check_group(self.param_groups[-1])
+            self._forget_plan()
 
     # -- checkpoints --------------------------------------------------------------------
     def __setstate__(self, state):
@@ -95,8 +97,10 @@ class SecantOptimizer(Optimizer):
                             ("_stepping", False), ("_zeroed_in_step", False),
                             ("_left_grads", {})):
             self.__dict__.setdefault(name, value)
+        self._forget_plan()
 
     def load_state_dict(self, state_dict) -> None:
+        self._forget_plan()
         _checkpoint.load_state_dict(self, state_dict, super().load_state_dict)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -171,8 +175,7 @@ class SecantOptimizer(Optimizer):
             raise TypeError(f"{type(self).__name__}.step(): the closure returned None; it "
                             "must return the loss it computed")
         accumulated = self._accumulated(earlier)
-        work = _plan.plan(self.param_groups, self._sign_mode,
-                          keep_empty=self.process_group is not None)
+        work = self._plan()
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
             b.take_training_grads(accumulated)
@@ -187,17 +190,31 @@ class SecantOptimizer(Optimizer):
             self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
             self._apply(work, separate_grads=probe_closure is not None or bool(accumulated))
         finally:
-            stepped = set()
             for b in buckets:
                 b.restore_training_grads()
-                stepped.update(b.params)
-            for p in params:  # a gradient only from the probe or the lookahead is not kept
-                if p not in stepped:
-                    p.grad = None
-            self._left_grads = {p: (p.grad, p.grad._version) for p in stepped
-                                if p.grad is not None}
+            stepped = {id(p) for b in buckets for p in b.params}
+            if len(stepped) < len(params):
+                for p in params:  # a gradient only from the probe or the lookahead: dropped
+                    if id(p) not in stepped:
+                        p.grad = None
+            self._left_grads = {id(p): (g, g._version) for b in buckets
+                                for p, g in zip(b.params, b.taken_grads) if g is not None}
         self._warn_if_stalled()
         return loss
+
+    def _plan(self) -> List[_plan.GroupWork]:
+        """This step's buckets: the last step's layout and caches while the parameters with
+        a gradient and their storage are the same (``_plan.plan_key``), else planned anew."""
+        key = _plan.plan_key(self.param_groups)
+        if key is None or key != self._plan_key:
+            self._plan_template = _plan.plan(self.param_groups, self._sign_mode,
+                                             keep_empty=self.process_group is not None)
+            self._plan_key = key
+        return [w.fresh() for w in self._plan_template]
+
+    def _forget_plan(self) -> None:
+        """After anything that replaces state or groups (load_state_dict, a new group)."""
+        self._plan_key, self._plan_template = None, []
 
     def _set_aside_earlier_grads(self, params):
         """Gradients in ``p.grad`` before the closure runs: the ones this optimizer left
@@ -206,32 +223,35 @@ class SecantOptimizer(Optimizer):
         that accumulates adds exactly its own gradient to it, and one that resets the
         gradients replaces it. Returns ``{p: (earlier gradient, the zero tensor)}``."""
         earlier = {}
+        left_grads = self._left_grads
         for p in params:
             g = p.grad
             if g is None:
                 continue
-            left = self._left_grads.get(p)
+            left = left_grads.get(id(p))
             if left is not None and left[0] is g and left[1] == g._version:
                 p.grad = None
             else:
-                earlier[p] = (g, torch.zeros_like(g))
-                p.grad = earlier[p][1]
+                zeros = torch.zeros_like(g)
+                earlier[id(p)] = (p, g, zeros)
+                p.grad = zeros
         return earlier
 
     def _put_back(self, earlier) -> None:
         """A closure that raised: the earlier gradients are back, with what it added."""
-        for p, (g, zeros) in earlier.items():
+        for p, g, zeros in earlier.values():
             if p.grad is zeros:
                 p.grad = g.add_(zeros)
             elif p.grad is None:
                 p.grad = g
 
     def _accumulated(self, earlier):
-        """``{p: earlier gradient}`` for the closure to accumulate onto: those whose zero
-        tensor is still ``p.grad`` (the closure added to it), unless it called zero_grad()."""
+        """``{id(p): earlier gradient}`` for the closure to accumulate onto: those whose
+        zero tensor is still ``p.grad`` (the closure added to it), unless it called
+        zero_grad()."""
         if self._zeroed_in_step:
             return {}
-        return {p: g for p, (g, zeros) in earlier.items() if p.grad is zeros}
+        return {key: g for key, (p, g, zeros) in earlier.items() if p.grad is zeros}
 
     def _refuse_unsupported_call(self, closure) -> None:
         if closure is None:
@@ -257,8 +277,7 @@ class SecantOptimizer(Optimizer):
             w.state = self._group_state(w.group)
             _write_step_inputs(w.state, w.group)
             for b in w.buckets:
-                b.momenta = [_plan.local(self._momentum_buffer(p)) for p in b.params] \
-                    if w.options["momentum"] > 0 else []
+                b.momenta = self._kernel_momenta(b) if w.options["momentum"] > 0 else []
                 b.table = b.backend.secant_stats(
                     b.probes, b.lookahead_grads, b.grads if separate_grads else [],
                     b.tensors, b.momenta, w.state, **w.options)
@@ -326,6 +345,14 @@ class SecantOptimizer(Optimizer):
         elif st.device != p.device:  # the model moved (model.to(...))
             st = anchor["secant_state"] = st.to(p.device)
         return st
+
+    def _kernel_momenta(self, bucket) -> List[torch.Tensor]:
+        """The bucket's momentum buffers as the kernels take them (kept with the plan)."""
+        momenta = bucket.cache.get("momenta")
+        if momenta is None:
+            momenta = [_plan.local(self._momentum_buffer(p)) for p in bucket.params]
+            bucket.cache["momenta"] = momenta
+        return momenta
 
     def _momentum_buffer(self, p):
         """The momentum buffer of ``p``, following its dtype, device and layout."""

@@ -26,7 +26,7 @@ def fill_group_defaults(param_groups, defaults) -> None:
 
 # Group states of older versions are shorter: the fields since added take their initial
 # values (LR and MAX_GRAD_NORM are written again before every step anyway).
-_OLDER_STATE_SIZES = (12,)  # before STALLED, LR, MAX_GRAD_NORM and STEP_SIZE
+_OLDER_STATE_SIZES = (12, 13)  # before STALLED; before LR, MAX_GRAD_NORM and STEP_SIZE
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:

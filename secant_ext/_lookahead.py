@@ -74,11 +74,9 @@ class Lookahead:
         swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets]
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets]
         buckets = swapped + inplace
-        params = [p for b in buckets for p in b.params]
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params])
         for b in swapped:
             b.backend.lookahead(b.tensors, b.probes, self._buffers(b))
-        saved = [p.data for b in swapped for p in b.params]
         moved = []
         try:
             fsdp.reshard()  # so the closure all-gathers the shards written below
@@ -86,9 +84,8 @@ class Lookahead:
                 b.backend.lookahead_inplace(b.tensors, b.probes, self._buffers(b))
                 moved.append(b)
             for b in swapped:
-                for p in b.params:  # a complex parameter's buffer is its real view's
-                    buf = self.buffers[p]
-                    p.data = torch.view_as_complex(buf) if p.is_complex() else buf
+                for p, buf in zip(b.params, self._swap_targets(b)):
+                    p.data = buf
             rng.restore()
             self.active = True
             with torch.enable_grad(), contextlib.ExitStack() as stack:
@@ -96,19 +93,36 @@ class Lookahead:
                     stack.enter_context(factory())
                 closure()
             for b in buckets:
-                b.lookahead_grads = b.take_grads()
+                b.lookahead_grads = b.take_grads()  # leaves p.grad None
+        except BaseException:
+            for b in buckets:
+                for p in b.params:
+                    p.grad = None
+            raise
         finally:
             self.active = False
-            for p, x in zip((p for b in swapped for p in b.params), saved):
-                p.data = x
+            for b in swapped:  # (no "storage" yet: the swap never happened)
+                for p, x in zip(b.params, b.cache.get("storage", ())):
+                    p.data = x
             for b in moved:
-                b.backend.restore(b.tensors, [self.buffers[p] for p in b.params])
-            for p in params:
-                p.grad = None
+                b.backend.restore(b.tensors, b.cache["buffers"])
             fsdp.reshard()  # no module keeps the gathered x_t + s
 
+    def _swap_targets(self, bucket):
+        """What ``p.data`` points at during a swapped lookahead (the buffers; a complex
+        parameter's as complex), and the parameters' own storage kept to point back to."""
+        if "storage" not in bucket.cache:
+            bucket.cache["storage"] = [p.data for p in bucket.params]
+            bucket.cache["swap_targets"] = [
+                torch.view_as_complex(buf) if p.is_complex() else buf
+                for p, buf in zip(bucket.params, bucket.cache["buffers"])]
+        return bucket.cache["swap_targets"]
+
     def _buffers(self, bucket):
-        """Per parameter of ``bucket``, a buffer like the tensor the kernels walk."""
+        """Per parameter of ``bucket``, a buffer like the tensor the kernels walk (kept in
+        the bucket's cache while its plan is)."""
+        if "buffers" in bucket.cache:
+            return bucket.cache["buffers"]
         out = []
         for p, t in zip(bucket.params, bucket.tensors):
             buf = self.buffers.get(p)
@@ -117,6 +131,7 @@ class Lookahead:
                 buf = torch.empty_like(t, memory_format=torch.preserve_format)
                 self.buffers[p] = buf
             out.append(buf)
+        bucket.cache["buffers"] = out
         return out
 
 

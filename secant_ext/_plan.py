@@ -40,16 +40,21 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def for_kernels(grads, tensors) -> List[torch.Tensor]:
+def for_kernels(grads, tensors, strides=None) -> List[torch.Tensor]:
     """Each gradient as the kernels take it: local, zeros where a parameter got none at
-    this evaluation, and with the strides of its tensor (copied only where they differ)."""
-    out = []
-    for t, x in zip(grads, tensors):
-        t = torch.zeros_like(x) if t is None else local(t)
-        if t.stride() != x.stride():
-            t = torch.empty_like(x, memory_format=torch.preserve_format).copy_(t)
-        out.append(t)
-    return out
+    this evaluation, and with the strides of its tensor (copied only where they differ).
+    ``strides`` (those of ``tensors``, when all are plain tensors) takes the fast path."""
+    if strides is not None:  # plain tensors: no DTensor, no complex view to take
+        return [t if t is not None and t.stride() == st else _as_kernel_grad(t, x)
+                for t, x, st in zip(grads, tensors, strides)]
+    return [_as_kernel_grad(t, x) for t, x in zip(grads, tensors)]
+
+
+def _as_kernel_grad(t, x):
+    t = torch.zeros_like(x) if t is None else local(t)
+    if t.stride() != x.stride():
+        t = torch.empty_like(x, memory_format=torch.preserve_format).copy_(t)
+    return t
 
 
 @dataclass
@@ -66,20 +71,33 @@ class Bucket:
     taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
     momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
     table: Optional[torch.Tensor] = None                               # secant_stats' [P, K] sums
+    # Kept from step to step while the plan is (SecantOptimizer._plan): the strides of
+    # plain tensors (None when some are DTensors or complex views), and ``cache``, shared by
+    # every step's copy of the bucket: the lookahead buffers, the parameters' own storage,
+    # the momentum buffers as the kernels take them.
+    strides: Optional[List[tuple]] = None
+    cache: Dict[str, list] = field(default_factory=dict)
+
+    def fresh(self) -> "Bucket":
+        """This bucket's layout and caches, for the next step (no gradients yet)."""
+        return Bucket(self.backend, self.params, self.tensors, strides=self.strides,
+                      cache=self.cache)
 
     def take_training_grads(self, accumulated) -> None:
         """The closure's own gradients, and the training gradients: the same, or with the
-        earlier gradients of ``accumulated`` (``{p: gradient}``) added."""
+        earlier gradients of ``accumulated`` (``{id(p): gradient}``) added."""
         own = move_grads_out(self.params)
-        self.taken_grads = [g if p not in accumulated else accumulated[p].add_(g)
+        self.own_grads = for_kernels(own, self.tensors, self.strides)
+        if not accumulated:
+            self.taken_grads, self.grads = own, self.own_grads
+            return
+        self.taken_grads = [g if id(p) not in accumulated else accumulated[id(p)].add_(g)
                             for p, g in zip(self.params, own)]
-        self.own_grads = for_kernels(own, self.tensors)
-        self.grads = self.own_grads if not accumulated else \
-            for_kernels(self.taken_grads, self.tensors)
+        self.grads = for_kernels(self.taken_grads, self.tensors, self.strides)
 
     def take_grads(self) -> List[torch.Tensor]:
         """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
-        return for_kernels(move_grads_out(self.params), self.tensors)
+        return for_kernels(move_grads_out(self.params), self.tensors, self.strides)
 
     def restore_training_grads(self) -> None:
         for p, g in zip(self.params, self.taken_grads):
@@ -95,6 +113,10 @@ class GroupWork:
     lookahead: str = "swap"                  # "swap" or "inplace"
     state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
+
+    def fresh(self) -> "GroupWork":
+        return GroupWork(self.group, self.sign_mode, [b.fresh() for b in self.buckets],
+                         self.lookahead)
 
     @property
     def options(self) -> Dict[str, object]:
@@ -118,6 +140,23 @@ def lookahead_mode(param_groups) -> str:
     return "swap"
 
 
+def plan_key(param_groups):
+    """What a plan depends on, cheap to compute each step: which parameters have a
+    gradient and where their storage is (a model moved to another dtype, device or memory
+    format has new storage), and the options that choose buckets. None for DTensor
+    parameters, whose plan is rebuilt every step."""
+    key = []
+    for g in param_groups:
+        key.append((g["backend"], g["lookahead"], g.get("momentum", 0.0) > 0))
+        for p in g["params"]:
+            if p.grad is not None:
+                if type(p) not in (torch.Tensor, torch.nn.Parameter):
+                    if _distributed.is_dtensor(p):
+                        return None
+                key.append((id(p), p.data_ptr(), p.grad.is_sparse))
+    return tuple(key)
+
+
 def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[GroupWork]:
     """One ``GroupWork`` per param group whose parameters have gradients (every group with
     ``keep_empty``: a sharded step joins the all-reduce even with nothing to add)."""
@@ -134,9 +173,14 @@ def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[Group
             t = local(p)
             dense = t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
             by_kind.setdefault((p.dtype, dense), []).append(p)
-        buckets = [Bucket(_backends.resolve(group["backend"], ps[0].device) if dense
-                          else _backends.REFERENCE, ps, [local(p) for p in ps])
-                   for (_, dense), ps in by_kind.items()]
+        buckets = []
+        for (_, dense), ps in by_kind.items():
+            tensors = [local(p) for p in ps]
+            plain = all(t is p for t, p in zip(tensors, ps))
+            buckets.append(Bucket(
+                _backends.resolve(group["backend"], ps[0].device) if dense
+                else _backends.REFERENCE, ps, tensors,
+                strides=[t.stride() for t in tensors] if plain else None))
         if buckets or keep_empty:
             mode = group["lookahead"]
             if mode == "auto":

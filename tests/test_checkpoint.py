@@ -135,9 +135,12 @@ def test_old_state_dict_without_new_keys_still_loads():
     assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
 
 
-def test_group_state_saved_before_the_stalled_counter_loads():
-    """Checkpoints of the first release hold a 12-field group state (no STALLED): it loads
-    with its values kept, the new field at 0, and the step carries on from there."""
+@pytest.mark.parametrize("saved_size", [12, 13])
+def test_group_state_of_older_versions_loads(saved_size):
+    """Checkpoints of earlier versions hold a shorter group state (12 fields before the
+    stalled counter, 13 before lr and clipping): it loads with its values kept, the new
+    fields at their initial values (the step size at the saved alpha), and the step carries
+    on from there."""
     p = [torch.ones(3, requires_grad=True)]
     opt = secant_ext.SecantSGDM(p, backend="reference", lookahead="swap")
     train, _ = quadratic(opt, p)
@@ -146,16 +149,20 @@ def test_group_state_saved_before_the_stalled_counter_loads():
     sd = opt.state_dict()
     (st,) = [v for v in sd["state"].values() if "secant_state" in v]
     full = st["secant_state"].clone()
-    assert full.numel() == layout.STATE_SIZE > 12
-    st["secant_state"] = full[:12].clone()
+    assert full.numel() == layout.STATE_SIZE > saved_size
+    st["secant_state"] = full[:saved_size].clone()
     for group in sd["param_groups"]:
-        del group["lookahead"]
+        del group["lookahead"], group["lr"], group["max_grad_norm"]
     fresh_opt = secant_ext.SecantSGDM(p, backend="reference")
     fresh_opt.load_state_dict(sd)
     loaded = fresh_opt._group_state(fresh_opt.param_groups[0])
-    assert loaded.dtype == torch.float64 and torch.equal(loaded[:12], full[:12])
-    assert loaded[layout.STALLED] == 0
-    assert fresh_opt.param_groups[0]["lookahead"] == "auto"
+    assert loaded.dtype == torch.float64 and torch.equal(loaded[:saved_size], full[:saved_size])
+    initial = layout.initial_state_values()
+    for field in range(saved_size, layout.STATE_SIZE):
+        want = full[layout.ALPHA].item() if field == layout.STEP_SIZE else initial[field]
+        assert loaded[field].item() == want, field
+    group = fresh_opt.param_groups[0]
+    assert (group["lookahead"], group["lr"], group["max_grad_norm"]) == ("auto", 1.0, None)
     fresh_opt.step(train)
     assert fresh_opt.last_stats.step.item() == 3
 

@@ -1,0 +1,66 @@
+"""The step keeps its buckets, buffers and momentum lists from one step to the next while
+the parameters with a gradient and their storage stay the same: every change of those
+plans anew, and the bits are those of an optimizer that plans every step."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import secant_ext
+
+
+def _run(forget_every_step, events, lookahead="swap"):
+    torch.manual_seed(0)
+    a = torch.randn(5, 4, requires_grad=True)
+    b = torch.randn(7, requires_grad=True)
+    c = torch.randn(3, 2, requires_grad=True)
+    opt = secant_ext.SecantSGDM([{"params": [a, b]}, {"params": [c], "lr": 0.5}],
+                                backend="cpp", lookahead=lookahead)
+    for t in range(8):
+        uses_b = t != 2  # b has no gradient at step 2: another plan, then back
+
+        def closure():
+            opt.zero_grad()
+            loss = (a.sin() ** 2).sum() + (c ** 4).sum() + ((b ** 2).sum() if uses_b else 0)
+            loss.backward()
+            return loss
+        if t == 4 and "to-float64" in events:
+            for p in (a, b, c):
+                p.data = p.data.double()
+        if t == 5 and "reload" in events:
+            opt.load_state_dict(opt.state_dict())
+        if t == 6 and "new-storage" in events:
+            a.data = a.data.clone()
+        if forget_every_step:
+            opt._forget_plan()
+        opt.step(closure)
+    return [p.detach().clone() for p in (a, b, c)], opt.last_stats.alpha.clone()
+
+
+@pytest.mark.parametrize("lookahead", ["swap", "inplace"])
+@pytest.mark.parametrize("events", [(), ("to-float64",), ("reload",), ("new-storage",)],
+                         ids=["plain", "to-float64", "reload", "new-storage"])
+def test_cached_plan_gives_the_bits_of_planning_every_step(events, lookahead):
+    cached, alpha_cached = _run(False, events, lookahead)
+    fresh, alpha_fresh = _run(True, events, lookahead)
+    assert torch.equal(alpha_cached, alpha_fresh)
+    for x, y in zip(cached, fresh):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+def test_the_plan_is_reused_while_nothing_changes():
+    a = torch.randn(5, requires_grad=True)
+    opt = secant_ext.SecantSGD([a], backend="cpp")
+
+    def closure():
+        opt.zero_grad()
+        loss = (a ** 4).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    template = opt._plan_template
+    opt.step(closure)
+    assert opt._plan_template is template
+    a.data = a.data.clone()  # new storage: planned anew
+    opt.step(closure)
+    assert opt._plan_template is not template
