@@ -70,7 +70,7 @@ setup(
     extras_require={
         "triton": ["triton"],
         "experiments": ["numpy", "scikit-learn", "tqdm", "matplotlib", "scipy"],
-        "test": ["numpy", "pytest", "hypothesis", "pytest-benchmark"],
+        "test": ["numpy", "pytest", "hypothesis", "pytest-benchmark", "lightning"],
     },
     entry_points={"console_scripts": ["secant-ext=secant_ext.__main__:main"]},
     ext_modules=ext_modules,
