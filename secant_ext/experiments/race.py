@@ -295,7 +295,8 @@ def plot_race(runs: Dict[tuple, List[RunResult]], targets: Dict[str, float], pat
     plt = pyplot()
     models = list(dict.fromkeys(m for m, _ in runs))
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.8), squeeze=False)
-    colors = plt.get_cmap("tab20").colors
+    # distinct hues: tab20 pairs a dark and a light shade of one colour
+    colors = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
     for ax, model in zip(axes.flat, models):
         names = [n for m, n in runs if m == model]
         lowest = 100.0
