@@ -16,7 +16,7 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
                             double momentum, bool nesterov, double weight_decay, int64_t sign_mode);
 
 void secant_alpha_cpu(const at::Tensor& stats, const at::Tensor& state, int64_t rule,
-                      bool safeguard);
+                      bool safeguard, bool measure);
 
 void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::Tensor& stats,
                 const at::Tensor& state, double momentum, bool nesterov, double weight_decay,

@@ -13,7 +13,8 @@ TORCH_LIBRARY(secant_ext, m) {
   m.def("secant_stats(Tensor[] s, Tensor[] g_plus, Tensor[] g, Tensor[] x, Tensor[] m, "
         "Tensor state, *, float momentum, bool nesterov, float weight_decay, int sign_mode) "
         "-> Tensor");
-  m.def("secant_alpha(Tensor stats, Tensor(a!) state, *, int rule, bool safeguard) -> ()");
+  m.def("secant_alpha(Tensor stats, Tensor(a!) state, *, int rule, bool safeguard, "
+        "bool measure=True) -> ()");
   m.def("update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor stats, Tensor state, *, "
         "float momentum, bool nesterov, float weight_decay, int sign_mode) -> ()");
 }

@@ -31,7 +31,7 @@ void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
 }  // namespace
 
 void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64_t rule,
-                      bool safeguard) {
+                      bool safeguard, bool measure) {
   const char* op = "secant_ext::secant_alpha";
   check_state(op, state);
   TORCH_CHECK(rule == layout::RULE_SECANT || rule == layout::RULE_STEFFENSEN ||
@@ -75,27 +75,41 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   double* st = state.data_ptr<double>();
   const double prev = st[layout::ALPHA];
   if (b == 0 || (clipped && rule != layout::RULE_SECANT)) alpha = prev;
-  clipped = clipped && finite && b != 0;
+  clipped = clipped && finite && b != 0 && measure;
 
   st[layout::MOMENTUM_READY] = st[layout::TAKEN] >= 1 ? 1.0 : 0.0;  // before TAKEN moves
   st[layout::STEP] += 1;
-  st[layout::ALPHA] = finite ? alpha : prev;
   st[layout::TAKEN] += finite ? 1.0 : 0.0;
   st[layout::SKIPPED] += finite ? 0.0 : 1.0;
-  st[layout::CLIPPED] += clipped ? 1.0 : 0.0;
   st[layout::LAST_SKIPPED] = finite ? 0.0 : 1.0;
   st[layout::LAST_CLIPPED] = clipped ? 1.0 : 0.0;
-  st[layout::DOT] = sums[layout::COL_DOT];
-  st[layout::S_SQ] = sums[layout::COL_S_SQ];
-  st[layout::Y_SQ] = sums[layout::COL_Y_SQ];
+  st[layout::LAST_MEASURED] = measure ? 1.0 : 0.0;
   st[layout::G_SQ] = sums[layout::COL_G_SQ];
-  st[layout::STALLED] += (b > 0 && c == 0) ? 1.0 : 0.0;
+  double step;  // the alpha the update applies, before lr and clipping
+  if (measure) {
+    st[layout::ALPHA] = finite ? alpha : prev;
+    st[layout::CLIPPED] += clipped ? 1.0 : 0.0;
+    st[layout::DOT] = sums[layout::COL_DOT];
+    st[layout::S_SQ] = sums[layout::COL_S_SQ];
+    st[layout::Y_SQ] = sums[layout::COL_Y_SQ];
+    st[layout::STALLED] += (b > 0 && c == 0) ? 1.0 : 0.0;
+    if (finite) {  // the carry for the steps that do not measure
+      const double beta = st[layout::CARRY_BETA];
+      st[layout::ALPHA_EMA] = beta * st[layout::ALPHA_EMA] + (1.0 - beta) * st[layout::ALPHA];
+      st[layout::BETA_POWER] *= beta;
+      st[layout::MEASURED] += 1.0;
+    }
+    step = st[layout::ALPHA];
+  } else {  // a step without a lookahead: the bias-corrected EMA of the measured alphas
+    step = st[layout::MEASURED] > 0 ? st[layout::ALPHA_EMA] / (1.0 - st[layout::BETA_POWER])
+                                    : st[layout::ALPHA];
+  }
   // The applied step: alpha times the user's lr, clipped by the gradient norm (torch's
   // clip_grad_norm_ coefficient); alpha itself is measured on the unclipped gradients.
   // NaN (a skipped step) and inf / inf give 1, as in the reference: clip < 1 is false.
   double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(sums[layout::COL_G_SQ]) + 1e-6);
   clip = clip < 1.0 ? clip : 1.0;
-  st[layout::STEP_SIZE] = st[layout::ALPHA] * st[layout::LR] * clip;
+  st[layout::STEP_SIZE] = step * st[layout::LR] * clip;
 }
 
 }  // namespace secant_ext

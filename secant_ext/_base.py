@@ -61,11 +61,13 @@ class SecantOptimizer(Optimizer):
     # step under it can be refused with a clear message (see ``step``).
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, *, lr=1.0, max_grad_norm=None, rule: str = "secant",
+    def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every: int = 1,
+                 rule: str = "secant",
                  safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
                  backend: str = "auto", lookahead: str = "auto", process_group=None):
-        options = dict(lr=lr, max_grad_norm=max_grad_norm, rule=rule, safeguard=safeguard,
+        options = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
+                       rule=rule, safeguard=safeguard,
                        nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
                        nesterov=nesterov, sign_scale=sign_scale, backend=backend,
                        lookahead=lookahead)
@@ -77,7 +79,8 @@ class SecantOptimizer(Optimizer):
         self._stepping = False       # a step is running (a closure calling step() again)
         self._zeroed_in_step = False  # a closure called zero_grad() during this step
         self._left_grads = {}         # id(p) -> (gradient put back in p.grad, its version)
-        self._forget_plan()
+        self._curvature_clock = 0     # steps so far, for curvature_every (not checkpointed:
+        self._forget_plan()           # the first step after a resume measures)
         for group in self.param_groups:
             _options.check_group(group)
         self.process_group = process_group if process_group is not None else \
@@ -95,7 +98,7 @@ class SecantOptimizer(Optimizer):
         _checkpoint.fill_group_defaults(self.param_groups, self.defaults)
         for name, value in (("process_group", None), ("_lookahead", Lookahead()),
                             ("_stepping", False), ("_zeroed_in_step", False),
-                            ("_left_grads", {})):
+                            ("_left_grads", {}), ("_curvature_clock", 0)):
             self.__dict__.setdefault(name, value)
         self._forget_plan()
 
@@ -179,16 +182,23 @@ class SecantOptimizer(Optimizer):
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
             b.take_training_grads(accumulated)
+        measuring = self._due_to_measure(work)
         try:
             rng_paired = rng_before_train
-            if probe_closure is not None:
+            if probe_closure is not None and measuring:
                 rng_paired = RngState(devices)
                 with torch.enable_grad():
                     probe_closure()
             for b in buckets:
-                b.probes = b.take_grads() if probe_closure is not None else b.own_grads
-            self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
-            self._apply(work, separate_grads=probe_closure is not None or bool(accumulated))
+                b.probes = b.take_grads() if probe_closure is not None and measuring \
+                    else b.own_grads
+            if measuring:
+                self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
+            else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
+                for b in buckets:
+                    b.lookahead_grads = b.own_grads
+            self._apply(work, separate_grads=(probe_closure is not None and measuring)
+                        or bool(accumulated))
         finally:
             for b in buckets:
                 b.restore_training_grads()
@@ -201,6 +211,16 @@ class SecantOptimizer(Optimizer):
                                 for p, g in zip(b.params, b.taken_grads) if g is not None}
         self._warn_if_stalled()
         return loss
+
+    def _due_to_measure(self, work) -> bool:
+        """Mark the groups that measure the curvature this step (every ``curvature_every``-th
+        step of the optimizer, the first included); True when any does, and then the step
+        evaluates the lookahead (for every group: it is one closure call)."""
+        n = self._curvature_clock
+        self._curvature_clock += 1
+        for w in work:
+            w.measure = n % w.group["curvature_every"] == 0
+        return any(w.measure for w in work) or not work
 
     def _plan(self) -> List[_plan.GroupWork]:
         """This step's buckets: the last step's layout and caches while the parameters with
@@ -254,6 +274,14 @@ class SecantOptimizer(Optimizer):
         return {key: g for key, (p, g, zeros) in earlier.items() if p.grad is zeros}
 
     def _refuse_unsupported_call(self, closure) -> None:
+        # The scaler first: it calls step() without a closure, and its message is the clearer.
+        if getattr(self, "grad_scale", None) is not None:
+            self.grad_scale = self.found_inf = None
+            raise RuntimeError(
+                "torch.amp.GradScaler is not supported: a step evaluates three gradients "
+                "inside closures, and the scaler unscales one. Use bf16 autocast (no loss "
+                "scaling needed), or fp16 without a scaler: a step whose gradients overflow "
+                "is skipped and counted (nonfinite='skip').")
         if closure is None:
             raise TypeError(
                 f"{type(self).__name__}.step() needs a closure: a function that zeroes the "
@@ -262,13 +290,6 @@ class SecantOptimizer(Optimizer):
                 "so it cannot work from precomputed gradients alone. Training loops that "
                 "call step() without one (Hugging Face's Trainer, for instance) cannot "
                 "drive it; docs/INTEGRATIONS.md shows a plain loop and Lightning.")
-        if getattr(self, "grad_scale", None) is not None:
-            self.grad_scale = self.found_inf = None
-            raise RuntimeError(
-                "torch.amp.GradScaler is not supported: a step evaluates three gradients "
-                "inside closures, and the scaler unscales one. Use bf16 autocast (no loss "
-                "scaling needed), or fp16 without a scaler: a step whose gradients overflow "
-                "is skipped and counted (nonfinite='skip').")
 
     def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
         """The statistics, alpha and the update of every group whose gradients are in.
@@ -288,7 +309,7 @@ class SecantOptimizer(Optimizer):
             backend = w.buckets[0].backend if w.buckets else \
                 _backends.resolve(w.group["backend"], w.state.device)
             backend.secant_alpha(w.combined, w.state, rule=layout.RULES[w.group["rule"]],
-                                 safeguard=w.group["safeguard"])
+                                 safeguard=w.group["safeguard"], measure=w.measure)
         for w in work:
             if w.group["nonfinite"] == "raise":
                 self._raise_if_skipped(w.state, work)

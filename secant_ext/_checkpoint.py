@@ -13,7 +13,7 @@ from . import _layout as layout
 # the old behaviour: a checkpoint saved before an option existed loads with it.
 GROUP_DEFAULTS = dict(rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
                       momentum=0.0, nesterov=False, sign_scale="mean", backend="auto",
-                      lookahead="auto", lr=1.0, max_grad_norm=None)
+                      lookahead="auto", lr=1.0, max_grad_norm=None, curvature_every=1)
 
 
 def fill_group_defaults(param_groups, defaults) -> None:
@@ -26,15 +26,18 @@ def fill_group_defaults(param_groups, defaults) -> None:
 
 # Group states of older versions are shorter: the fields since added take their initial
 # values (LR and MAX_GRAD_NORM are written again before every step anyway).
-_OLDER_STATE_SIZES = (12, 13)  # before STALLED; before LR, MAX_GRAD_NORM and STEP_SIZE
+# 12: before STALLED; 13: before LR, MAX_GRAD_NORM, STEP_SIZE; 16: before the alpha carry
+_OLDER_STATE_SIZES = (12, 13, 16)
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
     st = st.to(torch.float64)
     if st.dim() == 1 and st.numel() in _OLDER_STATE_SIZES:
         fresh = torch.tensor(layout.initial_state_values(), dtype=torch.float64)
-        st = torch.cat([st, fresh[st.numel():]])
-        st[layout.STEP_SIZE] = st[layout.ALPHA]
+        size = st.numel()
+        st = torch.cat([st, fresh[size:]])
+        if size < layout.STEP_SIZE + 1:
+            st[layout.STEP_SIZE] = st[layout.ALPHA]
     if st.shape != (layout.STATE_SIZE,):
         raise ValueError(f"secant_state of saved parameter {key} has shape "
                          f"{tuple(st.shape)}, expected ({layout.STATE_SIZE},)")

@@ -58,7 +58,7 @@ def _secant_stats(s, g_plus, g, x, m, state, *, momentum, nesterov, weight_decay
 
 
 @torch.library.register_fake("secant_ext::secant_alpha")
-def _secant_alpha(stats, state, *, rule, safeguard) -> None:
+def _secant_alpha(stats, state, *, rule, safeguard, measure=True) -> None:
     return None
 
 

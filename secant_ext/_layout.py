@@ -32,7 +32,15 @@ STALLED = 12       # steps whose lookahead did not move: |s|^2 > 0 but |y|^2 == 
 LR = 13            # the user's multiplier of alpha (param_groups[i]["lr"], 1.0 by default)
 MAX_GRAD_NORM = 14 # param_groups[i]["max_grad_norm"], inf when None
 STEP_SIZE = 15     # alpha * LR * clip: what the update multiplies the direction by
-STATE_SIZE = 16
+# The carry of curvature_every=k: steps that do not measure use the bias-corrected EMA of
+# the measured alphas, ALPHA_EMA / (1 - BETA_POWER) (BETA_POWER = CARRY_BETA ** MEASURED,
+# kept as a running product so every backend rounds it alike).
+ALPHA_EMA = 16     # EMA of the measured alphas (weight CARRY_BETA on the old value)
+BETA_POWER = 17    # CARRY_BETA ** MEASURED
+MEASURED = 18      # steps that measured the curvature (and were not skipped)
+LAST_MEASURED = 19 # 1.0 if the latest step measured the curvature
+CARRY_BETA = 20    # input: the EMA's weight on its old value (0.9)
+STATE_SIZE = 21
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0
@@ -48,6 +56,9 @@ SIGN_SCALED = 1    # alpha * mean(|v|) * sign(v), per tensor
 SIGN_UNSCALED = 2  # alpha * sign(v)
 
 
+CARRY_BETA_DEFAULT = 0.9
+
+
 def initial_state_values():
     """Values of a fresh group state (alpha starts at 1.0, counters at 0)."""
     values = [0.0] * STATE_SIZE
@@ -55,4 +66,6 @@ def initial_state_values():
     values[LR] = 1.0
     values[MAX_GRAD_NORM] = float("inf")
     values[STEP_SIZE] = 1.0
+    values[BETA_POWER] = 1.0
+    values[CARRY_BETA] = CARRY_BETA_DEFAULT
     return values

@@ -23,7 +23,8 @@ from . import _layout
 
 _STATE_FIELDS = ("ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED",
                  "LAST_CLIPPED", "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED",
-                 "LR", "MAX_GRAD_NORM", "STEP_SIZE", "STATE_SIZE")
+                 "LR", "MAX_GRAD_NORM", "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED",
+                 "LAST_MEASURED", "CARRY_BETA", "STATE_SIZE")
 _STATS_COLUMNS = ("COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ", "NUM_STATS")
 _SIGN_MODES = ("SIGN_NONE", "SIGN_SCALED", "SIGN_UNSCALED")
 

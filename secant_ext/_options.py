@@ -38,11 +38,17 @@ def check_max_grad_norm(value) -> None:
         check_nonnegative("max_grad_norm", value, allow_zero=False)
 
 
-def check_options(*, lr, max_grad_norm, rule, safeguard, nonfinite, weight_decay, momentum,
-                  nesterov, sign_scale, backend, lookahead) -> None:
+def check_curvature_every(value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"curvature_every must be an integer >= 1, got {value!r}")
+
+
+def check_options(*, lr, max_grad_norm, curvature_every, rule, safeguard, nonfinite,
+                  weight_decay, momentum, nesterov, sign_scale, backend, lookahead) -> None:
     """The constructor's options, before any param group exists."""
     check_lr(lr)
     check_max_grad_norm(max_grad_norm)
+    check_curvature_every(curvature_every)
     if rule not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {rule!r}")
     if not isinstance(safeguard, bool):
@@ -68,6 +74,7 @@ def check_group(group) -> None:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {group['rule']!r}")
     check_lr(group["lr"])
     check_max_grad_norm(group["max_grad_norm"])
+    check_curvature_every(group["curvature_every"])
     check_nonnegative("weight_decay", group["weight_decay"])
     check_nonnegative("momentum", group.get("momentum", 0.0))
     _backends.validate_backend(group["backend"])

@@ -111,6 +111,7 @@ class GroupWork:
     sign_mode: int
     buckets: List[Bucket]
     lookahead: str = "swap"                  # "swap" or "inplace"
+    measure: bool = True                     # this step measures the curvature
     state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
 

@@ -27,6 +27,7 @@ class SecantStats:
     skipped_total: torch.Tensor
     clipped_total: torch.Tensor
     stalled_total: torch.Tensor  # steps whose lookahead gradient equalled the probe's exactly
+    measured: torch.Tensor       # the latest step measured the curvature (curvature_every)
 
     @classmethod
     def from_states(cls, states: torch.Tensor) -> "SecantStats":
@@ -41,4 +42,5 @@ class SecantStats:
                    skipped=col(layout.LAST_SKIPPED) != 0,
                    clipped=col(layout.LAST_CLIPPED) != 0, step=col(layout.STEP),
                    skipped_total=col(layout.SKIPPED), clipped_total=col(layout.CLIPPED),
-                   stalled_total=col(layout.STALLED))
+                   stalled_total=col(layout.STALLED),
+                   measured=col(layout.LAST_MEASURED) != 0)

@@ -94,7 +94,7 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
 
 
 def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
-                 safeguard: bool) -> None:
+                 safeguard: bool, measure: bool = True) -> None:
     """Sum the stats table (float64, row order), apply the rule, update ``state`` in place.
 
     secant:     alpha = b / (a + b)     (safeguard: a clipped at 0, so alpha in (0, 1])
@@ -102,6 +102,11 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     bb2:        alpha = a / (c + b)     (safeguard: a <= 0 keeps the previous alpha)
     b == 0 keeps the previous alpha; a non-finite sum skips the step. ``b > 0`` with
     ``c == 0`` exactly counts a stalled lookahead (the evaluation never saw ``x + s``).
+
+    ``measure=False`` (a step without a lookahead, ``curvature_every`` > 1): the rule is not
+    applied; the step uses the bias-corrected EMA of the measured alphas,
+    ``ALPHA_EMA / (1 - BETA_POWER)`` (alpha itself before any measurement). A measuring
+    step that is not skipped moves that EMA: ``ALPHA_EMA <- beta ALPHA_EMA + (1 - beta) alpha``.
     """
     sums = stats.to(torch.float64).sum(dim=0)
     a, b, c = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ], sums[_layout.COL_Y_SQ]
@@ -125,25 +130,38 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
         raise ValueError(f"unknown rule code {rule}")
     keep = (b == 0) | (clipped & (rule != _layout.RULES["secant"]))
     alpha = torch.where(keep, prev, alpha)
-    clipped = clipped & finite & (b != 0)
+    clipped = clipped & finite & (b != 0) & measure
 
     new = state.clone()
     new[_layout.STEP] += 1
     new[_layout.MOMENTUM_READY] = (state[_layout.TAKEN] >= 1).to(torch.float64)
-    new[_layout.ALPHA] = torch.where(finite, alpha, prev)
     new[_layout.TAKEN] += finite.to(torch.float64)
     new[_layout.SKIPPED] += (~finite).to(torch.float64)
-    new[_layout.CLIPPED] += clipped.to(torch.float64)
     new[_layout.LAST_SKIPPED] = (~finite).to(torch.float64)
     new[_layout.LAST_CLIPPED] = clipped.to(torch.float64)
-    new[_layout.DOT], new[_layout.S_SQ] = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ]
-    new[_layout.Y_SQ], new[_layout.G_SQ] = sums[_layout.COL_Y_SQ], sums[_layout.COL_G_SQ]
-    new[_layout.STALLED] += ((b > 0) & (c == 0)).to(torch.float64)
+    new[_layout.LAST_MEASURED] = float(measure)
+    new[_layout.G_SQ] = sums[_layout.COL_G_SQ]
+    if measure:
+        new[_layout.ALPHA] = torch.where(finite, alpha, prev)
+        new[_layout.CLIPPED] += clipped.to(torch.float64)
+        new[_layout.DOT], new[_layout.S_SQ] = sums[_layout.COL_DOT], sums[_layout.COL_S_SQ]
+        new[_layout.Y_SQ] = sums[_layout.COL_Y_SQ]
+        new[_layout.STALLED] += ((b > 0) & (c == 0)).to(torch.float64)
+        beta = state[_layout.CARRY_BETA]  # the carry for the steps that do not measure
+        ema = beta * state[_layout.ALPHA_EMA] + (1 - beta) * new[_layout.ALPHA]
+        new[_layout.ALPHA_EMA] = torch.where(finite, ema, state[_layout.ALPHA_EMA])
+        new[_layout.BETA_POWER] = torch.where(finite, state[_layout.BETA_POWER] * beta,
+                                              state[_layout.BETA_POWER])
+        new[_layout.MEASURED] += finite.to(torch.float64)
+        step = new[_layout.ALPHA]
+    else:
+        carry = state[_layout.ALPHA_EMA] / (1 - state[_layout.BETA_POWER])
+        step = torch.where(state[_layout.MEASURED] > 0, carry, state[_layout.ALPHA])
     # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient); alpha is
     # measured on the unclipped gradients
     clip = state[_layout.MAX_GRAD_NORM] / (sums[_layout.COL_G_SQ].sqrt() + 1e-6)
     clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
-    new[_layout.STEP_SIZE] = new[_layout.ALPHA] * state[_layout.LR] * clip
+    new[_layout.STEP_SIZE] = step * state[_layout.LR] * clip
     state.copy_(new)
 
 

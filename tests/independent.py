@@ -61,7 +61,11 @@ class SpecOptimizer:
     sign_scale: str = "mean"
     lr: float = 1.0                       # multiplies alpha
     max_grad_norm: Optional[float] = None  # clips the step by |g|, as clip_grad_norm_
+    curvature_every: int = 1               # measure on every k-th step, carry in between
+    carry_beta: float = 0.9
     alpha: float = 1.0
+    ema: float = 0.0
+    measured: int = 0
     m: Optional[List[np.ndarray]] = None
     alphas: List[float] = field(default_factory=list)
 
@@ -76,21 +80,27 @@ class SpecOptimizer:
 
     def step(self, problem: LeastSquares, x: List[np.ndarray], t: int, probe: bool) -> None:
         train = problem.train_rows(t)
-        pairs = problem.probe_rows(t) if probe else train
         g = problem.grad(x, train)
-        s = problem.grad(x, pairs) if probe else g
-        g_plus = problem.grad([xi + si for xi, si in zip(x, s)], pairs)
-        y = [gp - si for gp, si in zip(g_plus, s)]
-        a = sum(float(np.sum(si * yi)) for si, yi in zip(s, y))
-        b = sum(float(np.sum(si * si)) for si in s)
-        c = sum(float(np.sum(yi * yi)) for yi in y)
-        self.alpha = self.rate(a, b, c)
+        if t % self.curvature_every == 0:  # measure: the lookahead, the rule, the carry
+            pairs = problem.probe_rows(t) if probe else train
+            s = problem.grad(x, pairs) if probe else g
+            g_plus = problem.grad([xi + si for xi, si in zip(x, s)], pairs)
+            y = [gp - si for gp, si in zip(g_plus, s)]
+            a = sum(float(np.sum(si * yi)) for si, yi in zip(s, y))
+            b = sum(float(np.sum(si * si)) for si in s)
+            c = sum(float(np.sum(yi * yi)) for yi in y)
+            self.alpha = self.rate(a, b, c)
+            self.ema = self.carry_beta * self.ema + (1 - self.carry_beta) * self.alpha
+            self.measured += 1
+            applied = self.alpha
+        else:  # the bias-corrected mean of the measured alphas
+            applied = self.ema / (1 - self.carry_beta ** self.measured)
         self.alphas.append(self.alpha)
         clip = 1.0
         if self.max_grad_norm is not None:
             norm = float(np.sqrt(sum(float(np.sum(gi * gi)) for gi in g)))
             clip = min(1.0, self.max_grad_norm / (norm + 1e-6))
-        step = self.alpha * self.lr * clip
+        step = applied * self.lr * clip
         g = [gi + self.weight_decay * xi for gi, xi in zip(g, x)]
         d = g
         if self.momentum > 0:

@@ -135,10 +135,10 @@ def test_old_state_dict_without_new_keys_still_loads():
     assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
 
 
-@pytest.mark.parametrize("saved_size", [12, 13])
+@pytest.mark.parametrize("saved_size", [12, 13, 16])
 def test_group_state_of_older_versions_loads(saved_size):
     """Checkpoints of earlier versions hold a shorter group state (12 fields before the
-    stalled counter, 13 before lr and clipping): it loads with its values kept, the new
+    stalled counter, 13 before lr and clipping, 16 before the alpha carry): it loads with its values kept, the new
     fields at their initial values (the step size at the saved alpha), and the step carries
     on from there."""
     p = [torch.ones(3, requires_grad=True)]
@@ -160,6 +160,7 @@ def test_group_state_of_older_versions_loads(saved_size):
     initial = layout.initial_state_values()
     for field in range(saved_size, layout.STATE_SIZE):
         want = full[layout.ALPHA].item() if field == layout.STEP_SIZE else initial[field]
+
         assert loaded[field].item() == want, field
     group = fresh_opt.param_groups[0]
     assert (group["lookahead"], group["lr"], group["max_grad_norm"]) == ("auto", 1.0, None)

@@ -87,6 +87,51 @@ def test_clipping_leaves_alpha_alone_and_bounds_the_step(backend):
         0.7 * alphas[-1] * 0.01 / (norms[-1] + 1e-6), rel=1e-15)
 
 
+# --- curvature_every --------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("probe", [False, True], ids=["no-probe", "probe"])
+@pytest.mark.parametrize("variant", ["sgd", "sgdm-nesterov-wd", "signum"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_curvature_every_k_matches_independent_float64(k, variant, probe, backend):
+    """Every k-th step measures (two evaluations); the others take the bias-corrected EMA
+    (weight 0.9) of the measured alphas. k = 1 is the paper's rule, every step measured."""
+    cls, kwargs, spec_kwargs = VARIANTS[variant]
+    problem = LeastSquares.make()
+    w0, got, alphas = run_secant(cls, dict(kwargs, curvature_every=k, lr=0.8), problem, 30,
+                                 probe, backend)
+    spec = SpecOptimizer(curvature_every=k, lr=0.8, **spec_kwargs)
+    x = [w.copy() for w in w0]
+    for t in range(30):
+        spec.step(problem, x, t, probe)
+    np.testing.assert_allclose(alphas, spec.alphas, rtol=1e-9, atol=0)
+    for a, b in zip(got, x):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-12)
+
+
+def test_curvature_every_k_calls_the_closure_once_between_measurements():
+    model, X, Y = _quadratic_mlp()
+    opt = secant_ext.SecantSGD(model.parameters(), curvature_every=3, backend="cpp")
+    calls, probes = [0], [0]
+    closure = _closure(opt, model, X, Y)
+
+    def counted():
+        calls[0] += 1
+        return closure()
+
+    def probe():
+        probes[0] += 1
+        return closure()
+    measured, per_step = [], []
+    for _ in range(7):
+        before = (calls[0], probes[0])
+        opt.step(counted, probe_closure=probe)
+        per_step.append((calls[0] - before[0], probes[0] - before[1]))
+        measured.append(bool(opt.last_stats.measured))
+    assert measured == [True, False, False, True, False, False, True]
+    assert per_step == [(1, 2) if m else (1, 0) for m in measured]
+    assert opt.last_stats.stalled_total.item() == 0
+
+
 # --- schedulers ---------------------------------------------------------------------------
 def _scheduler_cases():
     return {

@@ -299,10 +299,12 @@ def test_secant_alpha_random_table(impl, device, case, rule):
     a, b, c = (float(expected[f]) for f in (layout.DOT, layout.S_SQ, layout.Y_SQ))
     tol = numerics.alpha_tolerance(rule, col_err, a, b, c, float(expected[layout.ALPHA]))
     assert_within("alpha", state[layout.ALPHA], expected[layout.ALPHA], tol)
-    # lr 1 and no clipping: the step size is alpha, to the same tolerance
-    assert_within("step size", state[layout.STEP_SIZE], expected[layout.STEP_SIZE], tol)
+    # lr 1 and no clipping: the step size is alpha, and the carry's EMA (1 - beta) alpha,
+    # to the same tolerance
+    for field, name in ((layout.STEP_SIZE, "step size"), (layout.ALPHA_EMA, "alpha EMA")):
+        assert_within(name, state[field], expected[field], tol)
     others = [i for i in range(layout.STATE_SIZE)
-              if i not in fields + [layout.ALPHA, layout.STEP_SIZE]]
+              if i not in fields + [layout.ALPHA, layout.STEP_SIZE, layout.ALPHA_EMA]]
     assert_bitwise("counters and flags", state[others], expected[others])
 
 

@@ -74,13 +74,14 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
             yield "update", f"{dt} m={has_m} nest={nesterov} wd={has_wd} sign={sign_mode}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_M=has_m, NESTEROV=nesterov,
                      HAS_WD=has_wd, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
-                     SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.ALPHA,
+                     SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.STEP_SIZE,
                      LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
                      NUM_STATS=_layout.NUM_STATS, RBLOCK=update.RBLOCK, **base)
-    for rule, safeguard in itertools.product(_layout.RULES.values(), [False, True]) \
-            if rules else ():
-        yield "alpha", f"rule={rule} safeguard={safeguard}", \
-            dict(RULE=rule, SAFEGUARD=safeguard, RBLOCK=alpha.RBLOCK, **alpha.LAYOUT_CONSTEXPRS)
+    for rule, safeguard, measure in itertools.product(
+            _layout.RULES.values(), [False, True], [True, False]) if rules else ():
+        yield "alpha", f"rule={rule} safeguard={safeguard} measure={measure}", \
+            dict(RULE=rule, SAFEGUARD=safeguard, MEASURE=measure, RBLOCK=alpha.RBLOCK,
+                 **alpha.LAYOUT_CONSTEXPRS)
 
 
 def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:

@@ -31,7 +31,10 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   LAST_CLIPPED: tl.constexpr, MOMENTUM_READY: tl.constexpr, DOT: tl.constexpr,
                   S_SQ: tl.constexpr, Y_SQ: tl.constexpr, G_SQ: tl.constexpr,
                   STALLED: tl.constexpr, LR: tl.constexpr, MAX_GRAD_NORM: tl.constexpr,
-                  STEP_SIZE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                  STEP_SIZE: tl.constexpr, ALPHA_EMA: tl.constexpr,
+                  BETA_POWER: tl.constexpr, MEASURED: tl.constexpr,
+                  LAST_MEASURED: tl.constexpr, CARRY_BETA: tl.constexpr,
+                  MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
     rows = tl.arange(0, RBLOCK).to(tl.int64)
     acc_a = tl.zeros([RBLOCK], tl.float64)
@@ -69,27 +72,40 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
         alpha = a / (c + b)
         keep = (b == 0) | clipped
     alpha = tl.where(keep, prev, alpha)
-    clipped = clipped & finite & (b != 0)
-    tl.store(state + ALPHA, tl.where(finite, alpha, prev))
+    clipped = clipped & finite & (b != 0) & MEASURE
     tl.store(state + STEP, step + 1)
     tl.store(state + TAKEN, taken + finite.to(tl.float64))
     tl.store(state + SKIPPED, skipped + (~finite).to(tl.float64))
-    tl.store(state + CLIPPED, n_clipped + clipped.to(tl.float64))
     tl.store(state + LAST_SKIPPED, (~finite).to(tl.float64))
     tl.store(state + LAST_CLIPPED, clipped.to(tl.float64))
+    tl.store(state + LAST_MEASURED, tl.full([], 1.0 if MEASURE else 0.0, tl.float64))
     tl.store(state + MOMENTUM_READY, (taken >= 1).to(tl.float64))
-    tl.store(state + DOT, a)
-    tl.store(state + S_SQ, b)
-    tl.store(state + Y_SQ, c)
     tl.store(state + G_SQ, g_sq)
-    n_stalled = tl.load(state + STALLED)  # the lookahead never saw x + s: b > 0, c == 0
-    tl.store(state + STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
+    if MEASURE:
+        new_alpha = tl.where(finite, alpha, prev)
+        tl.store(state + ALPHA, new_alpha)
+        tl.store(state + CLIPPED, n_clipped + clipped.to(tl.float64))
+        tl.store(state + DOT, a)
+        tl.store(state + S_SQ, b)
+        tl.store(state + Y_SQ, c)
+        n_stalled = tl.load(state + STALLED)  # the lookahead never saw x + s: b > 0, c == 0
+        tl.store(state + STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
+        beta = tl.load(state + CARRY_BETA)    # the carry for the steps that do not measure
+        ema = tl.load(state + ALPHA_EMA)
+        power = tl.load(state + BETA_POWER)
+        n_measured = tl.load(state + MEASURED)
+        tl.store(state + ALPHA_EMA, tl.where(finite, beta * ema + (1.0 - beta) * new_alpha, ema))
+        tl.store(state + BETA_POWER, tl.where(finite, power * beta, power))
+        tl.store(state + MEASURED, n_measured + finite.to(tl.float64))
+        applied = new_alpha
+    else:  # no lookahead: the bias-corrected EMA of the measured alphas
+        carry = tl.load(state + ALPHA_EMA) / (1.0 - tl.load(state + BETA_POWER))
+        applied = tl.where(tl.load(state + MEASURED) > 0, carry, prev)
     # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient)
     eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
     clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(g_sq) + eps)
     clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
-    new_alpha = tl.where(finite, alpha, prev)
-    tl.store(state + STEP_SIZE, new_alpha * tl.load(state + LR) * clip)
+    tl.store(state + STEP_SIZE, applied * tl.load(state + LR) * clip)
 
 
 # The _layout constants _alpha_kernel takes as constexprs, by name.
@@ -97,12 +113,13 @@ LAYOUT_CONSTEXPRS = dict(
     {name: getattr(_layout, name) for name in (
         "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
         "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
-        "STEP_SIZE", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
+        "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED", "LAST_MEASURED", "CARRY_BETA",
+        "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
     RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 
 def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
-                 safeguard: bool) -> None:
+                 safeguard: bool, measure: bool = True) -> None:
     """Sum the table (float64), apply the rule, update ``state`` in place, on the device."""
     if rule not in _layout.RULES.values():
         raise ValueError(f"unknown rule code {rule}; expected one of {_layout.RULES}")
@@ -119,5 +136,6 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
         raise ValueError(f"stats is on {stats.device} but state on {state.device}")
     with device_guard(state.device):
         _alpha_kernel[(1,)](stats, stats.shape[0], stats.stride(0), stats.stride(1), state,
-                            RULE=rule, SAFEGUARD=bool(safeguard), RBLOCK=RBLOCK, num_warps=4,
+                            RULE=rule, SAFEGUARD=bool(safeguard), MEASURE=bool(measure),
+                            RBLOCK=RBLOCK, num_warps=4,
                             **LAYOUT_CONSTEXPRS)
