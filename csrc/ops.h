@@ -11,6 +11,8 @@ void lookahead_inplace_cpu(at::TensorList x, at::TensorList s, at::TensorList ba
 
 void restore_cpu(at::TensorList x, at::TensorList backup);
 
+void average_cpu(at::TensorList avg, at::TensorList x, const at::Tensor& state);
+
 at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorList g,
                             at::TensorList x, at::TensorList m, const at::Tensor& state,
                             double momentum, bool nesterov, double weight_decay, int64_t sign_mode);

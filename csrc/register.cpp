@@ -10,6 +10,7 @@ TORCH_LIBRARY(secant_ext, m) {
   m.def("lookahead(Tensor[] x, Tensor[] s, Tensor(a!)[] out) -> ()");
   m.def("lookahead_inplace(Tensor(a!)[] x, Tensor[] s, Tensor(b!)[] backup) -> ()");
   m.def("restore(Tensor(a!)[] x, Tensor[] backup) -> ()");
+  m.def("average(Tensor(a!)[] avg, Tensor[] x, Tensor state) -> ()");
   m.def("secant_stats(Tensor[] s, Tensor[] g_plus, Tensor[] g, Tensor[] x, Tensor[] m, "
         "Tensor state, *, float momentum, bool nesterov, float weight_decay, int sign_mode) "
         "-> Tensor");
@@ -23,6 +24,7 @@ TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
   m.impl("lookahead", &secant_ext::lookahead_cpu);
   m.impl("lookahead_inplace", &secant_ext::lookahead_inplace_cpu);
   m.impl("restore", &secant_ext::restore_cpu);
+  m.impl("average", &secant_ext::average_cpu);
   m.impl("secant_stats", &secant_ext::secant_stats_cpu);
   m.impl("secant_alpha", &secant_ext::secant_alpha_cpu);
   m.impl("update", &secant_ext::update_cpu);

@@ -110,6 +110,11 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(sums[layout::COL_G_SQ]) + 1e-6);
   clip = clip < 1.0 ? clip : 1.0;
   st[layout::STEP_SIZE] = step * st[layout::LR] * clip;
+  // The averaged iterate's weight for this step: 1 / steps taken, floored (average=True).
+  const double taken = st[layout::TAKEN];
+  double weight = taken > 0 ? 1.0 / taken : 1.0;
+  weight = weight > st[layout::AVG_FLOOR] ? weight : st[layout::AVG_FLOOR];
+  st[layout::AVG_WEIGHT] = weight;
 }
 
 }  // namespace secant_ext

@@ -58,7 +58,7 @@ def triton_runs_on(device: torch.device) -> bool:
 
 
 PHASES = ("lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha",
-          "update")
+          "update", "average")
 
 
 def _namespace(name: str, functions) -> SimpleNamespace:

@@ -62,12 +62,12 @@ class SecantOptimizer(Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every: int = 1,
-                 rule: str = "secant",
+                 average: bool = False, rule: str = "secant",
                  safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
                  backend: str = "auto", lookahead: str = "auto", process_group=None):
         options = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
-                       rule=rule, safeguard=safeguard,
+                       average=average, rule=rule, safeguard=safeguard,
                        nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
                        nesterov=nesterov, sign_scale=sign_scale, backend=backend,
                        lookahead=lookahead)
@@ -81,6 +81,7 @@ class SecantOptimizer(Optimizer):
         self._left_grads = {}         # id(p) -> (gradient put back in p.grad, its version)
         self._curvature_clock = 0     # steps so far, for curvature_every (not checkpointed:
         self._forget_plan()           # the first step after a resume measures)
+        self._training_weights = None  # {id(p): x} while opt.eval() shows the averages
         for group in self.param_groups:
             _options.check_group(group)
         self.process_group = process_group if process_group is not None else \
@@ -98,7 +99,8 @@ class SecantOptimizer(Optimizer):
         _checkpoint.fill_group_defaults(self.param_groups, self.defaults)
         for name, value in (("process_group", None), ("_lookahead", Lookahead()),
                             ("_stepping", False), ("_zeroed_in_step", False),
-                            ("_left_grads", {}), ("_curvature_clock", 0)):
+                            ("_left_grads", {}), ("_curvature_clock", 0),
+                            ("_training_weights", None)):
             self.__dict__.setdefault(name, value)
         self._forget_plan()
 
@@ -110,6 +112,35 @@ class SecantOptimizer(Optimizer):
         if self._stepping:  # a closure resets the gradients: earlier ones are not accumulated
             self._zeroed_in_step = True
         super().zero_grad(set_to_none)
+
+    # -- averaged iterates (average=True) -------------------------------------------------
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the averaged weights into the parameters (for evaluation, or a checkpoint
+        meant for inference), keeping the training iterate aside; ``train()`` puts it back.
+        Only the groups with ``average=True`` change. The Schedule-Free convention: call it
+        before evaluating, and ``train()`` before the next step."""
+        if self._training_weights is not None:
+            return
+        kept = {}
+        for group in self.param_groups:
+            if not group["average"]:
+                continue
+            for p in group["params"]:
+                avg = self.state[p].get("average_buffer") if p in self.state else None
+                if avg is not None:
+                    kept[id(p)] = (p, p.detach().clone(memory_format=torch.preserve_format))
+                    p.copy_(avg)
+        self._training_weights = kept
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the training iterate back after ``eval()``."""
+        if self._training_weights is None:
+            return
+        for p, x in self._training_weights.values():
+            p.copy_(x)
+        self._training_weights = None
 
     # -- what the user sees -------------------------------------------------------------
     @property
@@ -153,6 +184,9 @@ class SecantOptimizer(Optimizer):
         exception propagates. After a step ``p.grad`` is the training gradient, or None.
         """
         self._refuse_unsupported_call(closure)
+        if self._training_weights is not None:
+            raise RuntimeError(f"{type(self).__name__}.step() after opt.eval(): the parameters "
+                               "hold the averaged weights; call opt.train() before stepping")
         if self._stepping:
             raise RuntimeError(f"{type(self).__name__}.step() was called from inside a "
                                "closure of a step that is still running")
@@ -317,6 +351,9 @@ class SecantOptimizer(Optimizer):
             for b in w.buckets:
                 b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
                                  **w.options)
+                if w.group["average"]:
+                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
+                                      w.state)
 
     def _warn_if_stalled(self) -> None:
         """Warn once when a lookahead did not move the evaluation (the ``STALLED`` counter:
@@ -368,23 +405,33 @@ class SecantOptimizer(Optimizer):
         return st
 
     def _kernel_momenta(self, bucket) -> List[torch.Tensor]:
-        """The bucket's momentum buffers as the kernels take them (kept with the plan)."""
-        momenta = bucket.cache.get("momenta")
-        if momenta is None:
-            momenta = [_plan.local(self._momentum_buffer(p)) for p in bucket.params]
-            bucket.cache["momenta"] = momenta
-        return momenta
+        return self._kernel_buffers(bucket, "momentum_buffer")
+
+    def _kernel_buffers(self, bucket, name: str) -> List[torch.Tensor]:
+        """The bucket's per-parameter buffers ``name`` (momentum, average) as the kernels
+        take them, kept with the plan."""
+        buffers = bucket.cache.get(name)
+        if buffers is None:
+            buffers = [_plan.local(self._buffer(p, name)) for p in bucket.params]
+            bucket.cache[name] = buffers
+        return buffers
 
     def _momentum_buffer(self, p):
-        """The momentum buffer of ``p``, following its dtype, device and layout."""
+        return self._buffer(p, "momentum_buffer")
+
+    def _buffer(self, p, name: str):
+        """The buffer ``name`` of ``p``, following its dtype, device and layout: momentum
+        starts at zeros (the first applied step makes it the gradient), the average at p."""
         st = self.state[p]
-        buf = st.get("momentum_buffer")
-        if buf is None:  # zeros until the first applied step makes it the gradient
-            buf = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["momentum_buffer"] = buf
+        buf = st.get(name)
+        if buf is None:
+            buf = torch.zeros_like(p, memory_format=torch.preserve_format) \
+                if name == "momentum_buffer" else \
+                p.detach().clone(memory_format=torch.preserve_format)
+            st[name] = buf
         elif buf.dtype != p.dtype or buf.device != p.device or buf.stride() != p.stride():
             buf = torch.empty_like(p, memory_format=torch.preserve_format).copy_(buf)
-            st["momentum_buffer"] = buf
+            st[name] = buf
         return buf
 
     def _raise_if_skipped(self, state, work: List[_plan.GroupWork]) -> None:

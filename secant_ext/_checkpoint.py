@@ -13,7 +13,8 @@ from . import _layout as layout
 # the old behaviour: a checkpoint saved before an option existed loads with it.
 GROUP_DEFAULTS = dict(rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
                       momentum=0.0, nesterov=False, sign_scale="mean", backend="auto",
-                      lookahead="auto", lr=1.0, max_grad_norm=None, curvature_every=1)
+                      lookahead="auto", lr=1.0, max_grad_norm=None, curvature_every=1,
+                      average=False)
 
 
 def fill_group_defaults(param_groups, defaults) -> None:
@@ -26,8 +27,9 @@ def fill_group_defaults(param_groups, defaults) -> None:
 
 # Group states of older versions are shorter: the fields since added take their initial
 # values (LR and MAX_GRAD_NORM are written again before every step anyway).
-# 12: before STALLED; 13: before LR, MAX_GRAD_NORM, STEP_SIZE; 16: before the alpha carry
-_OLDER_STATE_SIZES = (12, 13, 16)
+# 12: before STALLED; 13: before LR, MAX_GRAD_NORM, STEP_SIZE; 16: before the alpha carry;
+# 21: before the averaged iterate
+_OLDER_STATE_SIZES = (12, 13, 16, 21)
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 
 from . import _triton
 
-OPS = ("lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha", "update")
+OPS = ("lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update")
 
 for _name in OPS:
     torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(_triton, _name))

@@ -48,6 +48,11 @@ def _restore(x, backup) -> None:
     return None
 
 
+@torch.library.register_fake("secant_ext::average")
+def _average(avg, x, state) -> None:
+    return None
+
+
 @torch.library.register_fake("secant_ext::secant_stats")
 def _secant_stats(s, g_plus, g, x, m, state, *, momentum, nesterov, weight_decay, sign_mode):
     dtype = torch.float64 if len(s) and s[0].dtype == torch.float64 else torch.float32

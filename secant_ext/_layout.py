@@ -40,7 +40,11 @@ BETA_POWER = 17    # CARRY_BETA ** MEASURED
 MEASURED = 18      # steps that measured the curvature (and were not skipped)
 LAST_MEASURED = 19 # 1.0 if the latest step measured the curvature
 CARRY_BETA = 20    # input: the EMA's weight on its old value (0.9)
-STATE_SIZE = 21
+# average=True: avg <- avg + w (x - avg) after each applied update, w = max(1 / TAKEN,
+# AVG_FLOOR): the plain mean of the iterates, then an EMA over the last ~1/AVG_FLOOR.
+AVG_WEIGHT = 21    # w of the latest step (written by secant_alpha)
+AVG_FLOOR = 22     # input: the floor of w (0.01)
+STATE_SIZE = 23
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0
@@ -57,6 +61,7 @@ SIGN_UNSCALED = 2  # alpha * sign(v)
 
 
 CARRY_BETA_DEFAULT = 0.9
+AVG_FLOOR_DEFAULT = 0.01
 
 
 def initial_state_values():
@@ -68,4 +73,6 @@ def initial_state_values():
     values[STEP_SIZE] = 1.0
     values[BETA_POWER] = 1.0
     values[CARRY_BETA] = CARRY_BETA_DEFAULT
+    values[AVG_WEIGHT] = 1.0
+    values[AVG_FLOOR] = AVG_FLOOR_DEFAULT
     return values

@@ -43,9 +43,12 @@ def check_curvature_every(value) -> None:
         raise ValueError(f"curvature_every must be an integer >= 1, got {value!r}")
 
 
-def check_options(*, lr, max_grad_norm, curvature_every, rule, safeguard, nonfinite,
-                  weight_decay, momentum, nesterov, sign_scale, backend, lookahead) -> None:
+def check_options(*, lr, max_grad_norm, curvature_every, average, rule, safeguard,
+                  nonfinite, weight_decay, momentum, nesterov, sign_scale, backend,
+                  lookahead) -> None:
     """The constructor's options, before any param group exists."""
+    if not isinstance(average, bool):
+        raise ValueError(f"average must be True or False, got {average!r}")
     check_lr(lr)
     check_max_grad_norm(max_grad_norm)
     check_curvature_every(curvature_every)

@@ -41,6 +41,15 @@ def restore(x: Tensors, backup: Tensors) -> None:
         xi.copy_(bi)
 
 
+def average(avg: Tensors, x: Tensors, state: torch.Tensor) -> None:
+    """``avg <- avg + w (x - avg)`` with ``w = state[AVG_WEIGHT]``, after an applied update
+    (nothing on a skipped step): the averaged iterate of ``average=True``."""
+    skip = state[_layout.LAST_SKIPPED] != 0
+    for ai, xi in zip(avg, x):
+        w = state[_layout.AVG_WEIGHT].to(ai.dtype)
+        ai.copy_(torch.where(skip, ai, ai + w * (xi - ai)))
+
+
 def _direction(g, x, m, mom_ready, momentum, nesterov, weight_decay):
     """The update direction of one tensor and its new momentum buffer (None without momentum)."""
     if weight_decay != 0:
@@ -162,6 +171,11 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     clip = state[_layout.MAX_GRAD_NORM] / (sums[_layout.COL_G_SQ].sqrt() + 1e-6)
     clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
     new[_layout.STEP_SIZE] = step * state[_layout.LR] * clip
+    # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
+    taken = new[_layout.TAKEN]
+    weight = torch.where(taken > 0, 1 / taken, torch.ones_like(taken))
+    new[_layout.AVG_WEIGHT] = torch.where(weight > state[_layout.AVG_FLOOR], weight,
+                                          state[_layout.AVG_FLOOR])
     state.copy_(new)
 
 

@@ -62,6 +62,9 @@ class SpecOptimizer:
     lr: float = 1.0                       # multiplies alpha
     max_grad_norm: Optional[float] = None  # clips the step by |g|, as clip_grad_norm_
     curvature_every: int = 1               # measure on every k-th step, carry in between
+    average: bool = False                  # keep the averaged iterate in ``avg``
+    avg: Optional[List[np.ndarray]] = None
+    taken: int = 0
     carry_beta: float = 0.9
     alpha: float = 1.0
     ema: float = 0.0
@@ -114,3 +117,8 @@ class SpecOptimizer:
                 xi -= step * scale * np.sign(di)
             else:
                 xi -= step * di
+        self.taken += 1
+        if self.average:  # avg <- avg + w (x - avg), w = max(1 / steps taken, 0.01)
+            w = max(1.0 / self.taken, 0.01)
+            self.avg = [xi.copy() for xi in x] if self.avg is None else \
+                [ai + w * (xi - ai) for ai, xi in zip(self.avg, x)]

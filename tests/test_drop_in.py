@@ -11,7 +11,7 @@ import torch
 
 import secant_ext
 from independent import LeastSquares, SpecOptimizer
-from test_optimizer import VARIANTS, run_secant
+from test_optimizer import VARIANTS, make_closures, run_secant, torch_problem
 
 BACKENDS = ["reference", "cpp"]
 
@@ -130,6 +130,55 @@ def test_curvature_every_k_calls_the_closure_once_between_measurements():
     assert measured == [True, False, False, True, False, False, True]
     assert per_step == [(1, 2) if m else (1, 0) for m in measured]
     assert opt.last_stats.stalled_total.item() == 0
+
+
+# --- average=True ----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["sgd", "sgdm-nesterov-wd", "signum"])
+def test_averaged_iterate_matches_independent_float64(variant, backend):
+    """``avg <- avg + w (x - avg)``, ``w = max(1 / steps, 0.01)``, after every update;
+    opt.eval() shows it, opt.train() puts the training iterate back bit for bit, and the
+    training trajectory is the one without averaging."""
+    cls, kwargs, spec_kwargs = VARIANTS[variant]
+    problem = LeastSquares.make()
+    w0, plain, _ = run_secant(cls, kwargs, problem, 30, False, backend)
+    spec = SpecOptimizer(average=True, curvature_every=2, **spec_kwargs)
+    x = [w.copy() for w in w0]
+    for t in range(30):
+        spec.step(problem, x, t, False)
+
+    w0, params, X, Y = torch_problem(problem)
+    opt = cls(params, backend=backend, average=True, curvature_every=2, **kwargs)
+    t_ref = [0]
+    closure, _ = make_closures(opt, params, X, Y, problem, t_ref)
+    for t_ref[0] in range(30):
+        opt.step(closure)
+    training = [p.detach().clone() for p in params]
+    for a, b in zip(training, x):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-12)
+    opt.eval()
+    for a, b in zip(params, spec.avg):
+        np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(RuntimeError, match="opt.train"):
+        opt.step(closure)
+    opt.train()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(training, params))
+
+
+def test_averaged_iterate_survives_a_checkpoint():
+    """state_dict carries the average: a resumed optimizer continues bit for bit."""
+    def run(split):
+        model, X, Y = _quadratic_mlp()
+        opt = secant_ext.SecantSGDM(model.parameters(), average=True, backend="cpp")
+        for t in range(6):
+            if t == split:
+                state = copy.deepcopy(opt.state_dict())
+                opt = secant_ext.SecantSGDM(model.parameters(), average=True, backend="cpp")
+                opt.load_state_dict(state)
+            opt.step(_closure(opt, model, X, Y))
+        opt.eval()
+        return [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(run(None), run(3)))
 
 
 # --- schedulers ---------------------------------------------------------------------------

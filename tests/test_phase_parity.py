@@ -106,6 +106,32 @@ def test_lookahead_inplace_then_restore(impl, device, case, dtype):
         "restore must give back the bits of x"
 
 
+@pytest.mark.parametrize("skipped", [False, True], ids=["applied", "skipped"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("impl,device,case", impl_params(
+    {impl: list(cases) for impl, cases in SIZE_CASES.items()}))
+def test_average(impl, device, case, dtype, skipped):
+    """``avg + w (x - avg)`` computed in the compute type and rounded once: within 3
+    roundings of the compute type (subtract, multiply, add) of the float64 value, plus the
+    one to the dtype; a skipped step writes nothing."""
+    inp = make_inputs(SIZE_CASES[impl][case], dtype, seed=2, device=device)
+    avg, x = inp["m"], inp["x"]
+    before = numerics.clones(avg)
+    state = make_state(device, taken=3, skipped=skipped)
+    w = 0.3125  # exact in every dtype
+    state[layout.AVG_WEIGHT] = w
+    impl.ops().average(avg, x, state)
+    if skipped:
+        numerics.assert_bitwise_lists("a skipped step leaves the average", avg, before)
+        return
+    u = numerics.unit_roundoff(numerics.compute_dtype(dtype))
+    for got, a, xi in zip(avg, numerics.f64(before), numerics.f64(x)):
+        truth = a + w * (xi - a)
+        tol = numerics.gamma(3, u) * (a.abs() + w * (xi.abs() + a.abs())) + \
+            numerics.unit_roundoff(dtype) * truth.abs() * (dtype not in FULL)
+        assert_within("average", got.double().cpu(), truth, tol)
+
+
 # --- secant_stats ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Variant:

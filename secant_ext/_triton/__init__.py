@@ -10,9 +10,9 @@ No function reads a device value on the host, so a step never synchronizes.
 """
 from ._tables import clear_cache, num_partial_rows
 from .alpha import secant_alpha
-from .lookahead import lookahead, lookahead_inplace, restore
+from .lookahead import average, lookahead, lookahead_inplace, restore
 from .stats import secant_stats
 from .update import update
 
-__all__ = ["lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha", "update", "num_partial_rows",
+__all__ = ["lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update", "num_partial_rows",
            "clear_cache"]

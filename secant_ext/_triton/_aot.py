@@ -30,18 +30,25 @@ def _signatures(table_type: str):
                   "col_stride": "i32", "state": "*fp64"},
         "update": {**_PTR_TABLE, "hyper": "*i64", "table": table_type, "n_rows": "i32",
                    "row_stride": "i32", "col_stride": "i32", "state": "*fp64"},
+        "lookahead_inplace": dict(_PTR_TABLE),
+        "restore": dict(_PTR_TABLE),
+        "average": {**_PTR_TABLE, "state": "*fp64"},
     }
 
 
 def _kernel_files():
     """The four kernel files as modules. Not ``from . import update``: the package's
     attributes ``lookahead`` and ``update`` are the launchers it re-exports, not the files."""
-    return {name: importlib.import_module(f"{__package__}.{name}")
-            for name in ("lookahead", "stats", "alpha", "update")}
+    files = {name: importlib.import_module(f"{__package__}.{name}")
+             for name in ("lookahead", "stats", "alpha", "update")}
+    for kernel in ("lookahead_inplace", "restore", "average"):  # in the lookahead file
+        files[kernel] = files["lookahead"]
+    return files
 
 
 def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
     """(kernel name, variant label, constexprs) of the launches the phases make."""
+    import torch
     import triton.language as tl
 
     from .. import _layout
@@ -54,6 +61,15 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
     for dt in dtypes:
         acc = tl.float64 if dt == tl.float64 else tl.float32
         yield "lookahead", f"{dt}", dict(DTYPE=dt, ACC=acc, ALIGNED=True, **base)
+        bits = files["lookahead"]._BITS[{tl.float32: torch.float32, tl.float64: torch.float64,
+                                         tl.bfloat16: torch.bfloat16,
+                                         tl.float16: torch.float16}[dt]]
+        yield "lookahead_inplace", f"{dt}", dict(DTYPE=dt, BITS=bits, ACC=acc, ALIGNED=True,
+                                                 **base)
+        yield "restore", f"{dt}", dict(BITS=bits, ALIGNED=True, **base)
+        yield "average", f"{dt}", dict(DTYPE=dt, ACC=acc, ALIGNED=True,
+                                       LAST_SKIPPED=_layout.LAST_SKIPPED,
+                                       AVG_WEIGHT=_layout.AVG_WEIGHT, **base)
         flags = itertools.product([False, True], repeat=5) if full else \
             [(True, True, True, True, True), (False, False, False, False, False)]
         for has_g, sign, has_m, nesterov, has_wd in flags:

@@ -34,6 +34,7 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   STEP_SIZE: tl.constexpr, ALPHA_EMA: tl.constexpr,
                   BETA_POWER: tl.constexpr, MEASURED: tl.constexpr,
                   LAST_MEASURED: tl.constexpr, CARRY_BETA: tl.constexpr,
+                  AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
                   MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
     rows = tl.arange(0, RBLOCK).to(tl.int64)
@@ -106,6 +107,11 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
     clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(g_sq) + eps)
     clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
     tl.store(state + STEP_SIZE, applied * tl.load(state + LR) * clip)
+    # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
+    taken_now = taken + finite.to(tl.float64)
+    weight = tl.where(taken_now > 0, 1.0 / taken_now, 1.0)
+    floor = tl.load(state + AVG_FLOOR)
+    tl.store(state + AVG_WEIGHT, tl.where(weight > floor, weight, floor))
 
 
 # The _layout constants _alpha_kernel takes as constexprs, by name.
@@ -114,7 +120,7 @@ LAYOUT_CONSTEXPRS = dict(
         "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
         "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
         "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED", "LAST_MEASURED", "CARRY_BETA",
-        "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
+        "AVG_WEIGHT", "AVG_FLOOR", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
     RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 

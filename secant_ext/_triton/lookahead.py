@@ -1,11 +1,13 @@
-"""Phase 1: ``out = x + s`` over every tensor of a bucket, one launch; and the in-place
-lookahead (``backup = x; x = x + s``) with its restore copy."""
+"""Phase 1: ``out = x + s`` over every tensor of a bucket, one launch; the in-place
+lookahead (``backup = x; x = x + s``) with its restore copy; and the averaged iterate
+(``avg <- avg + w (x - avg)``) of ``average=True``: the elementwise kernels."""
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
+from .. import _layout
 from . import _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, load_block, store_block, typed_ptr, types_of
@@ -128,3 +130,51 @@ def restore(x: Tensors, backup: Tensors) -> None:
     """``x = backup``, bit for bit."""
     _launch_elementwise(_restore_kernel, ("x", "backup"), (x, backup),
                         BITS=_BITS.get(x[0].dtype) if len(x) else None)
+
+
+@triton.jit
+def _average_block(avg, x, off, lanes, n_left, w, MASKED: tl.constexpr, ALIGNED: tl.constexpr,
+                   DTYPE: tl.constexpr, ACC: tl.constexpr):
+    a_base = block_base(avg, off, ALIGNED)
+    a = load_block(a_base, lanes, n_left, MASKED, ACC)
+    xv = load_block(block_base(x, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    store_block(a_base, lanes, n_left, a + w * (xv - a), MASKED, DTYPE)
+
+
+@triton.jit
+def _average_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, state,
+                    LAST_SKIPPED: tl.constexpr, AVG_WEIGHT: tl.constexpr,
+                    DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                    CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    end = tl.where(tl.load(state + LAST_SKIPPED) != 0, start, end)  # skipped: nothing
+    w = tl.load(state + AVG_WEIGHT).to(ACC)
+    avg = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+    x = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
+    lanes = tl.arange(0, BLOCK)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        _average_block(avg, x, off, lanes, BLOCK, w, False, ALIGNED, DTYPE, ACC)
+    for off in range(full_end, end, BLOCK):
+        _average_block(avg, x, off, lanes, end - off, w, True, False, DTYPE, ACC)
+
+
+def average(avg: Tensors, x: Tensors, state: torch.Tensor) -> None:
+    """``avg <- avg + w (x - avg)``, ``w = state[AVG_WEIGHT]``; nothing on a skipped step."""
+    if state.dtype != torch.float64 or state.numel() != _layout.STATE_SIZE:
+        raise ValueError(f"state must be a float64 tensor of {_layout.STATE_SIZE} values, got "
+                         f"{state.dtype} of shape {tuple(state.shape)}")
+    check_lists(("avg", "x"), (avg, x))
+    if not len(avg):
+        return
+    tab = _tables.launch_tables((avg, x), avg[0].device)
+    if tab.n_chunks == 0:
+        return
+    dtype, acc = types_of(avg[0].dtype)
+    with device_guard(avg[0].device):
+        _average_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, state,
+            LAST_SKIPPED=_layout.LAST_SKIPPED, AVG_WEIGHT=_layout.AVG_WEIGHT, DTYPE=dtype,
+            ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            num_warps=NUM_WARPS)
