@@ -95,6 +95,20 @@ def state(dev, taken=2, alpha=0.3):
 
 
 # -- parity --------------------------------------------------------------------------------------
+def _inplace_parity(x, s, expected):
+    """lookahead_inplace writes the bits of x to the backup and those of the swap's
+    ``expected`` (x + s) to x; restore gives x back bit for bit."""
+    x_before = [t.clone() for t in x]
+    backup = [torch.empty_like(t) for t in x]
+    _triton.lookahead_inplace(x, s, backup)
+    ok = all(torch.equal(a.view(torch.int16 if a.element_size() == 2 else torch.int32),
+                         b.view(torch.int16 if b.element_size() == 2 else torch.int32))
+             for a, b in zip(backup, x_before))
+    ok = ok and all(torch.equal(a, b) for a, b in zip(x, expected))
+    _triton.restore(x, backup)
+    return ok and all(torch.equal(a, b) for a, b in zip(x, x_before))
+
+
 def parity(dev, n):
     """Each phase within the budgets of tests/numerics.py (errors reported in units of the
     budget: <= 1 passes), bf16 also against twice the error of the reference run in bf16."""
@@ -129,14 +143,18 @@ def parity(dev, n):
                 except AssertionError as exc:
                     stats_ok = upd_ok = False
                     stat_msg = upd_msg = str(exc)[:500]
+            inplace_ok = _inplace_parity(x, s, out)
             row = dict(sizes=label, dtype=str(dtype), numel=sum(sizes), tensors=len(sizes),
                        table_rows=n_rows, lookahead_bitwise=look_ok, stats_ok=stats_ok,
-                       stats=stat_msg, update_ok=upd_ok, update=upd_msg)
+                       stats=stat_msg, update_ok=upd_ok, update=upd_msg,
+                       inplace_bitwise=inplace_ok)
             log(f"[parity] {label} {dtype}: lookahead bitwise={look_ok}; stats {stat_msg}; "
-                f"update (nesterov, wd) {upd_msg}")
+                f"update (nesterov, wd) {upd_msg}; in-place lookahead and restore bitwise="
+                f"{inplace_ok}")
             rows.append(row)
             del x, s, gp, g, m, out, xt, mt, table
-    ok = all(r["lookahead_bitwise"] and r["stats_ok"] and r["update_ok"] for r in rows)
+    ok = all(r["lookahead_bitwise"] and r["stats_ok"] and r["update_ok"] and
+             r["inplace_bitwise"] for r in rows)
     return {"ok": ok, "rows": rows}
 
 
@@ -347,10 +365,18 @@ def timing(dev, n):
         st = state(dev, alpha=1e-6)
         st_alpha = st.clone()
         table = _triton.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION)
+        backup = [torch.empty_like(t) for t in x]
         cases = [
             ("copy (same bytes)", 8 * N, lambda: dst.copy_(src), None),
             ("lookahead", 12 * N, lambda: _triton.lookahead(x, s, out),
              lambda: reference.lookahead(x, s, out)),
+            # repeated without a restore, x drifts by s (1e-3) a call: harmless for timing
+            ("lookahead_inplace", 16 * N, lambda: _triton.lookahead_inplace(x, s, backup),
+             lambda: reference.lookahead_inplace(x, s, backup)),
+            ("restore", 8 * N, lambda: _triton.restore(x, backup),
+             lambda: reference.restore(x, backup)),
+            ("average", 12 * N, lambda: _triton.average(m, x, st),
+             lambda: reference.average(m, x, st)),
             ("secant_stats", 8 * N,
              lambda: _triton.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION),
              lambda: reference.secant_stats(s, gp, [], x, [], st, **NO_DIRECTION)),
@@ -377,7 +403,7 @@ def timing(dev, n):
             rows.append(row)
             log(f"[timing] {label} {name}: {med:.4f} ms [{lo:.4f}, {hi:.4f}] {gbs:.0f} GB/s "
                 f"({row['vs_copy']:.2f} of copy); eager reference {ref_ms:.4f} ms")
-        del x, s, gp, g, m, out, src, dst
+        del x, s, gp, g, m, out, src, dst, backup
     return {"ok": True, "rows": rows}
 
 
