@@ -27,13 +27,18 @@ def test_lr_and_clipping_match_independent_float64(variant, probe, backend, lr,
     measured on the unclipped gradients. 30 steps against the NumPy float64 algorithm, to
     the tolerance of the trajectory test in test_optimizer.py (same arithmetic, other
     orders)."""
+    assert_matches_independent(variant, probe, backend, lr=lr, max_grad_norm=max_grad_norm)
+
+
+def assert_matches_independent(variant, probe, backend, steps=30, **options):
+    """``steps`` steps of the optimizer with ``options`` equal the NumPy float64 algorithm
+    with the same options, to the tolerance of the trajectory test in test_optimizer.py."""
     cls, kwargs, spec_kwargs = VARIANTS[variant]
     problem = LeastSquares.make()
-    options = dict(kwargs, lr=lr, max_grad_norm=max_grad_norm)
-    w0, got, alphas = run_secant(cls, options, problem, 30, probe, backend)
-    spec = SpecOptimizer(lr=lr, max_grad_norm=max_grad_norm, **spec_kwargs)
+    w0, got, alphas = run_secant(cls, dict(kwargs, **options), problem, steps, probe, backend)
+    spec = SpecOptimizer(**spec_kwargs, **options)
     x = [w.copy() for w in w0]
-    for t in range(30):
+    for t in range(steps):
         spec.step(problem, x, t, probe)
     np.testing.assert_allclose(alphas, spec.alphas, rtol=1e-9, atol=0)
     for a, b in zip(got, x):
@@ -95,17 +100,7 @@ def test_clipping_leaves_alpha_alone_and_bounds_the_step(backend):
 def test_curvature_every_k_matches_independent_float64(k, variant, probe, backend):
     """Every k-th step measures (two evaluations); the others take the bias-corrected EMA
     (weight 0.9) of the measured alphas. k = 1 is the paper's rule, every step measured."""
-    cls, kwargs, spec_kwargs = VARIANTS[variant]
-    problem = LeastSquares.make()
-    w0, got, alphas = run_secant(cls, dict(kwargs, curvature_every=k, lr=0.8), problem, 30,
-                                 probe, backend)
-    spec = SpecOptimizer(curvature_every=k, lr=0.8, **spec_kwargs)
-    x = [w.copy() for w in w0]
-    for t in range(30):
-        spec.step(problem, x, t, probe)
-    np.testing.assert_allclose(alphas, spec.alphas, rtol=1e-9, atol=0)
-    for a, b in zip(got, x):
-        np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-12)
+    assert_matches_independent(variant, probe, backend, curvature_every=k, lr=0.8)
 
 
 def test_curvature_every_k_calls_the_closure_once_between_measurements():
