@@ -2,15 +2,20 @@
 
 For each param group:
 
-1. ``closure()`` at ``x_t`` gives the training gradient ``g``.
-2. ``probe_closure()`` at ``x_t`` gives ``s`` (without one, ``s = g``).
+1. ``closure()`` at ``x_t`` gives the training gradient ``g`` (plus any gradient from
+   earlier micro-batches, ``_grads``).
+2. ``probe_closure()`` at ``x_t`` gives ``s`` (without one, ``s`` is the closure's own
+   gradient).
 3. The closure that gave ``s`` runs again at ``x_t + s`` and gives ``g_plus``
-   (``_lookahead``: the parameters are restored exactly, the RNG replayed).
+   (``_lookahead``: the parameters are restored exactly, the RNG replayed). Steps that do
+   not measure (``curvature_every`` > 1) skip 2 and 3.
 4. ``secant_stats`` sums ``<s,y>, |s|^2, |y|^2`` (``y = g_plus - s``), ``secant_alpha``
-   turns them into alpha on the device, and ``update`` moves the parameters.
+   turns them into alpha (or the carried alpha) and the step size on the device,
+   ``update`` moves the parameters, and ``average`` the averaged iterate.
 
-Gradients are *moved* out of ``p.grad`` after each evaluation, never copied; after the
-step ``p.grad`` holds the training gradient again.
+The buckets the kernels take come from ``_plan`` (kept from step to step while nothing
+changes). Gradients are *moved* out of ``p.grad`` after each evaluation, never copied;
+after the step ``p.grad`` holds the training gradient again.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from torch.utils.hooks import RemovableHandle
 
 from . import _backends, _checkpoint, _layout as layout, _options, _plan
 from . import distributed as _distributed
+from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
 from ._stats import SecantStats
 
@@ -78,7 +84,7 @@ class SecantOptimizer(Optimizer):
         self._lookahead = Lookahead()
         self._stepping = False       # a step is running (a closure calling step() again)
         self._zeroed_in_step = False  # a closure called zero_grad() during this step
-        self._left_grads = {}         # id(p) -> (gradient put back in p.grad, its version)
+        self._grads = GradientLedger()  # earlier gradients vs the ones a step left
         self._curvature_clock = 0     # steps so far, for curvature_every (not checkpointed:
         self._forget_plan()           # the first step after a resume measures)
         self._training_weights = None  # {id(p): x} while opt.eval() shows the averages
@@ -99,7 +105,7 @@ class SecantOptimizer(Optimizer):
         _checkpoint.fill_group_defaults(self.param_groups, self.defaults)
         for name, value in (("process_group", None), ("_lookahead", Lookahead()),
                             ("_stepping", False), ("_zeroed_in_step", False),
-                            ("_left_grads", {}), ("_curvature_clock", 0),
+                            ("_grads", GradientLedger()), ("_curvature_clock", 0),
                             ("_training_weights", None)):
             self.__dict__.setdefault(name, value)
         self._forget_plan()
@@ -200,18 +206,13 @@ class SecantOptimizer(Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         devices = {p.device for p in params}
         rng_before_train = RngState(devices)
-        earlier = self._set_aside_earlier_grads(params)
-        try:
-            with torch.enable_grad():
-                loss = closure()
-        except BaseException:
-            self._put_back(earlier)
-            raise
-        if loss is None:
-            self._put_back(earlier)
-            raise TypeError(f"{type(self).__name__}.step(): the closure returned None; it "
-                            "must return the loss it computed")
-        accumulated = self._accumulated(earlier)
+        earlier = self._grads.set_aside(params)
+        with self._grads.put_back_on_error(earlier), torch.enable_grad():
+            loss = closure()
+            if loss is None:
+                raise TypeError(f"{type(self).__name__}.step(): the closure returned None; "
+                                "it must return the loss it computed")
+        accumulated = self._grads.accumulated(earlier, self._zeroed_in_step)
         work = self._plan()
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
@@ -236,13 +237,7 @@ class SecantOptimizer(Optimizer):
         finally:
             for b in buckets:
                 b.restore_training_grads()
-            stepped = {id(p) for b in buckets for p in b.params}
-            if len(stepped) < len(params):
-                for p in params:  # a gradient only from the probe or the lookahead: dropped
-                    if id(p) not in stepped:
-                        p.grad = None
-            self._left_grads = {id(p): (g, g._version) for b in buckets
-                                for p, g in zip(b.params, b.taken_grads) if g is not None}
+            self._grads.after_step(params, buckets)
         self._warn_if_stalled()
         return loss
 
@@ -269,43 +264,6 @@ class SecantOptimizer(Optimizer):
     def _forget_plan(self) -> None:
         """After anything that replaces state or groups (load_state_dict, a new group)."""
         self._plan_key, self._plan_template = None, []
-
-    def _set_aside_earlier_grads(self, params):
-        """Gradients in ``p.grad`` before the closure runs: the ones this optimizer left
-        after its last step are stale and dropped; any other (``backward()`` on earlier
-        micro-batches) is set aside, and ``p.grad`` becomes a zero tensor, so that a closure
-        that accumulates adds exactly its own gradient to it, and one that resets the
-        gradients replaces it. Returns ``{p: (earlier gradient, the zero tensor)}``."""
-        earlier = {}
-        left_grads = self._left_grads
-        for p in params:
-            g = p.grad
-            if g is None:
-                continue
-            left = left_grads.get(id(p))
-            if left is not None and left[0] is g and left[1] == g._version:
-                p.grad = None
-            else:
-                zeros = torch.zeros_like(g)
-                earlier[id(p)] = (p, g, zeros)
-                p.grad = zeros
-        return earlier
-
-    def _put_back(self, earlier) -> None:
-        """A closure that raised: the earlier gradients are back, with what it added."""
-        for p, g, zeros in earlier.values():
-            if p.grad is zeros:
-                p.grad = g.add_(zeros)
-            elif p.grad is None:
-                p.grad = g
-
-    def _accumulated(self, earlier):
-        """``{id(p): earlier gradient}`` for the closure to accumulate onto: those whose
-        zero tensor is still ``p.grad`` (the closure added to it), unless it called
-        zero_grad()."""
-        if self._zeroed_in_step:
-            return {}
-        return {key: g for key, (p, g, zeros) in earlier.items() if p.grad is zeros}
 
     def _refuse_unsupported_call(self, closure) -> None:
         # The scaler first: it calls step() without a closure, and its message is the clearer.

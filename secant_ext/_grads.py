@@ -1,0 +1,75 @@
+"""What ``p.grad`` holds around a step: gradients from earlier micro-batches, and the
+training gradient the optimizer leaves after a step (docs/ALGORITHM.md, 'The step').
+
+Gradients in ``p.grad`` when a step starts that the optimizer did not leave there
+(``backward()`` on earlier micro-batches) are accumulated: added to the training gradient,
+while the closure's own gradient is the probe. A closure that resets the gradients
+discards them, as with ``torch.optim.LBFGS``. The gradient the optimizer left after its
+previous step (the same tensor, unmodified) is stale and dropped.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Tuple
+
+import torch
+
+
+class GradientLedger:
+    """Tells earlier gradients from the ones this optimizer left, step to step."""
+
+    def __init__(self):
+        self.left: Dict[int, Tuple[torch.Tensor, int]] = {}  # id(p) -> (grad, its version)
+
+    def set_aside(self, params: List[torch.Tensor]):
+        """Before the closure runs: drop the stale gradients this optimizer left; set any
+        other aside, with ``p.grad`` a zero tensor, so that a closure that accumulates adds
+        exactly its own gradient to it, and one that resets the gradients replaces it.
+        Returns ``{id(p): (p, earlier gradient, the zero tensor)}``."""
+        earlier = {}
+        for p in params:
+            g = p.grad
+            if g is None:
+                continue
+            left = self.left.get(id(p))
+            if left is not None and left[0] is g and left[1] == g._version:
+                p.grad = None
+            else:
+                zeros = torch.zeros_like(g)
+                earlier[id(p)] = (p, g, zeros)
+                p.grad = zeros
+        return earlier
+
+    @staticmethod
+    @contextlib.contextmanager
+    def put_back_on_error(earlier) -> Iterator[None]:
+        """A closure that raises: the earlier gradients are back, with what it added."""
+        try:
+            yield
+        except BaseException:
+            for p, g, zeros in earlier.values():
+                if p.grad is zeros:
+                    p.grad = g.add_(zeros)
+                elif p.grad is None:
+                    p.grad = g
+            raise
+
+    @staticmethod
+    def accumulated(earlier, closure_zeroed: bool):
+        """``{id(p): earlier gradient}`` to accumulate onto: those whose zero tensor is still
+        ``p.grad`` (the closure added to it), unless the closure called zero_grad()."""
+        if closure_zeroed:
+            return {}
+        return {key: g for key, (p, g, zeros) in earlier.items() if p.grad is zeros}
+
+    def after_step(self, params, buckets) -> None:
+        """``p.grad`` is now the training gradient of every stepped parameter (put back by
+        the buckets), and None elsewhere (a gradient from the probe or the lookahead alone
+        is dropped); remember what was left, to know it as stale next step."""
+        stepped = {id(p) for b in buckets for p in b.params}
+        if len(stepped) < len(params):
+            for p in params:
+                if id(p) not in stepped:
+                    p.grad = None
+        self.left = {id(p): (g, g._version) for b in buckets
+                     for p, g in zip(b.params, b.taken_grads) if g is not None}
