@@ -6,6 +6,7 @@ from ._base import SecantOptimizer
 from ._lookahead import frozen_batchnorm
 from ._stats import SecantStats
 from .history import StepHistory
+from .probes import slice_probe
 from .sgd import SecantSGD
 from .sgdm import SecantSGDM
 from .signsgd import SecantSignSGD
@@ -13,7 +14,8 @@ from .signsgd import SecantSignSGD
 __version__ = "0.1.0"
 
 __all__ = ["SecantOptimizer", "SecantSGD", "SecantSGDM", "SecantSignSGD", "SecantStats",
-           "StepHistory", "frozen_batchnorm", "cpp_available", "triton_available", "backend_for", "__version__"]
+           "StepHistory", "frozen_batchnorm", "slice_probe", "cpp_available",
+           "triton_available", "backend_for", "__version__"]
 
 
 def backend_for(device="cpu", backend: str = "auto") -> str:

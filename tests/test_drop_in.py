@@ -447,3 +447,47 @@ def test_step_without_a_closure_points_to_the_integrations():
     opt = secant_ext.SecantSGD([torch.zeros(2, requires_grad=True)])
     with pytest.raises(TypeError, match="docs/INTEGRATIONS.md"):
         opt.step()
+
+
+# --- slice_probe ------------------------------------------------------------------------------
+def test_slice_probe_is_the_hand_written_probe_on_the_first_rows():
+    """The helper's probe closure gives the step of a hand-written probe closure on the
+    first rows of the batch, bit for bit."""
+    def run(helper):
+        model, X, Y = _quadratic_mlp()
+        opt = secant_ext.SecantSGD(model.parameters(), backend="cpp")
+
+        def loss_of(x, y):
+            return ((model(x) - y) ** 2).mean()
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_of(X, Y)
+            loss.backward()
+            return loss
+
+        def by_hand():
+            opt.zero_grad()
+            loss = loss_of(X[:8], Y[:8])
+            loss.backward()
+            return loss
+        probe = secant_ext.slice_probe(loss_of, X, Y, size=8) if helper else by_hand
+        for _ in range(3):
+            opt.step(closure, probe_closure=probe)
+        return [p.detach().clone() for p in model.parameters()], opt.last_stats.alpha
+    (p_helper, a_helper), (p_hand, a_hand) = run(True), run(False)
+    assert torch.equal(a_helper, a_hand) and a_helper.item() < 1
+    assert all(torch.equal(a, b) for a, b in zip(p_helper, p_hand))
+
+
+@pytest.mark.parametrize("args,match", [
+    (dict(size=0), "size must be"), (dict(size=2.5), "size must be"),
+])
+def test_slice_probe_refuses_bad_sizes(args, match):
+    with pytest.raises(ValueError, match=match):
+        secant_ext.slice_probe(lambda x: x.sum(), torch.zeros(4), **args)
+
+
+def test_slice_probe_refuses_batches_of_different_lengths():
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        secant_ext.slice_probe(lambda x, y: x.sum(), torch.zeros(4), torch.zeros(5))
