@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+import secant_ext
+
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
@@ -146,3 +148,84 @@ def test_grid_row_picks_the_fastest_member_and_charges_the_whole_search():
 def test_median_counts_a_missed_target_as_infinitely_slow():
     assert race._median([1.0, None, 3.0]) == 3.0
     assert race._median([None, None, 3.0]) is None
+
+
+class _Args:
+    backend, probe_batch, lrs = "reference", 16, [0.1]
+
+
+def _lever(key):
+    (m,), skipped = race.build_methods([key], _Args)
+    assert not skipped
+    return m
+
+
+@pytest.mark.parametrize("key, steps, evals, examples", [
+    ("asgd-k4", 4, 2 + 1 + 1 + 1, 5 * 50),           # measures on step 1 only
+    ("asgd-k4", 5, 2 + 1 + 1 + 1 + 2, 7 * 50),       # and again on step 5
+    ("asgd-k8", 9, 9 + 2, 11 * 50),
+    ("asgd-avg", 3, 2 * 3, 6 * 50),
+    ("asgd-k8-avg-probe", 9, 9 + 2 * 2, 9 * 50 + 4 * 16),  # probe twice, measuring steps only
+    ("asgdm-k8-avg", 8, 8 + 1, 9 * 50),
+])
+def test_lever_gradient_evaluations_are_counted_closure_calls(key, steps, evals, examples):
+    data = datasets.load_digits(0).subset(400, 50)
+    r = training.train(lambda: models.mlp(64, 10, 8), _lever(key), data, models.cross_entropy,
+                       epochs=2, batch_size=50, seed=0, max_steps=steps, progress=False)
+    assert r.grad_evals == evals and r.examples == examples
+
+
+def test_lever_keys_build_the_documented_options():
+    m = _lever("asgdm-k8-avg")
+    assert m.family == "A-SGDM" and m.hyper == {"momentum": 0.9, "curvature_every": 8,
+                                                "average": True}
+    opt = m.make([torch.nn.Parameter(torch.zeros(3))])
+    g = opt.param_groups[0]
+    assert (g["curvature_every"], g["average"], g["momentum"]) == (8, True, 0.9)
+    p = _lever("asgd-k8-avg-probe")
+    assert p.name == "A-SGD k=8 avg b_H=16" and p.probe_batch == 16
+    assert "asgd-k4" not in race.DEFAULT_KEYS and set(race.LEVERS) <= set(race.METHOD_KEYS)
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_secant_evaluations_use_eval_mode_a_no_op_without_average(average):
+    """The loop evaluates a secant optimizer in eval() mode (the averaged iterate with
+    average=True) and steps in train() mode; without averaging eval() changes nothing."""
+    seen = []
+
+    class Recording(secant_ext.SecantSGD):
+        def eval(self):
+            before = [p.detach().clone() for g in self.param_groups for p in g["params"]]
+            super().eval()
+            after = [p.detach().clone() for g in self.param_groups for p in g["params"]]
+            seen.append(("eval", all(torch.equal(a, b) for a, b in zip(before, after))))
+
+        def train(self):
+            super().train()
+            seen.append(("train", None))
+
+    data = datasets.load_digits(0).subset(200, 50)
+    m = methods.Method("rec", "A-SGD", lambda p: Recording(p, average=average,
+                                                         backend="reference"), secant=True)
+    r = training.train(lambda: models.mlp(64, 10, 8), m, data, models.cross_entropy,
+                       epochs=1, batch_size=50, seed=0, evals_per_epoch=2, progress=False)
+    assert len(r.evals) == 3 and [k for k, _ in seen] == ["train"] + ["eval", "train"] * 3
+    unchanged = [same for k, same in seen if k == "eval"]
+    assert unchanged[0]  # no step yet: no average
+    assert all(unchanged) if not average else not any(unchanged[1:])
+
+
+def test_goal_check_flags_what_meets_the_goal():
+    rows = []
+    for name, fam, s, final, low in (("SF-SGD", "SF-SGD", 2.0, 97.8, 96.9),
+                                     ("A-SGD", "A-SGD", 2.4, 97.6, 95.5),
+                                     ("A-SGD k=8", "A-SGD", 2.6, 97.6, 95.5),
+                                     ("A-SGD avg", "A-SGD", 2.2, 97.4, 96.0)):
+        rows.append({"model": "mlp", "method": name, "family": fam, "seeds": 3,
+                     "reached": "3/3", "reached_count": 3, "seconds_to_target": s,
+                     "final_test_acc": final, "min_test_acc_after_epoch1": low})
+    g = race.goal_check(rows)["mlp"]
+    assert g["best_untuned_peer"] == "SF-SGD"
+    assert g["secant"]["A-SGD"]["meets_goal"] and g["secant"]["A-SGD"]["seconds_ratio"] == 1.2
+    assert not g["secant"]["A-SGD k=8"]["meets_goal"]  # 1.3x
+    assert not g["secant"]["A-SGD avg"]["meets_goal"]  # final below 97.5

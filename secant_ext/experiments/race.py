@@ -1,7 +1,7 @@
 """``reproduce race``: time to a target test accuracy, the secant optimizers against the
 learning-rate-free peers, Adam and a constant-rate SGD grid.
 
-Methods (``--methods``, default all):
+Methods (``--methods``; the default set is the first nine):
 
 - ``secant-sgd``: SecantSGD with its defaults (A-SGD, 2 gradient evaluations a step);
 - ``secant-sgdm``: SecantSGDM, momentum 0.9;
@@ -14,6 +14,18 @@ Methods (``--methods``, default all):
 - ``prodigy``: Prodigy lr=1 (``prodigyopt``); ``dadapt-sgd``: D-Adaptation SGD lr=1
   (``dadaptation``); ``adam``: torch's Adam lr=1e-3;
 - ``sgd-grid``: SGD at each of the constant rates ``--lrs`` (5 runs a user must make).
+
+Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplier 1):
+
+- ``asgd-k4``, ``asgd-k8``: SecantSGD with ``curvature_every`` 4 or 8 (every k-th step
+  measures alpha with two evaluations, the others evaluate once and use the EMA of the
+  measured alphas: 1 + 1/k gradient evaluations a step on average);
+- ``asgd-avg``: SecantSGD with ``average=True`` (k=1), evaluated in ``eval()`` mode at
+  the averaged iterate;
+- ``asgd-k4-avg``, ``asgd-k8-avg``: ``curvature_every`` 4 or 8 and ``average=True``;
+  ``asgdm-k8-avg``: k=8 and averaging for SecantSGDM, momentum 0.9;
+- ``asgd-k8-avg-probe``: ``asgd-k8-avg`` plus the ``--probe-batch`` probe closure, which
+  is called (twice) on the measuring steps only: 1 + 2/8 evaluations a step on average.
 
 The three peers' packages are optional: a missing one is skipped and named (on screen, in
 ``summary.json`` and in ``race.json``).
@@ -37,7 +49,13 @@ never does. ``grid total`` is the cost of all 5 runs for the whole budget.
 Cost on one CPU core (measured on full MNIST on a shared 2-core machine): the MLP's
 13 runs take about 2.5 minutes per seed at 5 epochs, the CNN's about 12 minutes per
 seed at 3 epochs; the defaults (both models, 3 seeds, 5 epochs) about an hour and a
-half. ``--models mlp``, ``--epochs``, ``--max-train`` and ``--methods`` cut it down.
+half. ``--models mlp``, ``--epochs``, ``--max-train`` and ``--methods`` cut it down. The
+Secant levers with Schedule-Free SGD (9 methods, MLP, 3 seeds) take about 3 minutes; the
+CNN about 35 to 50 seconds a run.
+
+After the verdicts the run prints a goal check per model (``goal_check`` in
+``summary.json``): each secant method's median train seconds to the target against the
+best untuned peer's, with its median final accuracy and lowest accuracy after epoch 1.
 """
 from __future__ import annotations
 
@@ -60,8 +78,20 @@ from ._deps import pyplot
 
 DEFAULTS = dict(epochs=5, batch_size=128)
 MODELS = ("mlp", "cnn")
-METHOD_KEYS = ("secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
-               "prodigy", "dadapt-sgd", "adam", "sgd-grid")
+DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
+                "prodigy", "dadapt-sgd", "adam", "sgd-grid")
+# Secant levers: key -> (label, SecantSGDM?, options, probe?)
+LEVERS = {
+    "asgd-k4": ("A-SGD k=4", False, dict(curvature_every=4), False),
+    "asgd-k8": ("A-SGD k=8", False, dict(curvature_every=8), False),
+    "asgd-avg": ("A-SGD avg", False, dict(average=True), False),
+    "asgd-k4-avg": ("A-SGD k=4 avg", False, dict(curvature_every=4, average=True), False),
+    "asgd-k8-avg": ("A-SGD k=8 avg", False, dict(curvature_every=8, average=True), False),
+    "asgdm-k8-avg": ("A-SGDM k=8 avg", True, dict(curvature_every=8, average=True), False),
+    "asgd-k8-avg-probe": ("A-SGD k=8 avg b_H={b}", False,
+                          dict(curvature_every=8, average=True), True),
+}
+METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS)
 # target test accuracy (%) per data set and model
 TARGETS = {("mnist", "mlp"): 97.0, ("mnist", "cnn"): 98.0,
            ("digits", "mlp"): 95.0, ("digits", "cnn"): 93.0}
@@ -86,8 +116,13 @@ def add_arguments(p) -> None:
     p.add_argument("--models", type=_choices(MODELS, "models"), default=list(MODELS),
                    help="comma-separated subset of mlp,cnn (default both)")
     p.add_argument("--methods", type=_choices(METHOD_KEYS, "methods"),
-                   default=list(METHOD_KEYS),
-                   help=f"comma-separated subset of {','.join(METHOD_KEYS)} (default all)")
+                   default=list(DEFAULT_KEYS),
+                   help=f"comma-separated subset of {','.join(METHOD_KEYS)} (default "
+                        f"{','.join(DEFAULT_KEYS)}; the Secant levers: asgd-k4, asgd-k8 = "
+                        "curvature_every 4, 8; asgd-avg = average=True; asgd-k4-avg, "
+                        "asgd-k8-avg = both; asgdm-k8-avg = SecantSGDM momentum 0.9, k=8, average; "
+                        "asgd-k8-avg-probe = asgd-k8-avg with the --probe-batch probe on "
+                        "measuring steps)")
     p.add_argument("--seeds", type=int, default=3,
                    help="number of seeds: --seed, --seed+1, ... (default 3)")
     p.add_argument("--lrs", type=floats, default=floats("0.01,0.03,0.1,0.3,1"),
@@ -130,6 +165,15 @@ def build_methods(keys: Sequence[str], args):
             m = a_sgd(f"A-SGD b_H={args.probe_batch}", backend=b)
             out.append(dataclasses.replace(m, probe_batch=args.probe_batch,
                                            hyper={"b_H": args.probe_batch}))
+        elif key in LEVERS:
+            label, momentum, options, probe = LEVERS[key]
+            label = label.format(b=args.probe_batch)
+            m = (a_sgdm(label, backend=b, momentum=0.9, **options) if momentum
+                 else a_sgd(label, backend=b, **options))
+            if probe:
+                m = dataclasses.replace(m, probe_batch=args.probe_batch,
+                                        hyper=dict(m.hyper, b_H=args.probe_batch))
+            out.append(m)
         elif key in ("sf-sgd", "sf-adamw"):
             label, cls = (("SF-SGD", "SGDScheduleFree") if key == "sf-sgd" else
                           ("SF-AdamW", "AdamWScheduleFree"))
@@ -286,6 +330,44 @@ def verdicts(rows: Sequence[Dict[str, object]]) -> Dict[str, Dict[str, object]]:
     return out
 
 
+GOAL = dict(seconds_ratio=1.25, final_acc=97.5, min_acc_after_epoch1=95.0)
+
+
+def goal_check(rows: Sequence[Dict[str, object]], goal=GOAL) -> Dict[str, Dict[str, object]]:
+    """Per model and secant method: its median train seconds to the target against the
+    best untuned peer's (ratio > 1: slower), and whether it meets ``goal``: reached on
+    every seed, a ratio within ``seconds_ratio``, median final accuracy at least
+    ``final_acc`` and median lowest accuracy after epoch 1 at least
+    ``min_acc_after_epoch1``."""
+    out: Dict[str, Dict[str, object]] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        peers = [r for r in mine if not r["family"].startswith("A-")
+                 and r["family"] not in (GRID_FAMILY, "SGD grid")
+                 and r["seconds_to_target"] is not None]
+        best = min(peers, key=lambda r: r["seconds_to_target"]) if peers else None
+        checks = {}
+        for r in mine:
+            if not r["family"].startswith("A-"):
+                continue
+            ratio = (round(r["seconds_to_target"] / best["seconds_to_target"], 3)
+                     if best and r["seconds_to_target"] is not None
+                     and best["seconds_to_target"] else None)
+            final, low = r["final_test_acc"], r["min_test_acc_after_epoch1"]
+            checks[r["method"]] = {
+                "seconds_ratio": ratio, "final_test_acc": final,
+                "min_test_acc_after_epoch1": low, "reached": r["reached"],
+                "meets_goal": bool(r["reached_count"] == r["seeds"] and ratio is not None
+                                   and ratio <= goal["seconds_ratio"]
+                                   and final is not None and final >= goal["final_acc"]
+                                   and low is not None
+                                   and low >= goal["min_acc_after_epoch1"])}
+        out[model] = {"best_untuned_peer": best["method"] if best else None,
+                      "peer_seconds": best["seconds_to_target"] if best else None,
+                      "goal": dict(goal), "secant": checks}
+    return out
+
+
 # -- plots ---------------------------------------------------------------------------------------
 def _median_curve(results: Sequence[RunResult], xkey: str):
     n = min(len(r.evals) for r in results)
@@ -425,8 +507,21 @@ def run(args) -> RunDir:
             print(f"{model}: {key}: {e['method']} {e['value']:.4g}; {SECANT_DEFAULT} "
                   + (f"{e['secant_default']:.4g} (x{ratio:.2f})" if ratio is not None
                      else "did not reach the target" if "secant_default" in e else "not run"))
+    goals = goal_check(rows)
+    for model, g in goals.items():
+        if not g["secant"] or g["best_untuned_peer"] is None:
+            continue
+        print(f"{model}: goal (train s to target <= {GOAL['seconds_ratio']}x "
+              f"{g['best_untuned_peer']}'s {g['peer_seconds']:.4g}, final acc >= "
+              f"{GOAL['final_acc']}%, no dip below {GOAL['min_acc_after_epoch1']}% after "
+              "epoch 1; medians):")
+        for name, c in g["secant"].items():
+            ratio = "-" if c["seconds_ratio"] is None else f"x{c['seconds_ratio']:.2f}"
+            print(f"  {name}: {ratio}, final {c['final_test_acc']}, min after ep 1 "
+                  f"{c['min_test_acc_after_epoch1']}, reached {c['reached']}: "
+                  + ("MEETS the goal" if c["meets_goal"] else "misses the goal"))
     out.meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out.finish({"dataset": data.describe(), "targets": targets, "seeds": seeds,
-                "skipped": skipped, "verdicts": v, "table": text})
+                "skipped": skipped, "verdicts": v, "goal_check": goals, "table": text})
     print(f"\nresults, histories and plots in {out.path}/")
     return out
