@@ -23,6 +23,8 @@ EXPERIMENTS = {
             "Schedule-Free, Prodigy, D-Adaptation (if installed), Adam and an SGD grid",
     "lm": "byte-level transformer language model on the standard library's own source: "
           "the secant methods against AdamW, an SGD grid, Prodigy/ScheduleFree if installed",
+    "lm-diagnose": "the lm transformer under SecantSGD(): per-parameter-kind curvature and "
+                   "alpha next to the shared alpha, its noise, the cap at 1, loss spikes",
 }
 
 
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="the paper's experiments and more, on real data")
     rsub = rep.add_subparsers(dest="experiment", required=True)
     for name, help_text in EXPERIMENTS.items():
-        mod = importlib.import_module(f".experiments.{name}", __package__)
+        mod = importlib.import_module(f".experiments.{name.replace('-', '_')}", __package__)
         p = rsub.add_parser(name, help=help_text, description=help_text)
         _common(p, mod.DEFAULTS)
         mod.add_arguments(p)

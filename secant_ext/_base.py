@@ -68,12 +68,13 @@ class SecantOptimizer(Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every: int = 1,
-                 average: bool = False, rule: str = "secant",
+                 curvature_warmup: int = 100, average: bool = False, rule: str = "secant",
                  safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
                  backend: str = "auto", lookahead: str = "auto", process_group=None):
         options = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
-                       average=average, rule=rule, safeguard=safeguard,
+                       curvature_warmup=curvature_warmup, average=average, rule=rule,
+                       safeguard=safeguard,
                        nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
                        nesterov=nesterov, sign_scale=sign_scale, backend=backend,
                        lookahead=lookahead)
@@ -242,13 +243,15 @@ class SecantOptimizer(Optimizer):
         return loss
 
     def _due_to_measure(self, work) -> bool:
-        """Mark the groups that measure the curvature this step (every ``curvature_every``-th
-        step of the optimizer, the first included); True when any does, and then the step
-        evaluates the lookahead (for every group: it is one closure call)."""
+        """Mark the groups that measure the curvature this step (each of the first
+        ``curvature_warmup`` steps, then every ``curvature_every``-th step of the
+        optimizer); True when any does, and then the step evaluates the lookahead (for every
+        group: it is one closure call)."""
         n = self._curvature_clock
         self._curvature_clock += 1
         for w in work:
-            w.measure = n % w.group["curvature_every"] == 0
+            g = w.group
+            w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
         return any(w.measure for w in work) or not work
 
     def _plan(self) -> List[_plan.GroupWork]:

@@ -14,7 +14,7 @@ from . import _layout as layout
 GROUP_DEFAULTS = dict(rule="secant", safeguard=True, nonfinite="skip", weight_decay=0.0,
                       momentum=0.0, nesterov=False, sign_scale="mean", backend="auto",
                       lookahead="auto", lr=1.0, max_grad_norm=None, curvature_every=1,
-                      average=False)
+                      average=False, curvature_warmup=100)
 
 
 def fill_group_defaults(param_groups, defaults) -> None:

@@ -38,15 +38,21 @@ def check_max_grad_norm(value) -> None:
         check_nonnegative("max_grad_norm", value, allow_zero=False)
 
 
+def check_curvature_warmup(value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"curvature_warmup must be an integer >= 0, got {value!r}")
+
+
 def check_curvature_every(value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"curvature_every must be an integer >= 1, got {value!r}")
 
 
-def check_options(*, lr, max_grad_norm, curvature_every, average, rule, safeguard,
-                  nonfinite, weight_decay, momentum, nesterov, sign_scale, backend,
-                  lookahead) -> None:
+def check_options(*, lr, max_grad_norm, curvature_every, curvature_warmup, average, rule,
+                  safeguard, nonfinite, weight_decay, momentum, nesterov, sign_scale,
+                  backend, lookahead) -> None:
     """The constructor's options, before any param group exists."""
+    check_curvature_warmup(curvature_warmup)
     if not isinstance(average, bool):
         raise ValueError(f"average must be True or False, got {average!r}")
     check_lr(lr)
@@ -78,6 +84,7 @@ def check_group(group) -> None:
     check_lr(group["lr"])
     check_max_grad_norm(group["max_grad_norm"])
     check_curvature_every(group["curvature_every"])
+    check_curvature_warmup(group["curvature_warmup"])
     check_nonnegative("weight_decay", group["weight_decay"])
     check_nonnegative("momentum", group.get("momentum", 0.0))
     _backends.validate_backend(group["backend"])

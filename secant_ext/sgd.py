@@ -26,6 +26,9 @@ class SecantSGD(SecantOptimizer):
         curvature_every: measure the curvature on every k-th step only (two evaluations);
             the other steps evaluate the closure once and take the bias-corrected EMA
             (weight 0.9) of the measured alphas. 1 (default): every step, the paper's rule.
+        curvature_warmup: with ``curvature_every`` > 1, measure every one of the first
+            this many steps before carrying (default 100): early alphas swing widely, and a
+            carry of them collapsed a CNN.
         average: keep an averaged iterate (``avg <- avg + w (x - avg)``, ``w`` =
             max(1 / steps, 0.01)) for evaluation: ``opt.eval()`` puts it into the
             parameters, ``opt.train()`` puts the training iterate back. Default False.
@@ -48,10 +51,12 @@ class SecantSGD(SecantOptimizer):
     _variant_options = ()
 
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every=1,
-                 average=False, rule="secant", safeguard=True, nonfinite="skip",
-                 weight_decay=0.0, backend="auto", lookahead="auto", process_group=None):
+                 curvature_warmup=100, average=False, rule="secant", safeguard=True,
+                 nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
+                 process_group=None):
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
-                         curvature_every=curvature_every, average=average, rule=rule,
+                         curvature_every=curvature_every, curvature_warmup=curvature_warmup,
+                         average=average, rule=rule,
                          safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, backend=backend,
                          lookahead=lookahead, process_group=process_group)

@@ -18,14 +18,15 @@ class SecantSGDM(SecantOptimizer):
     _variant_options = ("momentum", "nesterov")
 
     def __init__(self, params, *, lr=1.0, momentum=0.9, nesterov=False, max_grad_norm=None,
-                 curvature_every=1, average=False, rule="secant", safeguard=True,
-                 nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
+                 curvature_every=1, curvature_warmup=100, average=False, rule="secant",
+                 safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
                  process_group=None):
         if not isinstance(momentum, (int, float)) or not 0 < momentum < 1:
             raise ValueError(f"SecantSGDM needs momentum in (0, 1), got {momentum!r}; "
                              "use SecantSGD for no momentum")
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
-                         curvature_every=curvature_every, average=average, rule=rule,
+                         curvature_every=curvature_every, curvature_warmup=curvature_warmup,
+                         average=average, rule=rule,
                          safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                          backend=backend, lookahead=lookahead, process_group=process_group)

@@ -22,11 +22,12 @@ class SecantSignSGD(SecantOptimizer):
     _variant_options = ("momentum", "sign_scale")
 
     def __init__(self, params, *, lr=1.0, momentum=0.0, sign_scale="mean", max_grad_norm=None,
-                 curvature_every=1, average=False, rule="secant", safeguard=True,
-                 nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
+                 curvature_every=1, curvature_warmup=100, average=False, rule="secant",
+                 safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
                  process_group=None):
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
-                         curvature_every=curvature_every, average=average, rule=rule,
+                         curvature_every=curvature_every, curvature_warmup=curvature_warmup,
+                         average=average, rule=rule,
                          safeguard=safeguard, nonfinite=nonfinite,
                          weight_decay=weight_decay, momentum=momentum,
                          sign_scale=sign_scale, backend=backend,

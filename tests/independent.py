@@ -62,6 +62,7 @@ class SpecOptimizer:
     lr: float = 1.0                       # multiplies alpha
     max_grad_norm: Optional[float] = None  # clips the step by |g|, as clip_grad_norm_
     curvature_every: int = 1               # measure on every k-th step, carry in between
+    curvature_warmup: int = 100            # ... after measuring each of the first steps
     average: bool = False                  # keep the averaged iterate in ``avg``
     avg: Optional[List[np.ndarray]] = None
     taken: int = 0
@@ -84,7 +85,7 @@ class SpecOptimizer:
     def step(self, problem: LeastSquares, x: List[np.ndarray], t: int, probe: bool) -> None:
         train = problem.train_rows(t)
         g = problem.grad(x, train)
-        if t % self.curvature_every == 0:  # measure: the lookahead, the rule, the carry
+        if t < self.curvature_warmup or t % self.curvature_every == 0:  # measure
             pairs = problem.probe_rows(t) if probe else train
             s = problem.grad(x, pairs) if probe else g
             g_plus = problem.grad([xi + si for xi, si in zip(x, s)], pairs)

@@ -96,16 +96,19 @@ def test_clipping_leaves_alpha_alone_and_bounds_the_step(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("probe", [False, True], ids=["no-probe", "probe"])
 @pytest.mark.parametrize("variant", ["sgd", "sgdm-nesterov-wd", "signum"])
-@pytest.mark.parametrize("k", [1, 4])
-def test_curvature_every_k_matches_independent_float64(k, variant, probe, backend):
-    """Every k-th step measures (two evaluations); the others take the bias-corrected EMA
-    (weight 0.9) of the measured alphas. k = 1 is the paper's rule, every step measured."""
-    assert_matches_independent(variant, probe, backend, curvature_every=k, lr=0.8)
+@pytest.mark.parametrize("k,warmup", [(1, 0), (4, 0), (4, 9)])
+def test_curvature_every_k_matches_independent_float64(k, warmup, variant, probe, backend):
+    """Each of the first ``warmup`` steps measures, then every k-th (two evaluations); the
+    others take the bias-corrected EMA (weight 0.9) of the measured alphas. k = 1 is the
+    paper's rule, every step measured."""
+    assert_matches_independent(variant, probe, backend, curvature_every=k,
+                               curvature_warmup=warmup, lr=0.8)
 
 
 def test_curvature_every_k_calls_the_closure_once_between_measurements():
     model, X, Y = _quadratic_mlp()
-    opt = secant_ext.SecantSGD(model.parameters(), curvature_every=3, backend="cpp")
+    opt = secant_ext.SecantSGD(model.parameters(), curvature_every=3, curvature_warmup=2,
+                               backend="cpp")
     calls, probes = [0], [0]
     closure = _closure(opt, model, X, Y)
 
@@ -122,7 +125,7 @@ def test_curvature_every_k_calls_the_closure_once_between_measurements():
         opt.step(counted, probe_closure=probe)
         per_step.append((calls[0] - before[0], probes[0] - before[1]))
         measured.append(bool(opt.last_stats.measured))
-    assert measured == [True, False, False, True, False, False, True]
+    assert measured == [True, True, False, True, False, False, True]  # warm-up: 0, 1
     assert per_step == [(1, 2) if m else (1, 0) for m in measured]
     assert opt.last_stats.stalled_total.item() == 0
 
@@ -137,13 +140,14 @@ def test_averaged_iterate_matches_independent_float64(variant, backend):
     cls, kwargs, spec_kwargs = VARIANTS[variant]
     problem = LeastSquares.make()
     w0, plain, _ = run_secant(cls, kwargs, problem, 30, False, backend)
-    spec = SpecOptimizer(average=True, curvature_every=2, **spec_kwargs)
+    spec = SpecOptimizer(average=True, curvature_every=2, curvature_warmup=3, **spec_kwargs)
     x = [w.copy() for w in w0]
     for t in range(30):
         spec.step(problem, x, t, False)
 
     w0, params, X, Y = torch_problem(problem)
-    opt = cls(params, backend=backend, average=True, curvature_every=2, **kwargs)
+    opt = cls(params, backend=backend, average=True, curvature_every=2, curvature_warmup=3,
+              **kwargs)
     t_ref = [0]
     closure, _ = make_closures(opt, params, X, Y, problem, t_ref)
     for t_ref[0] in range(30):
@@ -243,7 +247,8 @@ def test_tensor_lr_gives_the_bits_of_a_float_lr():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(lr=-1.0), "lr must be"), (dict(lr=float("nan")), "lr must be"),
     (dict(lr=torch.ones(2)), "0-dim"), (dict(max_grad_norm=0.0), "max_grad_norm"),
-    (dict(max_grad_norm=-1.0), "max_grad_norm"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm"), (dict(curvature_every=0), "curvature_every"),
+    (dict(curvature_warmup=-1), "curvature_warmup"), (dict(average=1), "average"),
 ])
 def test_bad_lr_and_max_grad_norm_name_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):

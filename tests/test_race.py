@@ -167,6 +167,7 @@ def _lever(key):
     ("asgd-avg", 3, 2 * 3, 6 * 50),
     ("asgd-k8-avg-probe", 9, 9 + 2 * 2, 9 * 50 + 4 * 16),  # probe twice, measuring steps only
     ("asgdm-k8-avg", 8, 8 + 1, 9 * 50),
+    ("asgd-k8-avg-warm", 4, 2 * 4, 8 * 50),             # warm-up: the first 100 all measure
 ])
 def test_lever_gradient_evaluations_are_counted_closure_calls(key, steps, evals, examples):
     data = datasets.load_digits(0).subset(400, 50)
@@ -178,7 +179,7 @@ def test_lever_gradient_evaluations_are_counted_closure_calls(key, steps, evals,
 def test_lever_keys_build_the_documented_options():
     m = _lever("asgdm-k8-avg")
     assert m.family == "A-SGDM" and m.hyper == {"momentum": 0.9, "curvature_every": 8,
-                                                "average": True}
+                                                "curvature_warmup": 0, "average": True}
     opt = m.make([torch.nn.Parameter(torch.zeros(3))])
     g = opt.param_groups[0]
     assert (g["curvature_every"], g["average"], g["momentum"]) == (8, True, 0.9)

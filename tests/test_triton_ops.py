@@ -202,6 +202,7 @@ TRAJECTORIES = {
     "signum": (secant_ext.SecantSignSGD, dict(momentum=0.9)),
     # measures on steps 0, 3, 6, 9; the others take the carried alpha, lr and clipping
     "sgdm-carry-lr-clip": (secant_ext.SecantSGDM, dict(momentum=0.9, curvature_every=3,
+                                                       curvature_warmup=0,
                                                        lr=0.7, max_grad_norm=0.05)),
     # W stored transposed: not contiguous, so the optimizer gives it to the reference and
     # c to Triton: two buckets, one alpha from the concatenated tables

@@ -26,6 +26,9 @@ Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplie
   ``asgdm-k8-avg``: k=8 and averaging for SecantSGDM, momentum 0.9;
 - ``asgd-k8-avg-probe``: ``asgd-k8-avg`` plus the ``--probe-batch`` probe closure, which
   is called (twice) on the measuring steps only: 1 + 2/8 evaluations a step on average.
+- These carry from the first step on (``curvature_warmup=0``, as first measured);
+  ``asgd-k4-avg-warm``, ``asgd-k8-avg-warm`` keep the optimizer's default warm-up: each of
+  the first 100 steps measures before the carry starts.
 
 The three peers' packages are optional: a missing one is skipped and named (on screen, in
 ``summary.json`` and in ``race.json``).
@@ -82,14 +85,22 @@ DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-a
                 "prodigy", "dadapt-sgd", "adam", "sgd-grid")
 # Secant levers: key -> (label, SecantSGDM?, options, probe?)
 LEVERS = {
-    "asgd-k4": ("A-SGD k=4", False, dict(curvature_every=4), False),
-    "asgd-k8": ("A-SGD k=8", False, dict(curvature_every=8), False),
+    "asgd-k4": ("A-SGD k=4", False, dict(curvature_every=4, curvature_warmup=0), False),
+    "asgd-k8": ("A-SGD k=8", False, dict(curvature_every=8, curvature_warmup=0), False),
     "asgd-avg": ("A-SGD avg", False, dict(average=True), False),
-    "asgd-k4-avg": ("A-SGD k=4 avg", False, dict(curvature_every=4, average=True), False),
-    "asgd-k8-avg": ("A-SGD k=8 avg", False, dict(curvature_every=8, average=True), False),
-    "asgdm-k8-avg": ("A-SGDM k=8 avg", True, dict(curvature_every=8, average=True), False),
+    "asgd-k4-avg": ("A-SGD k=4 avg", False,
+                    dict(curvature_every=4, curvature_warmup=0, average=True), False),
+    "asgd-k8-avg": ("A-SGD k=8 avg", False,
+                    dict(curvature_every=8, curvature_warmup=0, average=True), False),
+    "asgdm-k8-avg": ("A-SGDM k=8 avg", True,
+                     dict(curvature_every=8, curvature_warmup=0, average=True), False),
     "asgd-k8-avg-probe": ("A-SGD k=8 avg b_H={b}", False,
-                          dict(curvature_every=8, average=True), True),
+                          dict(curvature_every=8, curvature_warmup=0, average=True), True),
+    # with the optimizer's default warm-up: every one of the first 100 steps measures
+    "asgd-k4-avg-warm": ("A-SGD k=4 avg warm-up", False,
+                         dict(curvature_every=4, average=True), False),
+    "asgd-k8-avg-warm": ("A-SGD k=8 avg warm-up", False,
+                         dict(curvature_every=8, average=True), False),
 }
 METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS)
 # target test accuracy (%) per data set and model
