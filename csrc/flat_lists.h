@@ -33,8 +33,8 @@ constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST
                   ALPHA_EMA = 16, BETA_POWER = 17, MEASURED = 18, LAST_MEASURED = 19,
                   CARRY_BETA = 20, AVG_WEIGHT = 21, AVG_FLOOR = 22, STATE_SIZE = 23;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
-// _layout.RULES["secant"], ["steffensen"], ["bb2"], ["secant_keep"]
-constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2, RULE_SECANT_KEEP = 3;
+// _layout.RULES["secant"], ["steffensen"], ["bb2"]
+constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2;
 constexpr int64_t SIGN_NONE = 0, SIGN_SCALED = 1, SIGN_UNSCALED = 2;
 
 struct NamedConstant {
@@ -53,7 +53,7 @@ constexpr NamedConstant kExported[] = {
     {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},
     {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS},
     {"RULE_SECANT", RULE_SECANT}, {"RULE_STEFFENSEN", RULE_STEFFENSEN},
-    {"RULE_BB2", RULE_BB2}, {"RULE_SECANT_KEEP", RULE_SECANT_KEEP},
+    {"RULE_BB2", RULE_BB2},
     {"SIGN_NONE", SIGN_NONE}, {"SIGN_SCALED", SIGN_SCALED}, {"SIGN_UNSCALED", SIGN_UNSCALED},
 };
 }  // namespace layout

@@ -3,7 +3,6 @@
 //   secant      alpha = b / (a + b)   safeguard: a clipped at 0 (counted), alpha in (0, 1]
 //   steffensen  alpha = b / a         safeguard: a <= 0 keeps the previous alpha (counted)
 //   bb2         alpha = a / (c + b)   safeguard: a <= 0 keeps the previous alpha (counted)
-//   secant_keep alpha = b / (a + b)   safeguard: a < 0 keeps the previous alpha (counted)
 // b == 0 keeps the previous alpha; a non-finite sum skips the step. A lookahead gradient equal
 // to the probe gradient to the last bit (b > 0, c == 0) is counted in STALLED: the evaluation
 // never saw x + s.
@@ -36,10 +35,9 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   const char* op = "secant_ext::secant_alpha";
   check_state(op, state);
   TORCH_CHECK(rule == layout::RULE_SECANT || rule == layout::RULE_STEFFENSEN ||
-                  rule == layout::RULE_BB2 || rule == layout::RULE_SECANT_KEEP,
+                  rule == layout::RULE_BB2,
               op, ": unknown rule code ", rule, " (", layout::RULE_SECANT, " secant, ",
-              layout::RULE_STEFFENSEN, " steffensen, ", layout::RULE_BB2, " bb2, ",
-              layout::RULE_SECANT_KEEP, " secant_keep)");
+              layout::RULE_STEFFENSEN, " steffensen, ", layout::RULE_BB2, " bb2)");
   TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
   TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
               ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
@@ -61,7 +59,7 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
 
   bool clipped = false;
   double alpha;
-  if (rule == layout::RULE_SECANT || rule == layout::RULE_SECANT_KEEP) {
+  if (rule == layout::RULE_SECANT) {
     if (safeguard) {
       clipped = a < 0;
       if (clipped) a = 0;  // a NaN stays NaN (and skips the step), as clamp(min=0) does

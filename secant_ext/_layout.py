@@ -54,9 +54,7 @@ COL_G_SQ = 3
 NUM_STATS = 4      # column NUM_STATS + i: sum |v_i| of tensor i (sign variant only)
 
 # --- codes passed to the ops ---------------------------------------------------------
-# secant_keep: the secant rule, but negative curvature keeps the previous alpha instead of
-# taking alpha = 1 (the full lookahead step).
-RULES = {"secant": 0, "steffensen": 1, "bb2": 2, "secant_keep": 3}
+RULES = {"secant": 0, "steffensen": 1, "bb2": 2}
 SIGN_NONE = 0      # not a sign method: the direction is used as it is
 SIGN_SCALED = 1    # alpha * mean(|v|) * sign(v), per tensor
 SIGN_UNSCALED = 2  # alpha * sign(v)

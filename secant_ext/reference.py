@@ -109,7 +109,6 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     secant:     alpha = b / (a + b)     (safeguard: a clipped at 0, so alpha in (0, 1])
     steffensen: alpha = b / a           (safeguard: a <= 0 keeps the previous alpha)
     bb2:        alpha = a / (c + b)     (safeguard: a <= 0 keeps the previous alpha)
-    secant_keep: alpha = b / (a + b)    (safeguard: a < 0 keeps the previous alpha)
     b == 0 keeps the previous alpha; a non-finite sum skips the step. ``b > 0`` with
     ``c == 0`` exactly counts a stalled lookahead (the evaluation never saw ``x + s``).
 
@@ -123,7 +122,7 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     prev = state[_layout.ALPHA]
     finite = torch.isfinite(sums[: _layout.NUM_STATS]).all()
     clipped = torch.zeros((), dtype=torch.bool, device=state.device)
-    if rule in (_layout.RULES["secant"], _layout.RULES["secant_keep"]):
+    if rule == _layout.RULES["secant"]:
         if safeguard:
             clipped = a < 0
             a = a.clamp(min=0)

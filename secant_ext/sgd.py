@@ -32,10 +32,8 @@ class SecantSGD(SecantOptimizer):
         average: keep an averaged iterate (``avg <- avg + w (x - avg)``, ``w`` =
             max(1 / steps, 0.01)) for evaluation: ``opt.eval()`` puts it into the
             parameters, ``opt.train()`` puts the training iterate back. Default False.
-        rule: ``"secant"`` (the formula above, default), ``"steffensen"`` (``b/a``),
-            ``"bb2"`` (``a/(c+b)``), with ``a=<s,y>, b=|s|^2, c=|y|^2``, or
-            ``"secant_keep"``: secant, but negative curvature keeps the previous alpha
-            instead of taking alpha = 1.
+        rule: ``"secant"`` (the formula above, default), ``"steffensen"`` (``b/a``) or
+            ``"bb2"`` (``a/(c+b)``), with ``a=<s,y>, b=|s|^2, c=|y|^2``.
         safeguard: clip negative curvature (``a`` at 0) and keep alpha when ``b == 0``.
         nonfinite: ``"skip"`` a step with a non-finite gradient (state unchanged, counted)
             or ``"raise"`` ``FloatingPointError`` naming the parameter (syncs the host).

@@ -76,9 +76,7 @@ class SpecOptimizer:
     def rate(self, a: float, b: float, c: float) -> float:
         if b == 0:
             return self.alpha
-        if self.rule == "secant_keep" and a < 0:  # negative curvature keeps alpha
-            return self.alpha
-        if self.rule in ("secant", "secant_keep"):
+        if self.rule == "secant":
             return b / (max(a, 0.0) + b)
         if a <= 0:  # steffensen and bb2: negative curvature keeps the previous alpha
             return self.alpha

@@ -529,7 +529,6 @@ def alpha_tolerance(rule: str, col_err, a: float, b: float, c: float, alpha: flo
     """alpha's error from column-sum errors ``col_err`` (dot, |s|^2, |y|^2) through the
     rule's quotient (first order), plus the rule's own few float64 roundings."""
     rel = {"secant": (col_err[0] + 2 * col_err[1]) / (a + b),
-           "secant_keep": (col_err[0] + 2 * col_err[1]) / (a + b),
            "steffensen": col_err[1] / b + col_err[0] / a,
            "bb2": col_err[0] / a + (col_err[1] + col_err[2]) / (b + c)}[rule]
     return (float(rel) + gamma(4, unit_roundoff(F64))) * abs(alpha)

@@ -27,7 +27,7 @@ VARIANTS = {
     "sign-unscaled": (secant_ext.SecantSignSGD, dict(sign_scale="none"),
                       dict(variant="sign", sign_scale="none")),
 }
-RULES = ["secant", "steffensen", "bb2", "secant_keep"]
+RULES = ["secant", "steffensen", "bb2"]
 
 
 def torch_problem(problem: LeastSquares, dtype=torch.float64, seed=1):

@@ -26,7 +26,6 @@ def _finite(v):
 def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   RULE: tl.constexpr, SAFEGUARD: tl.constexpr, RBLOCK: tl.constexpr,
                   RULE_SECANT: tl.constexpr, RULE_STEFFENSEN: tl.constexpr,
-                  RULE_SECANT_KEEP: tl.constexpr,
                   ALPHA: tl.constexpr, STEP: tl.constexpr, TAKEN: tl.constexpr,
                   SKIPPED: tl.constexpr, CLIPPED: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                   LAST_CLIPPED: tl.constexpr, MOMENTUM_READY: tl.constexpr, DOT: tl.constexpr,
@@ -65,10 +64,6 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
         clipped = (a < 0) & SAFEGUARD
         alpha = b / (tl.where(clipped, 0.0, a) + b)
         keep = b == 0
-    elif RULE == RULE_SECANT_KEEP:  # b / (a + b), the safeguard keeps alpha when a < 0
-        clipped = (a < 0) & SAFEGUARD
-        alpha = b / (tl.where(clipped, 0.0, a) + b)
-        keep = (b == 0) | clipped
     elif RULE == RULE_STEFFENSEN:  # b / a, the safeguard keeps alpha when a <= 0
         clipped = (a <= 0) & SAFEGUARD
         alpha = b / a
@@ -126,8 +121,7 @@ LAYOUT_CONSTEXPRS = dict(
         "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
         "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED", "LAST_MEASURED", "CARRY_BETA",
         "AVG_WEIGHT", "AVG_FLOOR", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
-    RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"],
-    RULE_SECANT_KEEP=_layout.RULES["secant_keep"])
+    RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 
 def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,

@@ -33,7 +33,6 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 import secant_ext
-from secant_ext import _layout
 
 from ._deps import pyplot, require
 from .common import print_table
@@ -67,7 +66,7 @@ def add_arguments(p) -> None:
     p.add_argument("--per-kind-groups", action="store_true",
                    help="one param group per kind, so each kind gets its own alpha "
                         "(default: one group, the shared alpha of reproduce lm)")
-    p.add_argument("--rule", default="secant", choices=tuple(_layout.RULES),
+    p.add_argument("--rule", default="secant", choices=("secant", "steffensen", "bb2"),
                    help="SecantSGD's rule (default secant, the default of SecantSGD())")
     p.add_argument("--spike", type=float, default=0.5,
                    help="a loss spike: the mini-batch loss rises by more than this many "

@@ -29,8 +29,6 @@ Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplie
 - These carry from the first step on (``curvature_warmup=0``, as first measured);
   ``asgd-k4-avg-warm``, ``asgd-k8-avg-warm`` keep the optimizer's default warm-up: each of
   the first 100 steps measures before the carry starts.
-- ``asgd-keep``: ``rule="secant_keep"``: negative curvature keeps the previous alpha
-  instead of taking alpha = 1.
 
 The three peers' packages are optional: a missing one is skipped and named (on screen, in
 ``summary.json`` and in ``race.json``).
@@ -103,8 +101,6 @@ LEVERS = {
                          dict(curvature_every=4, average=True), False),
     "asgd-k8-avg-warm": ("A-SGD k=8 avg warm-up", False,
                          dict(curvature_every=8, average=True), False),
-    # negative curvature keeps the previous alpha instead of alpha = 1
-    "asgd-keep": ("A-SGD secant_keep", False, dict(rule="secant_keep"), False),
 }
 METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS)
 # target test accuracy (%) per data set and model
