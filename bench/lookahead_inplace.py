@@ -24,7 +24,6 @@ Prints the table, the ratios and the targets; writes JSON and CSV to ``bench/out
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import gc
 import json
@@ -41,7 +40,7 @@ import torch  # noqa: E402
 
 from cases import DTYPES, layout_shapes  # noqa: E402
 from impls import copy_call  # noqa: E402
-from report import _ms, _table  # noqa: E402
+from report import _ms, _table, write_csv  # noqa: E402
 from run_bench import machine_info  # noqa: E402
 from timing import quantile  # noqa: E402
 
@@ -251,10 +250,7 @@ def main(argv=None):
     json_path.write_text(json.dumps(dict(machine=info, rows=rows, target=TARGET), indent=1))
     csv_path = args.out / f"lookahead_inplace-{stamp}.csv"
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(csv_path, rows, keys)
     print(f"\nwrote {json_path} and {csv_path}")
 
 

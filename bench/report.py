@@ -2,12 +2,21 @@
 as is into ``docs/PERFORMANCE.md``)."""
 from __future__ import annotations
 
+import csv
 from typing import Dict, List, Optional
 
 IMPL_COLUMNS = ["eager", "foreach", "compile", "cpp", "SGD-foreach", "SGD-fused"]
 COLUMNS = ["size_log2", "numel", "layout", "n_tensors", "dtype", "phase", "method", "impl",
            "bytes", "median_s", "q25_s", "q75_s", "min_s", "max_s", "repeats", "first_s",
            "compile_s", "gbps", "copy_gbps", "frac_copy", "error", "skipped"]
+
+
+def write_csv(path, rows: List[dict], keys: List[str]) -> None:
+    """``rows`` as CSV with the columns ``keys`` (what every benchmark writes beside JSON)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def column_order(key: str) -> int:

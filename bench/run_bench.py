@@ -15,7 +15,6 @@ copy of the same number of bytes, and ``torch.optim.SGD`` (foreach, fused) for t
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import gc
 import json
@@ -213,10 +212,7 @@ def main(argv=None):
                                     indent=1))
     csv_path = args.out / f"bench-{stamp}.csv"
     keys = sorted({k for r in rows for k in r}, key=report.column_order)
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    report.write_csv(csv_path, rows, keys)
     print(f"\nwrote {json_path} and {csv_path}")
 
 

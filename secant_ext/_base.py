@@ -293,7 +293,8 @@ class SecantOptimizer(Optimizer):
             w.state = self._group_state(w.group)
             _write_step_inputs(w.state, w.group)
             for b in w.buckets:
-                b.momenta = self._kernel_momenta(b) if w.options["momentum"] > 0 else []
+                b.momenta = self._kernel_buffers(b, "momentum_buffer") \
+                    if w.options["momentum"] > 0 else []
                 b.table = b.backend.secant_stats(
                     b.probes, b.lookahead_grads, b.grads if separate_grads else [],
                     b.tensors, b.momenta, w.state, **w.options)
@@ -364,9 +365,6 @@ class SecantOptimizer(Optimizer):
         elif st.device != p.device:  # the model moved (model.to(...))
             st = anchor["secant_state"] = st.to(p.device)
         return st
-
-    def _kernel_momenta(self, bucket) -> List[torch.Tensor]:
-        return self._kernel_buffers(bucket, "momentum_buffer")
 
     def _kernel_buffers(self, bucket, name: str) -> List[torch.Tensor]:
         """The bucket's per-parameter buffers ``name`` (momentum, average) as the kernels

@@ -26,8 +26,8 @@ from .common import floats, print_table
 from .methods import Method, a_sgd, a_sgdm, a_signsgd, sgd_const
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
-from .textlm import (ByteTransformer, bits_per_byte, batch_starts, expected_params,
-                     lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
+from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
+                     expected_params, lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
 
 FULL_BUDGET = 1500
 DEFAULT_BUDGET = 300
@@ -46,17 +46,10 @@ def add_arguments(p) -> None:
                         "--budget gradient evaluations, the others likewise")
     p.add_argument("--seeds", type=int, default=1,
                    help="number of seeds, --seed, --seed+1, ... (default 1; 3 for error bars)")
-    p.add_argument("--d-model", type=int, default=128, help="model width (default 128)")
-    p.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--context", type=int, default=64, help="context in bytes (default 64)")
-    p.add_argument("--val-windows", type=int, default=1024,
-                   help="fixed validation windows (default 1024)")
+    add_model_arguments(p)
     p.add_argument("--val-points", type=int, default=5,
                    help="validations per --budget gradient evaluations (default 5), plus "
                         "the start and the two budgets")
-    p.add_argument("--max-bytes", type=int,
-                   help="use only the first N bytes of the corpus (quick runs)")
     p.add_argument("--sgd-lrs", type=floats, default=floats("0.1,0.3,1"),
                    help="SGD learning-rate grid (default %(default)s)")
     p.add_argument("--adamw-lr", type=float, default=1e-3, help="AdamW lr (default 1e-3)")

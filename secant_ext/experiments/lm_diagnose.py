@@ -38,8 +38,8 @@ from ._deps import pyplot, require
 from .common import print_table
 from .output import RunDir
 from .plots import _save
-from .textlm import (ByteTransformer, bits_per_byte, batch_starts, expected_params,
-                     lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
+from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
+                     expected_params, lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
 
 DEFAULT_STEPS = 600
 DEFAULTS = dict(epochs=None, batch_size=32)
@@ -53,16 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"A-SGD steps (default {DEFAULT_STEPS}: about 2-3 minutes on one "
                         f"quiet CPU core, two gradient evaluations a step)")
-    p.add_argument("--d-model", type=int, default=128, help="model width (default 128)")
-    p.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--context", type=int, default=64, help="context in bytes (default 64)")
-    p.add_argument("--val-windows", type=int, default=1024,
-                   help="fixed validation windows (default 1024)")
+    add_model_arguments(p)
     p.add_argument("--val-every", type=int, default=100,
                    help="validate every N steps, and at the start and the end (default 100)")
-    p.add_argument("--max-bytes", type=int,
-                   help="use only the first N bytes of the corpus (quick runs)")
     p.add_argument("--per-kind-groups", action="store_true",
                    help="one param group per kind, so each kind gets its own alpha "
                         "(default: one group, the shared alpha of reproduce lm)")

@@ -50,6 +50,19 @@ class Corpus:
 VAL_FRACTION = 0.1
 
 
+def add_model_arguments(p) -> None:
+    """The options of the corpus, the model and its validation, shared by ``lm`` and
+    ``lm-diagnose``."""
+    p.add_argument("--d-model", type=int, default=128, help="model width (default 128)")
+    p.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--context", type=int, default=64, help="context in bytes (default 64)")
+    p.add_argument("--val-windows", type=int, default=1024,
+                   help="fixed validation windows (default 1024)")
+    p.add_argument("--max-bytes", type=int,
+                   help="use only the first N bytes of the corpus (quick runs)")
+
+
 def split_sizes(n: int, val_fraction: float = VAL_FRACTION):
     """(train, val) byte counts: the last ``floor(n * val_fraction)`` bytes are held out."""
     n_val = int(n * val_fraction)
