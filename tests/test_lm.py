@@ -180,3 +180,59 @@ def test_unigram_bits_is_the_byte_entropy():
 def test_budget_must_be_even(tmp_path):
     with pytest.raises(SystemExit, match="even"):
         main(TINY[:-2] + ["--budget", "7", "--out", str(tmp_path)])
+
+
+def test_lm_methods_selects_levers_and_counts_their_evaluations(tmp_path, capsys):
+    """``--methods`` takes the race's lever keys; a method that measures the curvature on
+    every 8th step only (1 evaluation on the other steps) runs until it has used the whole
+    gradient-evaluation budget, and is compared there."""
+    argv = TINY + ["--methods", "asgd-k8-avg,asgd-tensor,sgd-grid", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert list(rows) == ["A-SGD k=8 avg", "A-SGD per-tensor alpha", "SGD lr=0.1"]
+    # k=8 without warm-up: step 0 measures (2 evaluations), steps 1-6 take 1 each
+    assert (rows["A-SGD k=8 avg"]["steps"], rows["A-SGD k=8 avg"]["grad_evals"]) == (7, 8)
+    assert (rows["A-SGD per-tensor alpha"]["steps"],
+            rows["A-SGD per-tensor alpha"]["grad_evals"]) == (4, 8)
+    for r in rows.values():
+        assert math.isfinite(r["val_bpb_at_8_grad_evals"])
+    with pytest.raises(SystemExit):
+        main(TINY + ["--methods", "asgd-k8-avg-probe"])  # the LM loop has no probe batch
+    assert "unknown methods ['asgd-k8-avg-probe']" in capsys.readouterr().err
+
+
+def test_per_tensor_lever_gives_each_tensor_its_own_alpha():
+    """One param group per tensor: each takes the secant rule on its own statistics, the
+    same as a separate optimizer on that tensor alone."""
+    from secant_ext.experiments.methods import lever
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3, 2))
+    target = [torch.randn(5), torch.randn(3, 2)]
+
+    def loss_of(ps, scale):
+        return sum(scale[i] * ((p - t) ** 2).sum() for i, (p, t) in
+                   enumerate(zip(ps, target)) if p is not None)
+    opt = lever("asgd-tensor", backend="reference").make([a, b])
+    assert len(opt.param_groups) == 2
+    solo = []
+    for i, p in enumerate((a, b)):
+        q = torch.nn.Parameter(p.detach().clone())
+        o = lever("asgd-tensor", backend="reference").make([q])
+
+        def c(q=q, i=i):
+            o.zero_grad()
+            loss = loss_of([q if j == i else None for j in range(2)], (1.0, 7.0))
+            loss.backward()
+            return loss
+        o.step(c)
+        solo.append((float(o.last_stats.alpha), q.detach()))
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of([a, b], (1.0, 7.0))
+        loss.backward()
+        return loss
+    opt.step(closure)
+    alphas = [float(v) for v in opt.last_stats.alpha.reshape(-1)]
+    assert alphas == [solo[0][0], solo[1][0]] and alphas[0] != alphas[1]
+    assert torch.equal(a.detach(), solo[0][1]) and torch.equal(b.detach(), solo[1][1])

@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
 from secant_ext.__main__ import main  # noqa: E402
-from secant_ext.experiments import datasets, methods, models, race, training  # noqa: E402
+from secant_ext.experiments import common, datasets, methods, models, race, training  # noqa: E402
 
 QUICK = ["--no-progress", "--backend", "reference", "--threads", "1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -146,8 +146,8 @@ def test_grid_row_picks_the_fastest_member_and_charges_the_whole_search():
 
 
 def test_median_counts_a_missed_target_as_infinitely_slow():
-    assert race._median([1.0, None, 3.0]) == 3.0
-    assert race._median([None, None, 3.0]) is None
+    assert common.median_or_none([1.0, None, 3.0]) == 3.0
+    assert common.median_or_none([None, None, 3.0]) is None
 
 
 class _Args:
@@ -230,3 +230,43 @@ def test_goal_check_flags_what_meets_the_goal():
     assert g["secant"]["A-SGD"]["meets_goal"] and g["secant"]["A-SGD"]["seconds_ratio"] == 1.2
     assert not g["secant"]["A-SGD k=8"]["meets_goal"]  # 1.3x
     assert not g["secant"]["A-SGD avg"]["meets_goal"]  # final below 97.5
+
+
+def test_race_lm_leg_times_each_method_to_a_bits_per_byte_target(tmp_path, capsys):
+    """``--models lm``: the race's methods on a tiny byte transformer; the cost to the
+    target is the first validation at or below it, read back from each run's history."""
+    argv = ["reproduce", "race", "--models", "lm", "--methods",
+            "secant-sgd,asgd-k8-avg,asgd-k8-avg-probe,sgd-grid", "--lrs", "0.1,1",
+            "--lm-budget", "8", "--target-lm", "6.8", "--seeds", "2", "--d-model", "16",
+            "--heads", "2", "--layers", "1", "--context", "16", "--val-windows", "32",
+            "--max-bytes", "60000", "--backend", "reference", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "A-SGD k=8 avg b_H=16 left out (it needs a probe batch" in printed
+    rows = {r["method"]: r for r in json.loads((tmp_path / "race_lm.json").read_text())["rows"]}
+    assert list(rows) == ["A-SGD", "A-SGD k=8 avg", "SGD lr=0.1", "SGD lr=1",
+                          "SGD grid (best of 2)"]
+    hists = {p.name: json.loads(p.read_text()) for p in (tmp_path / "history").iterdir()}
+    assert len(hists) == 8  # 4 methods x 2 seeds
+    for name in ("A-SGD", "A-SGD k=8 avg", "SGD lr=0.1", "SGD lr=1"):
+        for seed in ("0", "1"):
+            got = rows[name]["per_seed"][seed]
+            evals = hists[[k for k, h in hists.items() if h["method"] == name
+                           and k.startswith(f"lm-{seed}-")][0]]["evals"]
+            hit = next((e for e in evals if e["val_bpb"] <= 6.8), None)
+            assert got["reached"] == (hit is not None)
+            assert got["grad_evals_to_target"] == (hit and hit["grad_evals"])
+            assert got["final_val_bpb"] == pytest.approx(evals[-1]["val_bpb"])
+            assert got["val_bpb_at_budget"] == next(e["val_bpb"] for e in evals
+                                                    if e["grad_evals"] >= 8)
+            assert got["run_grad_evals"] == 8 or got["diverged"]
+    grid = rows["SGD grid (best of 2)"]
+    for seed, member in zip(("0", "1"), grid["best_member"]):
+        members = {n: rows[n]["per_seed"][seed]["val_bpb_at_budget"] for n in
+                   ("SGD lr=0.1", "SGD lr=1")}
+        finite = {n: v for n, v in members.items() if v is not None}
+        assert member == min(finite, key=finite.get)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["targets"] == {"lm": 6.8}
+    assert (tmp_path / "lm_val_bpb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,6 +2,10 @@
 picking the best-tuned baseline, printing the table."""
 from __future__ import annotations
 
+import argparse
+import math
+import statistics
+
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .methods import sgd_const, sgd_decay
@@ -92,3 +96,25 @@ def ints(text: str) -> List[int]:
     if any(v != int(v) or v <= 0 for v in values):
         raise ValueError(f"expected comma-separated positive integers, got {text!r}")
     return [int(v) for v in values]
+
+
+def choices(allowed: Sequence[str], what: str) -> Callable[[str], List[str]]:
+    """An argparse type: a comma-separated, non-empty subset of ``allowed``; the error
+    names the unknown entries and the choices."""
+    def parse(text: str) -> List[str]:
+        chosen = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in chosen if s not in allowed]
+        if bad or not chosen:
+            raise argparse.ArgumentTypeError(f"unknown {what} {bad}; choose from "
+                                             f"{','.join(allowed)}")
+        return chosen
+    return parse
+
+
+def median_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
+    """Median with None as +infinity (a seed that never reached a target, or diverged);
+    None when the median itself is infinite or there are no values."""
+    if not values:
+        return None
+    m = statistics.median([math.inf if v is None else v for v in values])
+    return None if math.isinf(m) else m

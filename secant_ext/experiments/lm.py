@@ -22,8 +22,8 @@ import torch
 from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
-from .common import floats, print_table
-from .methods import Method, a_sgd, a_sgdm, a_signsgd, sgd_const
+from .common import choices, floats, print_table
+from .methods import LEVERS, Method, a_sgd, a_sgdm, a_signsgd, lever, sgd_const
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
@@ -55,6 +55,10 @@ def add_arguments(p) -> None:
     p.add_argument("--adamw-lr", type=float, default=1e-3, help="AdamW lr (default 1e-3)")
     p.add_argument("--no-peers", action="store_true",
                    help="leave out the optional peers Prodigy and ScheduleFree AdamW")
+    p.add_argument("--methods", type=choices(METHOD_KEYS, "methods"), default=list(DEFAULT_KEYS),
+                   help=f"comma-separated subset of {','.join(METHOD_KEYS)} (default "
+                        f"{','.join(DEFAULT_KEYS)}; the Secant levers (asgd-*, asgdm-*) are "
+                        "the settings of the same keys in 'reproduce race')")
 
 
 # -- methods ----------------------------------------------------------------------------------
@@ -69,10 +73,10 @@ OPTIONAL_PEERS = (("Prodigy lr=1", "prodigyopt", "Prodigy", {"lr": 1.0}, "prodig
                    "schedulefree"))
 
 
-def optional_peers() -> Tuple[List[Method], Dict[str, str]]:
+def optional_peers(peers=OPTIONAL_PEERS) -> Tuple[List[Method], Dict[str, str]]:
     """The peers whose packages import, and ``{label: why skipped}`` for the others."""
     found, skipped = [], {}
-    for label, module, cls, kw, pip_name in OPTIONAL_PEERS:
+    for label, module, cls, kw, pip_name in peers:
         try:
             opt_cls = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as exc:
@@ -83,17 +87,42 @@ def optional_peers() -> Tuple[List[Method], Dict[str, str]]:
     return found, skipped
 
 
+# --methods keys: the default set, then the Secant levers the MNIST race measures too
+# (those without a probe: this loop has no probe batch)
+DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-signsgd", "secant-signsgdm", "adamw",
+                "sgd-grid", "prodigy", "sf-adamw")
+METHOD_KEYS = DEFAULT_KEYS + tuple(k for k, v in LEVERS.items() if not v.probe)
+PEER_KEYS = {"prodigy": OPTIONAL_PEERS[0], "sf-adamw": OPTIONAL_PEERS[1]}
+
+
 def lm_methods(args) -> Tuple[List[Method], Dict[str, str]]:
     b = args.backend
-    methods = [a_sgd(backend=b), a_sgdm(backend=b, momentum=0.9), a_signsgd(backend=b),
-               a_signsgd("A-SIGNSGD m=0.9", backend=b, momentum=0.9),
-               adamw(args.adamw_lr)] + [sgd_const(lr) for lr in args.sgd_lrs]
+    keys = getattr(args, "methods", None) or list(DEFAULT_KEYS)
+    methods: List[Method] = []
     skipped: Dict[str, str] = {}
-    if args.no_peers:
-        skipped = {p[0]: "left out (--no-peers)" for p in OPTIONAL_PEERS}
-    else:
-        peers, skipped = optional_peers()
-        methods += peers
+    for key in keys:
+        if key == "secant-sgd":
+            methods.append(a_sgd(backend=b))
+        elif key == "secant-sgdm":
+            methods.append(a_sgdm(backend=b, momentum=0.9))
+        elif key == "secant-signsgd":
+            methods.append(a_signsgd(backend=b))
+        elif key == "secant-signsgdm":
+            methods.append(a_signsgd("A-SIGNSGD m=0.9", backend=b, momentum=0.9))
+        elif key == "adamw":
+            methods.append(adamw(args.adamw_lr))
+        elif key == "sgd-grid":
+            methods += [sgd_const(lr) for lr in args.sgd_lrs]
+        elif key in PEER_KEYS:
+            label = PEER_KEYS[key][0]
+            if args.no_peers:
+                skipped[label] = "left out (--no-peers)"
+                continue
+            found, missing = optional_peers([PEER_KEYS[key]])
+            methods += found
+            skipped.update(missing)
+        else:
+            methods.append(lever(key, backend=b))
     return methods, skipped
 
 
@@ -112,8 +141,11 @@ class LMResult:
     diverged: bool = False
 
     def _at(self, key: str, value: int) -> Optional[float]:
+        """Validation at the first check with ``key`` at least ``value``: a step that
+        measures the curvature costs 2 evaluations, so with ``curvature_every > 1`` the
+        count may pass ``value`` by one."""
         for e in self.evals:
-            if e[key] == value:
+            if e[key] >= value:
                 return e["val_bpb"]
         return None
 
@@ -128,20 +160,26 @@ class LMResult:
     def alpha_stats(self) -> Optional[Dict[str, float]]:
         if not self.method.secant or not len(self.steps):
             return None
-        alpha = [a for a in self.steps.column("alpha") if math.isfinite(a)]
-        clipped = self.steps.column("clipped")
-        skipped = self.steps.column("skipped")
+        def pooled(name):
+            # one column per param group when there are several ("alpha_0", ...)
+            cols = [c for c in self.steps.columns if c == name or c.startswith(name + "_")]
+            return [self.steps.column(c) for c in cols]
+        alpha = [a for col in pooled("alpha") for a in col if math.isfinite(a)]
+        clipped, skipped = pooled("clipped"), pooled("skipped")
         return {"median": statistics.median(alpha) if alpha else None,
                 "min": min(alpha) if alpha else None, "max": max(alpha) if alpha else None,
-                "clipped_steps": int(sum(clipped)), "skipped_steps": int(sum(skipped)),
-                "steps": len(clipped)}
+                # a step counts once, whichever of its groups was clipped or skipped
+                "clipped_steps": int(sum(any(v) for v in zip(*clipped))),
+                "skipped_steps": int(sum(any(v) for v in zip(*skipped))),
+                "steps": len(self.steps)}
 
     def summary(self) -> Dict[str, object]:
         f = self.evals[-1] if self.evals else {}
         a = self.alpha_stats() or {}
         return {"method": self.method.name, "family": self.method.family,
                 "hyper": self.method.hyper,
-                f"val_bpb_at_{self.step_budget}_steps": self.bpb_at_steps,
+                **({f"val_bpb_at_{self.step_budget}_steps": self.bpb_at_steps}
+                   if self.step_budget else {}),
                 f"val_bpb_at_{self.budget}_grad_evals": self.bpb_at_evals,
                 "final_val_bpb": f.get("val_bpb"), "steps": f.get("step"),
                 "grad_evals": self.grad_evals, "examples": self.examples,
@@ -171,13 +209,13 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
                                                                               None))
     if schedule_free:
         opt.train()
-    per_step = 2 if method.secant else 1
-    total = max(step_budget, -(-budget // per_step))
+    # validations every budget / val_points gradient evaluations (a step that passes a
+    # point validates), at the step budget and at the end
+    every = max(round(budget / val_points), 1)
+    # the bar's length: a secant step costs 2 evaluations (fewer with curvature_every > 1)
+    total = max(step_budget, -(-budget // (2 if method.secant else 1)))
     if max_steps:
         total = min(total, max_steps)
-    points = sorted({max(round(budget * k / val_points), 1) for k in range(1, val_points + 1)}
-                    | {budget})
-    points += list(range(points[-1] + points[0], total * per_step + 1, points[0]))
     gen = torch.Generator().manual_seed(seed)
     result = LMResult(method, seed, step_budget, budget,
                       steps=StepHistory(("alpha", "grad_norm", "clipped", "skipped"))
@@ -196,9 +234,11 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
     validate(0)
     bar = tqdm(total=total, desc=f"{method.name:<20.20}", leave=False, disable=not progress,
                mininterval=0.5, dynamic_ncols=True)
-    step, next_point = 0, 0
+    step, next_point = 0, every
     try:
-        while step < total:
+        while step < step_budget or result.grad_evals < budget:
+            if max_steps and step >= max_steps:
+                break
             xb, yb = windows(train_bytes, batch_starts(len(train_bytes), context, batch_size,
                                                        gen), context)
 
@@ -219,9 +259,9 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
                 result.steps.record(loss=loss)
             step += 1
             bar.update(1)
-            due = step == step_budget or step == total
-            while next_point < len(points) and points[next_point] <= result.grad_evals:
-                due, next_point = True, next_point + 1
+            due = step == step_budget or not (step < step_budget or result.grad_evals < budget)
+            while next_point <= result.grad_evals:
+                due, next_point = True, next_point + every
             finite = math.isfinite(float(loss.detach()))
             if due or not finite:
                 bpb = validate(step)
@@ -354,7 +394,9 @@ def run(args) -> RunDir:
 
     def plot():
         plot_curves(by_method, out.file("val_bpb.png"), baseline, title)
-        secant = [rs[0] for rs in by_method.values() if rs and rs[0].method.secant]
+        # one alpha per step: the methods with one param group
+        secant = [rs[0] for rs in by_method.values()
+                  if rs and rs[0].method.secant and "alpha" in rs[0].steps.columns]
         if secant:
             alpha_vs_grad_norm(secant, out.file("alpha.png"), f"lm: alpha_t of the secant "
                                f"methods (seed {seeds[0]})")

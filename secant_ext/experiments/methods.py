@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -42,6 +42,66 @@ def a_signsgd(name="A-SIGNSGD", backend="auto", **kw) -> Method:
     return Method(name, "A-SIGNSGD",
                   lambda p: secant_ext.SecantSignSGD(p, backend=backend, **kw),
                   secant=True, hyper=dict(kw))
+
+
+@dataclass(frozen=True)
+class Lever:
+    """A Secant setting the races measure: untuned (``lr`` multiplier 1), selectable by key."""
+    label: str                          # ``{b}`` stands for the probe batch size
+    momentum: bool                      # SecantSGDM with momentum 0.9 (else SecantSGD)
+    options: Tuple[Tuple[str, object], ...]
+    probe: bool = False                 # a probe closure on the measuring steps
+    per_tensor: bool = False            # one param group per tensor: one alpha per tensor
+
+
+def _lever(label, options=(), momentum=False, **kw) -> Lever:
+    return Lever(label, momentum, tuple(dict(options).items()), **kw)
+
+
+_K8_AVG = dict(curvature_every=8, curvature_warmup=0, average=True)
+# key -> setting. Keys without ``-warm`` that set ``curvature_every`` carry from the first
+# step (``curvature_warmup=0``, as first measured); ``-warm`` keys keep the default warm-up
+# (every one of the first 100 steps measures).
+LEVERS: Dict[str, Lever] = {
+    "asgd-k4": _lever("A-SGD k=4", dict(curvature_every=4, curvature_warmup=0)),
+    "asgd-k8": _lever("A-SGD k=8", dict(curvature_every=8, curvature_warmup=0)),
+    "asgd-avg": _lever("A-SGD avg", dict(average=True)),
+    "asgd-k4-avg": _lever("A-SGD k=4 avg", dict(_K8_AVG, curvature_every=4)),
+    "asgd-k8-avg": _lever("A-SGD k=8 avg", _K8_AVG),
+    "asgdm-k8-avg": _lever("A-SGDM k=8 avg", _K8_AVG, momentum=True),
+    "asgd-k8-avg-probe": _lever("A-SGD k=8 avg b_H={b}", _K8_AVG, probe=True),
+    "asgd-k4-avg-warm": _lever("A-SGD k=4 avg warm-up", dict(curvature_every=4, average=True)),
+    "asgd-k8-avg-warm": _lever("A-SGD k=8 avg warm-up", dict(curvature_every=8, average=True)),
+    "asgdm-k8-avg-warm": _lever("A-SGDM k=8 avg warm-up", dict(curvature_every=8,
+                                                               average=True), momentum=True),
+    "asgd-clip": _lever("A-SGD clip 1", dict(max_grad_norm=1.0)),
+    "asgdm-clip": _lever("A-SGDM clip 1", dict(max_grad_norm=1.0), momentum=True),
+    "asgdm-k8-avg-clip": _lever("A-SGDM k=8 avg warm-up clip 1",
+                                dict(curvature_every=8, average=True, max_grad_norm=1.0),
+                                momentum=True),
+    "asgd-steffensen-clip": _lever("A-SGD steffensen clip 1", dict(rule="steffensen",
+                                                                    max_grad_norm=1.0)),
+    "asgd-tensor": _lever("A-SGD per-tensor alpha", per_tensor=True),
+    "asgdm-tensor": _lever("A-SGDM per-tensor alpha", momentum=True, per_tensor=True),
+}
+
+
+def lever(key: str, backend: str = "auto", probe_batch: int = 16) -> Method:
+    """The ``Method`` of ``LEVERS[key]``; the probe batch size goes into the label and
+    ``probe_batch`` only when the setting uses a probe."""
+    s = LEVERS[key]
+    options = dict(s.options)
+    cls = secant_ext.SecantSGDM if s.momentum else secant_ext.SecantSGD
+    kw = dict(options, momentum=0.9) if s.momentum else options
+
+    def make(params):
+        if s.per_tensor:
+            params = [{"params": [p]} for p in params]
+        return cls(params, backend=backend, **kw)
+    hyper = dict(kw, **({"param_groups": "one per tensor"} if s.per_tensor else {}),
+                 **({"b_H": probe_batch} if s.probe else {}))
+    return Method(s.label.format(b=probe_batch), "A-SGDM" if s.momentum else "A-SGD", make,
+                  secant=True, probe_batch=probe_batch if s.probe else None, hyper=hyper)
 
 
 def sgd_const(lr: float) -> Method:

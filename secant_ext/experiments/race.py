@@ -27,8 +27,14 @@ Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplie
 - ``asgd-k8-avg-probe``: ``asgd-k8-avg`` plus the ``--probe-batch`` probe closure, which
   is called (twice) on the measuring steps only: 1 + 2/8 evaluations a step on average.
 - These carry from the first step on (``curvature_warmup=0``, as first measured);
-  ``asgd-k4-avg-warm``, ``asgd-k8-avg-warm`` keep the optimizer's default warm-up: each of
-  the first 100 steps measures before the carry starts.
+  ``asgd-k4-avg-warm``, ``asgd-k8-avg-warm``, ``asgdm-k8-avg-warm`` keep the optimizer's
+  default warm-up: each of the first 100 steps measures before the carry starts.
+- ``asgd-clip``, ``asgdm-clip``: ``max_grad_norm=1`` (the step is clipped, not the
+  measurement); ``asgdm-k8-avg-clip``: SecantSGDM k=8, averaging, warm-up and the clip;
+- ``asgd-steffensen-clip``: ``rule="steffensen"`` (alpha = 1 / curvature: no scale fixed
+  by a regularization, so alpha may exceed 1) with ``max_grad_norm=1``;
+- ``asgd-tensor``, ``asgdm-tensor``: one param group per parameter tensor, so each tensor
+  takes its own alpha from its own statistics.
 
 The three peers' packages are optional: a missing one is skipped and named (on screen, in
 ``summary.json`` and in ``race.json``).
@@ -71,37 +77,20 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .common import floats, load_flat_mnist, print_table
+from .common import choices, floats, load_flat_mnist, median_or_none, print_table
 from .datasets import Dataset
-from .methods import Method, a_sgd, a_sgdm, adam, lr_free_extras, sgd_const
+from .methods import LEVERS, Method, a_sgd, a_sgdm, adam, lever, lr_free_extras, sgd_const
 from .models import cross_entropy, mlp, small_cnn
 from .output import RunDir
+from . import race_lm
 from .training import RunResult, train
 from ._deps import pyplot
 
 DEFAULTS = dict(epochs=5, batch_size=128)
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "lm")
+IMAGE_MODELS = ("mlp", "cnn")
 DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
                 "prodigy", "dadapt-sgd", "adam", "sgd-grid")
-# Secant levers: key -> (label, SecantSGDM?, options, probe?)
-LEVERS = {
-    "asgd-k4": ("A-SGD k=4", False, dict(curvature_every=4, curvature_warmup=0), False),
-    "asgd-k8": ("A-SGD k=8", False, dict(curvature_every=8, curvature_warmup=0), False),
-    "asgd-avg": ("A-SGD avg", False, dict(average=True), False),
-    "asgd-k4-avg": ("A-SGD k=4 avg", False,
-                    dict(curvature_every=4, curvature_warmup=0, average=True), False),
-    "asgd-k8-avg": ("A-SGD k=8 avg", False,
-                    dict(curvature_every=8, curvature_warmup=0, average=True), False),
-    "asgdm-k8-avg": ("A-SGDM k=8 avg", True,
-                     dict(curvature_every=8, curvature_warmup=0, average=True), False),
-    "asgd-k8-avg-probe": ("A-SGD k=8 avg b_H={b}", False,
-                          dict(curvature_every=8, curvature_warmup=0, average=True), True),
-    # with the optimizer's default warm-up: every one of the first 100 steps measures
-    "asgd-k4-avg-warm": ("A-SGD k=4 avg warm-up", False,
-                         dict(curvature_every=4, average=True), False),
-    "asgd-k8-avg-warm": ("A-SGD k=8 avg warm-up", False,
-                         dict(curvature_every=8, average=True), False),
-}
 METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS)
 # target test accuracy (%) per data set and model
 TARGETS = {("mnist", "mlp"): 97.0, ("mnist", "cnn"): 98.0,
@@ -113,27 +102,15 @@ GRID_ROW = "SGD grid (best of {n})"
 SECANT_DEFAULT = "A-SGD"
 
 
-def _choices(allowed: Sequence[str], what: str):
-    def parse(text: str) -> List[str]:
-        chosen = [s.strip() for s in text.split(",") if s.strip()]
-        bad = [s for s in chosen if s not in allowed]
-        if bad or not chosen:
-            raise ValueError(f"unknown {what} {bad}; choose from {','.join(allowed)}")
-        return chosen
-    return parse
-
-
 def add_arguments(p) -> None:
-    p.add_argument("--models", type=_choices(MODELS, "models"), default=list(MODELS),
-                   help="comma-separated subset of mlp,cnn (default both)")
-    p.add_argument("--methods", type=_choices(METHOD_KEYS, "methods"),
+    p.add_argument("--models", type=choices(MODELS, "models"), default=list(IMAGE_MODELS),
+                   help="comma-separated subset of mlp,cnn,lm (default mlp,cnn; lm: the "
+                        "byte transformer of 'reproduce lm', to a bits-per-byte target)")
+    p.add_argument("--methods", type=choices(METHOD_KEYS, "methods"),
                    default=list(DEFAULT_KEYS),
                    help=f"comma-separated subset of {','.join(METHOD_KEYS)} (default "
-                        f"{','.join(DEFAULT_KEYS)}; the Secant levers: asgd-k4, asgd-k8 = "
-                        "curvature_every 4, 8; asgd-avg = average=True; asgd-k4-avg, "
-                        "asgd-k8-avg = both; asgdm-k8-avg = SecantSGDM momentum 0.9, k=8, average; "
-                        "asgd-k8-avg-probe = asgd-k8-avg with the --probe-batch probe on "
-                        "measuring steps)")
+                        f"{','.join(DEFAULT_KEYS)}; the module's docstring says what each "
+                        "Secant lever sets)")
     p.add_argument("--seeds", type=int, default=3,
                    help="number of seeds: --seed, --seed+1, ... (default 3)")
     p.add_argument("--lrs", type=floats, default=floats("0.01,0.03,0.1,0.3,1"),
@@ -148,6 +125,7 @@ def add_arguments(p) -> None:
                    help="training examples the logged training loss is measured on "
                         "(default 10000; 0: all)")
     p.add_argument("--hidden", type=int, default=128, help="MLP hidden units (default 128)")
+    race_lm.add_arguments(p)
     p.set_defaults(evals_per_epoch=4)
 
 
@@ -177,14 +155,7 @@ def build_methods(keys: Sequence[str], args):
             out.append(dataclasses.replace(m, probe_batch=args.probe_batch,
                                            hyper={"b_H": args.probe_batch}))
         elif key in LEVERS:
-            label, momentum, options, probe = LEVERS[key]
-            label = label.format(b=args.probe_batch)
-            m = (a_sgdm(label, backend=b, momentum=0.9, **options) if momentum
-                 else a_sgd(label, backend=b, **options))
-            if probe:
-                m = dataclasses.replace(m, probe_batch=args.probe_batch,
-                                        hyper=dict(m.hyper, b_H=args.probe_batch))
-            out.append(m)
+            out.append(lever(key, backend=b, probe_batch=args.probe_batch))
         elif key in ("sf-sgd", "sf-adamw"):
             label, cls = (("SF-SGD", "SGDScheduleFree") if key == "sf-sgd" else
                           ("SF-AdamW", "AdamWScheduleFree"))
@@ -225,14 +196,6 @@ def to_target(r: RunResult, target: float) -> Dict[str, object]:
             "min_test_acc_after_epoch1": min(later) if later else None,
             "run_grad_evals": r.grad_evals, "run_seconds": round(r.train_seconds, 3),
             "diverged": r.diverged}
-
-
-def _median(values: Sequence[Optional[float]]) -> Optional[float]:
-    """Median with None as +infinity (a seed that never reached the target)."""
-    if not values:
-        return None
-    m = statistics.median([math.inf if v is None else v for v in values])
-    return None if math.isinf(m) else m
 
 
 MEDIAN_KEYS = ("grad_evals_to_target", "examples_to_target", "seconds_to_target",
@@ -293,11 +256,12 @@ def summarize(per_run: Dict[tuple, Dict[int, Dict[str, object]]], families: Dict
             row = {"model": model, "method": name, "family": family, "seeds": len(vals),
                    "reached": f"{hits}/{len(vals)}", "reached_count": hits,
                    "tuning_runs": vals[0]["tuning_runs"] if vals else None}
-            row.update({k: _median([v.get(k) for v in vals]) for k in MEDIAN_KEYS})
+            row.update({k: median_or_none([v.get(k) for v in vals]) for k in MEDIAN_KEYS})
             if family == "SGD grid":
-                row["grid_total_seconds"] = _median([v["grid_total_seconds"] for v in vals])
-                row["grid_total_grad_evals"] = _median([v["grid_total_grad_evals"]
-                                                        for v in vals])
+                row["grid_total_seconds"] = median_or_none([v["grid_total_seconds"]
+                                                            for v in vals])
+                row["grid_total_grad_evals"] = median_or_none([v["grid_total_grad_evals"]
+                                                               for v in vals])
                 row["best_member"] = [v["best_member"] for v in vals]
             row["per_seed"] = {str(s): v for s, v in per_seed.items()}
             rows.append(row)
@@ -441,9 +405,10 @@ def run(args) -> RunDir:
         raise ValueError("--seeds must be at least 1")
     out = RunDir("race", args.out, vars(args))
     out.meta["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
-    data = load_flat_mnist(args)
-    kind = "mnist" if data.name == "mnist" else "digits"
-    targets = {m: getattr(args, f"target_{m}") or TARGETS[(kind, m)] for m in args.models}
+    image_models = [m for m in args.models if m in IMAGE_MODELS]
+    data = load_flat_mnist(args) if image_models else None
+    kind = "mnist" if data is not None and data.name == "mnist" else "digits"
+    targets = {m: getattr(args, f"target_{m}") or TARGETS[(kind, m)] for m in image_models}
     methods, skipped = build_methods(args.methods, args)
     for name, why in skipped.items():
         print(f"skipped: {name} ({why}; pip install {why.split(chr(39))[1]})")
@@ -466,11 +431,12 @@ def run(args) -> RunDir:
         out.write_csv("race.csv", [{k: v for k, v in r.items() if k != "per_seed"}
                                    for r in rows])
 
-    total = len(args.models) * len(seeds) * len(methods)
+    total = len(seeds) * (len(image_models) * len(methods) + ("lm" in args.models) * sum(
+        m.probe_batch is None for m in methods))
     done = 0
-    title = f"race on {data.name}"
+    title = f"race on {data.name}" if data is not None else "race"
     try:
-        for model in args.models:
+        for model in image_models:
             model_fn, ds = _model_data(model, data, args.hidden)
             for seed in seeds:
                 for m in methods:
@@ -501,9 +467,18 @@ def run(args) -> RunDir:
                       "gradient evaluations (backward passes)", title)
             plot_race(runs, targets, out.file("acc_vs_seconds.png"), "train_seconds",
                       "train wall seconds (evaluations excluded)", title)
-    text = print_table(out, rows, RACE_COLUMNS, RACE_HEADERS,
-                       title=f"race ({data.describe()}); medians over seeds {seeds}; "
-                             f"targets {targets}")
+    lm_rows: List[Dict[str, object]] = []
+    if "lm" in args.models:
+        def announce(what):
+            nonlocal done
+            done += 1
+            print(f"[{done}/{total}] {what}", flush=True)
+        lm_rows = race_lm.run_leg(args, out, methods, seeds, GRID_FAMILY, announce)
+    text = ""
+    if rows:
+        text = print_table(out, rows, RACE_COLUMNS, RACE_HEADERS,
+                           title=f"race ({data.describe()}); medians over seeds {seeds}; "
+                                 f"targets {targets}")
     grid = [r for r in rows if r["family"] == "SGD grid"]
     for g in grid:
         print(f"{g['model']}: the SGD grid costs {g['grid_total_grad_evals']:.0f} grad evals, "
@@ -532,7 +507,9 @@ def run(args) -> RunDir:
                   f"{c['min_test_acc_after_epoch1']}, reached {c['reached']}: "
                   + ("MEETS the goal" if c["meets_goal"] else "misses the goal"))
     out.meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out.finish({"dataset": data.describe(), "targets": targets, "seeds": seeds,
-                "skipped": skipped, "verdicts": v, "goal_check": goals, "table": text})
+    out.finish({"dataset": data.describe() if data is not None else None,
+                "targets": dict(targets, **({"lm": args.target_lm} if lm_rows else {})),
+                "seeds": seeds, "skipped": skipped, "verdicts": v, "goal_check": goals,
+                "table": text, "lm": race_lm.verdict(lm_rows) if lm_rows else None})
     print(f"\nresults, histories and plots in {out.path}/")
     return out
