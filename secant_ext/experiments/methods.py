@@ -81,6 +81,14 @@ LEVERS: Dict[str, Lever] = {
                                 momentum=True),
     "asgd-steffensen-clip": _lever("A-SGD steffensen clip 1", dict(rule="steffensen",
                                                                     max_grad_norm=1.0)),
+    # the rule's step doubled: gradient descent along a direction of curvature kappa is
+    # stable up to 2 / kappa, twice the secant (Newton) step the rule approximates
+    "asgd-x2-clip": _lever("A-SGD lr=2 clip 1", dict(lr=2.0, max_grad_norm=1.0)),
+    "asgd-x2-k8-avg-warm": _lever("A-SGD lr=2 k=8 avg warm-up",
+                                  dict(lr=2.0, curvature_every=8, average=True)),
+    "asgd-x2-k8-avg-clip": _lever("A-SGD lr=2 k=8 avg warm-up clip 1",
+                                  dict(lr=2.0, curvature_every=8, average=True,
+                                       max_grad_norm=1.0)),
     "asgd-tensor": _lever("A-SGD per-tensor alpha", per_tensor=True),
     "asgdm-tensor": _lever("A-SGDM per-tensor alpha", momentum=True, per_tensor=True),
 }

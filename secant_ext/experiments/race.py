@@ -15,7 +15,8 @@ Methods (``--methods``; the default set is the first nine):
   (``dadaptation``); ``adam``: torch's Adam lr=1e-3;
 - ``sgd-grid``: SGD at each of the constant rates ``--lrs`` (5 runs a user must make).
 
-Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplier 1):
+Secant levers (selectable, not in the default set; no per-task tuning: ``lr`` multiplier 1
+except the ``-x2`` keys, which fix it at 2):
 
 - ``asgd-k4``, ``asgd-k8``: SecantSGD with ``curvature_every`` 4 or 8 (every k-th step
   measures alpha with two evaluations, the others evaluate once and use the EMA of the
@@ -33,8 +34,17 @@ Secant levers (selectable, not in the default set; all untuned, ``lr`` multiplie
   measurement); ``asgdm-k8-avg-clip``: SecantSGDM k=8, averaging, warm-up and the clip;
 - ``asgd-steffensen-clip``: ``rule="steffensen"`` (alpha = 1 / curvature: no scale fixed
   by a regularization, so alpha may exceed 1) with ``max_grad_norm=1``;
+- ``asgd-x2-clip``, ``asgd-x2-k8-avg-warm``, ``asgd-x2-k8-avg-clip``: ``lr=2``, the rule's
+  step doubled (gradient descent along a direction of curvature kappa is stable up to
+  2 / kappa, twice the Newton step 1 / kappa that alpha approximates), with the clip,
+  k=8 and averaging as named;
 - ``asgd-tensor``, ``asgdm-tensor``: one param group per parameter tensor, so each tensor
   takes its own alpha from its own statistics.
+
+``--models lm`` adds a third model: the byte transformer of ``reproduce lm`` (its model
+options, batch 32), each method run for ``--lm-budget`` gradient evaluations and timed to
+``--target-lm`` validation bits per byte (``race_lm``); methods with a probe batch are left
+out there. It is not in the default set: about 2.5 minutes per run on one core.
 
 The three peers' packages are optional: a missing one is skipped and named (on screen, in
 ``summary.json`` and in ``race.json``).
