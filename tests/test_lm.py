@@ -236,3 +236,22 @@ def test_per_tensor_lever_gives_each_tensor_its_own_alpha():
     alphas = [float(v) for v in opt.last_stats.alpha.reshape(-1)]
     assert alphas == [solo[0][0], solo[1][0]] and alphas[0] != alphas[1]
     assert torch.equal(a.detach(), solo[0][1]) and torch.equal(b.detach(), solo[1][1])
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.05])  # |g| = 10 (clipped) and 0.25 (not)
+def test_clipped_sgd_is_sgd_on_the_gradient_clipped_to_norm_one(scale):
+    from secant_ext.experiments.methods import sgd_clipped
+    x0 = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    p = torch.nn.Parameter(x0.clone())
+    opt = sgd_clipped(0.5).make([p])
+
+    def closure():
+        opt.zero_grad()
+        loss = scale * (p ** 2).sum()  # gradient 2 scale p: norm 10 scale
+        loss.backward()
+        return loss
+    opt.step(closure)
+    g = 2 * scale * x0
+    norm = float(g.norm())
+    expected = x0 - 0.5 * g * min(1.0, 1.0 / (norm + 1e-6))
+    assert torch.allclose(p.detach(), expected, rtol=1e-12, atol=0)

@@ -23,7 +23,8 @@ from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
 from .common import choices, floats, print_table
-from .methods import LEVERS, Method, a_sgd, a_sgdm, a_signsgd, lever, sgd_const
+from .methods import (LEVERS, Method, a_sgd, a_sgdm, a_signsgd, lever, sgd_clipped,
+                      sgd_const)
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
@@ -91,7 +92,10 @@ def optional_peers(peers=OPTIONAL_PEERS) -> Tuple[List[Method], Dict[str, str]]:
 # (those without a probe: this loop has no probe batch)
 DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-signsgd", "secant-signsgdm", "adamw",
                 "sgd-grid", "prodigy", "sf-adamw")
-METHOD_KEYS = DEFAULT_KEYS + tuple(k for k, v in LEVERS.items() if not v.probe)
+# sgd-clip-grid: the SGD grid with the gradient clipped to norm 1 first, the fair
+# comparison for the Secant settings that clip (max_grad_norm=1)
+METHOD_KEYS = DEFAULT_KEYS + ("sgd-clip-grid",) + tuple(k for k, v in LEVERS.items()
+                                                       if not v.probe)
 PEER_KEYS = {"prodigy": OPTIONAL_PEERS[0], "sf-adamw": OPTIONAL_PEERS[1]}
 
 
@@ -113,6 +117,8 @@ def lm_methods(args) -> Tuple[List[Method], Dict[str, str]]:
             methods.append(adamw(args.adamw_lr))
         elif key == "sgd-grid":
             methods += [sgd_const(lr) for lr in args.sgd_lrs]
+        elif key == "sgd-clip-grid":
+            methods += [sgd_clipped(lr) for lr in args.sgd_lrs]
         elif key in PEER_KEYS:
             label = PEER_KEYS[key][0]
             if args.no_peers:
@@ -324,7 +330,8 @@ def aggregate(by_method: Dict[str, List[LMResult]], step_budget: int,
             return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
         at_s, sd_s = stat([r.bpb_at_steps for r in runs])
         at_e, sd_e = stat([r.bpb_at_evals for r in runs])
-        row = {"method": name, "hyper": runs[0].method.hyper, "seeds": len(runs),
+        row = {"method": name, "family": runs[0].method.family,
+               "hyper": runs[0].method.hyper, "seeds": len(runs),
                "at_steps": at_s, "at_steps_sd": sd_s, "at_evals": at_e, "at_evals_sd": sd_e,
                "steps": runs[0].evals[-1]["step"] if runs[0].evals else None,
                "grad_evals": runs[0].grad_evals,
@@ -443,7 +450,7 @@ def run(args) -> RunDir:
                      "skipped steps", "steps"), title="lm: alpha_t of the secant methods")
 
     def best(rows_, key, pred):
-        cands = [r for r in rows_ if pred(r["method"]) and r[key] is not None]
+        cands = [r for r in rows_ if pred(r) and r[key] is not None]
         return min(cands, key=lambda r: r[key]) if cands else None
     summary: Dict[str, object] = {"corpus": corpus.info(), "parameters": params,
                                   "unigram_val_bits": baseline, "skipped": skipped,
@@ -451,9 +458,9 @@ def run(args) -> RunDir:
                                   "seeds": seeds, "table": rows, "alpha": alphas}
     for key, label in (("at_steps", f"{step_budget} steps"), ("at_evals",
                                                               f"{args.budget} grad evals")):
-        sgd = best(rows, key, lambda n: n.startswith("SGD "))
-        adam = best(rows, key, lambda n: n.startswith("AdamW"))
-        sec = best(rows, key, lambda n: n.startswith("A-"))
+        sgd = best(rows, key, lambda r: r["family"] == "SGD const")
+        adam = best(rows, key, lambda r: r["family"] == "AdamW")
+        sec = best(rows, key, lambda r: r["family"].startswith("A-"))
         summary[key] = {"best_sgd": sgd and {"method": sgd["method"], "bpb": sgd[key]},
                         "adamw": adam and {"method": adam["method"], "bpb": adam[key]},
                         "best_secant": sec and {"method": sec["method"], "bpb": sec[key]}}

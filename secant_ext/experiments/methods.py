@@ -83,6 +83,8 @@ LEVERS: Dict[str, Lever] = {
                                                                     max_grad_norm=1.0)),
     # the rule's step doubled: gradient descent along a direction of curvature kappa is
     # stable up to 2 / kappa, twice the secant (Newton) step the rule approximates
+    "asgd-k8-avg-clip": _lever("A-SGD k=8 avg warm-up clip 1",
+                               dict(curvature_every=8, average=True, max_grad_norm=1.0)),
     "asgd-x2-clip": _lever("A-SGD lr=2 clip 1", dict(lr=2.0, max_grad_norm=1.0)),
     "asgd-x2-k8-avg-warm": _lever("A-SGD lr=2 k=8 avg warm-up",
                                   dict(lr=2.0, curvature_every=8, average=True)),
@@ -115,6 +117,33 @@ def lever(key: str, backend: str = "auto", probe_batch: int = 16) -> Method:
 def sgd_const(lr: float) -> Method:
     return Method(f"SGD lr={lr:g}", "SGD const", lambda p: torch.optim.SGD(p, lr=lr),
                   hyper={"lr": lr})
+
+
+class ClippedSGD(torch.optim.SGD):
+    """torch's SGD after ``torch.nn.utils.clip_grad_norm_(params, max_norm)`` on all its
+    parameters: the clipping a training loop would add, for comparisons with optimizers
+    that clip inside their step (``max_grad_norm``)."""
+
+    def __init__(self, params, lr: float, max_norm: float = 1.0):
+        super().__init__(params, lr=lr)
+        self.max_norm = max_norm
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(grads, self.max_norm)
+        super().step()
+        return loss
+
+
+def sgd_clipped(lr: float, max_norm: float = 1.0) -> Method:
+    return Method(f"SGD lr={lr:g} clip {max_norm:g}", "SGD clip",
+                  lambda p: ClippedSGD(p, lr=lr, max_norm=max_norm),
+                  hyper={"lr": lr, "max_grad_norm": max_norm})
 
 
 def sgd_decay(c: float, gamma: float) -> Method:
