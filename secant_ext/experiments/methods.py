@@ -91,6 +91,11 @@ LEVERS: Dict[str, Lever] = {
     "asgd-x2-k8-avg-clip": _lever("A-SGD lr=2 k=8 avg warm-up clip 1",
                                   dict(lr=2.0, curvature_every=8, average=True,
                                        max_grad_norm=1.0)),
+    "asgd-x2-k8-clip": _lever("A-SGD lr=2 k=8 warm-up clip 1",
+                              dict(lr=2.0, curvature_every=8, max_grad_norm=1.0)),
+    "asgdm-x2-k8-avg-clip": _lever("A-SGDM lr=2 k=8 avg warm-up clip 1",
+                                   dict(lr=2.0, curvature_every=8, average=True,
+                                        max_grad_norm=1.0), momentum=True),
     "asgd-tensor": _lever("A-SGD per-tensor alpha", per_tensor=True),
     "asgdm-tensor": _lever("A-SGDM per-tensor alpha", momentum=True, per_tensor=True),
 }
