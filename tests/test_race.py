@@ -270,3 +270,16 @@ def test_race_lm_leg_times_each_method_to_a_bits_per_byte_target(tmp_path, capsy
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["targets"] == {"lm": 6.8}
     assert (tmp_path / "lm_val_bpb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fast_setting_lever_builds_the_readme_options():
+    """The setting the README recommends, as the race and lm build it."""
+    m = _lever("asgd-x2-k8-avg-clip")
+    assert m.family == "A-SGD" and m.hyper == {"lr": 2.0, "curvature_every": 8,
+                                               "average": True, "max_grad_norm": 1.0}
+    g = m.make([torch.nn.Parameter(torch.zeros(3))]).param_groups[0]
+    assert (g["lr"], g["curvature_every"], g["curvature_warmup"], g["average"],
+            g["max_grad_norm"]) == (2.0, 8, 100, True, 1.0)
+    t = _lever("asgd-tensor").make([torch.nn.Parameter(torch.zeros(3)),
+                                    torch.nn.Parameter(torch.zeros(2))])
+    assert [len(g["params"]) for g in t.param_groups] == [1, 1]

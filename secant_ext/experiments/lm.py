@@ -6,7 +6,12 @@ Every method starts from the same weights and sees the same batches (random wind
 from a generator seeded by the seed) in the same order; validation is bits per byte on
 fixed windows of the held-out last 10%. A secant step evaluates the gradient twice, so
 methods are compared at two budgets: a number of steps (``--step-budget``) and a number of
-gradient evaluations (``--budget``). Each method runs until it has reached both.
+gradient evaluations (``--budget``). Each method runs until it has reached both
+(``--step-budget 2``: compare at gradient evaluations only).
+
+``--methods`` picks the methods: the default set, ``sgd-clip-grid`` (the SGD grid with
+the gradient clipped to norm 1, the comparison for Secant settings that clip), and the
+Secant levers of ``reproduce race`` (the same keys, the same settings).
 """
 from __future__ import annotations
 

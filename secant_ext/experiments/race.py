@@ -35,7 +35,7 @@ except the ``-x2`` keys, which fix it at 2):
 - ``asgd-steffensen-clip``: ``rule="steffensen"`` (alpha = 1 / curvature: no scale fixed
   by a regularization, so alpha may exceed 1) with ``max_grad_norm=1``;
 - ``asgd-x2-clip``, ``asgd-x2-k8-clip``, ``asgd-x2-k8-avg-warm``, ``asgd-x2-k8-avg-clip``,
-  ``asgdm-x2-k8-avg-clip``: ``lr=2``, the rule's
+  ``asgd-x2-k16-avg-clip``, ``asgdm-x2-k8-avg-clip``: ``lr=2``, the rule's
   step doubled (gradient descent along a direction of curvature kappa is stable up to
   2 / kappa, twice the Newton step 1 / kappa that alpha approximates), with the clip,
   k=8 (with the warm-up), averaging and momentum as named;
