@@ -143,8 +143,8 @@ def run_leg(args, out: RunDir, methods: Sequence[Method], seeds: Sequence[int],
         if any(by_method.values()):
             plot_curves({k: v for k, v in by_method.items() if v},
                         out.file("lm_val_bpb.png"), baseline,
-                        f"race, lm leg: validation bits per byte (mean over seeds "
-                        f"{', '.join(map(str, seeds))})")
+                        f"race, lm leg: validation bits per byte (mean over seed"
+                        f"{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})")
     print_table(out, rows, COLUMNS, HEADERS,
                 title=f"race, lm leg: medians over seeds {list(seeds)}; target "
                       f"{args.target_lm:g} bits/byte, budget {args.lm_budget} grad evals")
