@@ -28,8 +28,7 @@ from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
 from .common import choices, floats, print_table
-from .methods import (LEVERS, Method, a_sgd, a_sgdm, a_signsgd, lever, sgd_clipped,
-                      sgd_const)
+from .methods import LEVERS, SECANT_DEFAULTS, Method, lever, sgd_clipped, sgd_const
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
@@ -110,14 +109,8 @@ def lm_methods(args) -> Tuple[List[Method], Dict[str, str]]:
     methods: List[Method] = []
     skipped: Dict[str, str] = {}
     for key in keys:
-        if key == "secant-sgd":
-            methods.append(a_sgd(backend=b))
-        elif key == "secant-sgdm":
-            methods.append(a_sgdm(backend=b, momentum=0.9))
-        elif key == "secant-signsgd":
-            methods.append(a_signsgd(backend=b))
-        elif key == "secant-signsgdm":
-            methods.append(a_signsgd("A-SIGNSGD m=0.9", backend=b, momentum=0.9))
+        if key in SECANT_DEFAULTS:
+            methods.append(SECANT_DEFAULTS[key](b))
         elif key == "adamw":
             methods.append(adamw(args.adamw_lr))
         elif key == "sgd-grid":

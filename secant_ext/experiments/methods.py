@@ -44,6 +44,17 @@ def a_signsgd(name="A-SIGNSGD", backend="auto", **kw) -> Method:
                   secant=True, hyper=dict(kw))
 
 
+# the Secant optimizers at their defaults (momentum 0.9 where they take one), by the key
+# the experiments' --methods use
+SECANT_DEFAULTS: Dict[str, Callable[[str], Method]] = {
+    "secant-sgd": lambda backend: a_sgd(backend=backend),
+    "secant-sgdm": lambda backend: a_sgdm(backend=backend, momentum=0.9),
+    "secant-signsgd": lambda backend: a_signsgd(backend=backend),
+    "secant-signsgdm": lambda backend: a_signsgd("A-SIGNSGD m=0.9", backend=backend,
+                                                 momentum=0.9),
+}
+
+
 @dataclass(frozen=True)
 class Lever:
     """A Secant setting the races measure: untuned (``lr`` multiplier 1), selectable by key."""

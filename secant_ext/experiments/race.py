@@ -90,7 +90,8 @@ import torch
 
 from .common import choices, floats, load_flat_mnist, median_or_none, print_table
 from .datasets import Dataset
-from .methods import LEVERS, Method, a_sgd, a_sgdm, adam, lever, lr_free_extras, sgd_const
+from .methods import (LEVERS, SECANT_DEFAULTS, Method, a_sgd, adam, lever, lr_free_extras,
+                      sgd_const)
 from .models import cross_entropy, mlp, small_cnn
 from .output import RunDir
 from . import race_lm
@@ -157,10 +158,8 @@ def build_methods(keys: Sequence[str], args):
     out: List[Method] = []
     skipped: Dict[str, str] = {}
     for key in keys:
-        if key == "secant-sgd":
-            out.append(a_sgd(backend=b))
-        elif key == "secant-sgdm":
-            out.append(a_sgdm(backend=b, momentum=0.9))
+        if key in SECANT_DEFAULTS:
+            out.append(SECANT_DEFAULTS[key](b))
         elif key == "secant-sgd-probe":
             m = a_sgd(f"A-SGD b_H={args.probe_batch}", backend=b)
             out.append(dataclasses.replace(m, probe_batch=args.probe_batch,
