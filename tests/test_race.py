@@ -283,3 +283,9 @@ def test_fast_setting_lever_builds_the_readme_options():
     t = _lever("asgd-tensor").make([torch.nn.Parameter(torch.zeros(3)),
                                     torch.nn.Parameter(torch.zeros(2))])
     assert [len(g["params"]) for g in t.param_groups] == [1, 1]
+
+
+def test_race_lm_budget_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="--lm-budget must be at least 1, got 0"):
+        main(["reproduce", "race", "--models", "lm", "--methods", "adam", "--lm-budget", "0",
+              "--max-bytes", "60000", "--no-progress", "--out", str(tmp_path)])

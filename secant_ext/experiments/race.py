@@ -413,6 +413,8 @@ def run(args) -> RunDir:
         torch.set_num_threads(1)  # comparable wall times: one CPU thread per run
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
+    if "lm" in args.models and args.lm_budget < 1:  # before any model runs
+        raise ValueError(f"--lm-budget must be at least 1, got {args.lm_budget}")
     out = RunDir("race", args.out, vars(args))
     out.meta["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     image_models = [m for m in args.models if m in IMAGE_MODELS]

@@ -12,7 +12,7 @@ loss spike shows there). Methods with a probe batch are left out (the LM loop ha
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .common import median_or_none, print_table
 from .lm import LMResult, plot_curves, train_lm
@@ -96,7 +96,8 @@ def summarize(per_run: Dict[str, Dict[int, Dict[str, object]]], families: Dict[s
 
 
 def run_leg(args, out: RunDir, methods: Sequence[Method], seeds: Sequence[int],
-            grid_family: str, progress: Optional[callable] = None) -> List[Dict[str, object]]:
+            grid_family: str, progress: Optional[Callable[[str], None]] = None
+            ) -> List[Dict[str, object]]:
     """Train every method without a probe batch on the LM for each seed; return the rows."""
     kept = [m for m in methods if m.probe_batch is None]
     for m in methods:
