@@ -31,6 +31,7 @@ from .common import choices, floats, print_table
 from .methods import LEVERS, SECANT_DEFAULTS, Method, lever, sgd_clipped, sgd_const
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
+from .training import counting_closure, evaluating, has_eval_mode
 from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
                      expected_params, lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
 
@@ -208,10 +209,8 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
     model = model_fn()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = method.make(params)
-    # ScheduleFree optimizers evaluate at their averaged point: eval()/train() around it
-    schedule_free = callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train",
-                                                                              None))
-    if schedule_free:
+    modes = has_eval_mode(opt)  # evaluate at the averaged point (Schedule-Free, average=True)
+    if modes:
         opt.train()
     # validations every budget / val_points gradient evaluations (a step that passes a
     # point validates), at the step budget and at the end
@@ -226,11 +225,8 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
                       if method.secant else StepHistory(()))
 
     def validate(step: int) -> float:
-        if schedule_free:
-            opt.eval()
-        bpb = bits_per_byte(model, val_x, val_y)
-        if schedule_free:
-            opt.train()
+        with evaluating(opt, modes):
+            bpb = bits_per_byte(model, val_x, val_y)
         result.evals.append({"step": step, "grad_evals": result.grad_evals,
                              "train_seconds": result.train_seconds, "val_bpb": bpb})
         return bpb
@@ -245,17 +241,8 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
                 break
             xb, yb = windows(train_bytes, batch_starts(len(train_bytes), context, batch_size,
                                                        gen), context)
-
-            def closure():
-                opt.zero_grad()
-                loss = lm_loss(model(xb), yb)
-                loss.backward()
-                result.grad_evals += 1
-                result.examples += len(xb)
-                return loss
-
             t0 = time.perf_counter()
-            loss = opt.step(closure)
+            loss = opt.step(counting_closure(opt, model, lm_loss, xb, yb, result))
             result.train_seconds += time.perf_counter() - t0
             if method.secant:
                 result.steps.record(opt, loss=loss)

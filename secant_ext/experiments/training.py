@@ -7,6 +7,7 @@ gradient was taken, measured by counting closure calls, not assumed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,37 @@ def evaluate(model, loss_fn, x, y, batch: int = 256):
     return total / n, 100.0 * correct / n
 
 
+def has_eval_mode(opt) -> bool:
+    """Whether ``opt`` follows Schedule-Free's convention (``train()``/``eval()``: evaluate
+    at the averaged point); the Secant optimizers do too (a no-op without ``average``)."""
+    return all(callable(getattr(opt, m, None)) for m in ("train", "eval"))
+
+
+@contextlib.contextmanager
+def evaluating(opt, modes: bool):
+    """``opt.eval()`` around an evaluation and ``opt.train()`` after it, when ``modes``."""
+    if modes:
+        opt.eval()
+    try:
+        yield
+    finally:
+        if modes:
+            opt.train()
+
+
+def counting_closure(opt, model, loss_fn: Callable, xb, yb, result):
+    """The closure of one batch: zero the gradients, backward, and count one gradient
+    evaluation and ``len(xb)`` examples on ``result``."""
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        result.grad_evals += 1
+        result.examples += len(xb)
+        return loss
+    return closure
+
+
 def _grad_norm(params) -> torch.Tensor:
     norms = [p.grad.detach().norm() for p in params if p.grad is not None]
     return torch.stack(norms).norm() if norms else torch.zeros(())
@@ -84,7 +116,7 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
     params = [p for p in model.parameters() if p.requires_grad]
     opt = method.make(params)
     # Schedule-Free's convention: evaluate at the averaged point, train at the other one
-    modes = all(callable(getattr(opt, m, None)) for m in ("train", "eval"))
+    modes = has_eval_mode(opt)
     if modes:
         opt.train()
     x_loss = data.x_train[:train_loss_examples] if train_loss_examples else data.x_train
@@ -102,27 +134,14 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
                        else StepHistory(()))
 
     def log_eval(step: int) -> bool:
-        if modes:
-            opt.eval()
-        train_loss, _ = evaluate(model, loss_fn, x_loss, y_loss)
-        test_loss, test_acc = evaluate(model, loss_fn, data.x_test, data.y_test)
-        if modes:
-            opt.train()
+        with evaluating(opt, modes):
+            train_loss, _ = evaluate(model, loss_fn, x_loss, y_loss)
+            test_loss, test_acc = evaluate(model, loss_fn, data.x_test, data.y_test)
         result.evals.append({"step": step, "epoch": step / per_epoch,
                              "grad_evals": result.grad_evals, "examples": result.examples,
                              "train_loss": train_loss, "test_loss": test_loss,
                              "test_acc": test_acc, "train_seconds": result.train_seconds})
         return math.isfinite(train_loss)
-
-    def make_closure(xb, yb):
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            result.grad_evals += 1
-            result.examples += len(xb)
-            return loss
-        return closure
 
     log_eval(0)
     bar = tqdm(total=total, desc=f"{method.name:<24.24}", leave=False, disable=not progress,
@@ -141,12 +160,13 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
                 for g in opt.param_groups:
                     g["lr"] = lr
 
-            closure = make_closure(xb, yb)
+            closure = counting_closure(opt, model, loss_fn, xb, yb, result)
             if method.secant:
                 probe = None
                 if method.probe_batch:  # S_H: a separate batch, drawn independently of S_t
                     hidx = torch.randint(n, (method.probe_batch,), generator=probe_rng)
-                    probe = make_closure(data.x_train[hidx], data.y_train[hidx])
+                    probe = counting_closure(opt, model, loss_fn, data.x_train[hidx],
+                                             data.y_train[hidx], result)
                 loss = opt.step(closure, probe_closure=probe)
                 result.steps.record(opt, loss=loss)
             else:
