@@ -31,7 +31,8 @@ constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST
                   LAST_CLIPPED = 6, MOMENTUM_READY = 7, DOT = 8, S_SQ = 9, Y_SQ = 10,
                   G_SQ = 11, STALLED = 12, LR = 13, MAX_GRAD_NORM = 14, STEP_SIZE = 15,
                   ALPHA_EMA = 16, BETA_POWER = 17, MEASURED = 18, LAST_MEASURED = 19,
-                  CARRY_BETA = 20, AVG_WEIGHT = 21, AVG_FLOOR = 22, STATE_SIZE = 23;
+                  CARRY_BETA = 20, AVG_WEIGHT = 21, AVG_FLOOR = 22,
+                  CLIP_G_SQ_OTHERS = 23, STATE_SIZE = 24;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
 // _layout.RULES["secant"], ["steffensen"], ["bb2"]
 constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2;
@@ -49,7 +50,8 @@ constexpr NamedConstant kExported[] = {
     {"G_SQ", G_SQ}, {"STALLED", STALLED}, {"LR", LR}, {"MAX_GRAD_NORM", MAX_GRAD_NORM},
     {"STEP_SIZE", STEP_SIZE}, {"ALPHA_EMA", ALPHA_EMA}, {"BETA_POWER", BETA_POWER},
     {"MEASURED", MEASURED}, {"LAST_MEASURED", LAST_MEASURED}, {"CARRY_BETA", CARRY_BETA},
-    {"AVG_WEIGHT", AVG_WEIGHT}, {"AVG_FLOOR", AVG_FLOOR}, {"STATE_SIZE", STATE_SIZE},
+    {"AVG_WEIGHT", AVG_WEIGHT}, {"AVG_FLOOR", AVG_FLOOR},
+    {"CLIP_G_SQ_OTHERS", CLIP_G_SQ_OTHERS}, {"STATE_SIZE", STATE_SIZE},
     {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},
     {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS},
     {"RULE_SECANT", RULE_SECANT}, {"RULE_STEFFENSEN", RULE_STEFFENSEN},

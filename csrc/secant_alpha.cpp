@@ -106,8 +106,10 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   }
   // The applied step: alpha times the user's lr, clipped by the gradient norm (torch's
   // clip_grad_norm_ coefficient); alpha itself is measured on the unclipped gradients.
-  // NaN (a skipped step) and inf / inf give 1, as in the reference: clip < 1 is false.
-  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(sums[layout::COL_G_SQ]) + 1e-6);
+  // NaN (a skipped step) and inf / inf give 1, as in the reference: clip < 1 is false. The
+  // norm is the whole model's: the other param groups' |g|^2 is added (0 with one group).
+  const double clip_g_sq = sums[layout::COL_G_SQ] + st[layout::CLIP_G_SQ_OTHERS];
+  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(clip_g_sq) + 1e-6);
   clip = clip < 1.0 ? clip : 1.0;
   st[layout::STEP_SIZE] = step * st[layout::LR] * clip;
   // The averaged iterate's weight for this step: 1 / steps taken, floored (average=True).

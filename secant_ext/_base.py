@@ -19,6 +19,7 @@ after the step ``p.grad`` holds the training gradient again.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Callable, List
 
@@ -26,7 +27,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, _checkpoint, _layout as layout, _options, _plan
+from . import _backends, _callers, _checkpoint, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
@@ -86,8 +87,8 @@ class SecantOptimizer(Optimizer):
         self._stepping = False       # a step is running (a closure calling step() again)
         self._zeroed_in_step = False  # a closure called zero_grad() during this step
         self._grads = GradientLedger()  # earlier gradients vs the ones a step left
-        self._curvature_clock = 0     # steps so far, for curvature_every (not checkpointed:
-        self._forget_plan()           # the first step after a resume measures)
+        self._curvature_clock = 0     # steps so far, for curvature_every (checkpointed)
+        self._forget_plan()
         self._training_weights = None  # {id(p): x} while opt.eval() shows the averages
         for group in self.param_groups:
             _options.check_group(group)
@@ -110,6 +111,13 @@ class SecantOptimizer(Optimizer):
                             ("_training_weights", None)):
             self.__dict__.setdefault(name, value)
         self._forget_plan()
+
+    def state_dict(self):
+        """``torch.optim``'s state dict, plus what continuing the run bit for bit needs: the
+        step clock of ``curvature_every`` and, saved between ``eval()`` and ``train()``, the
+        training iterate of every averaged parameter (the parameters then hold the
+        averages; the loaded optimizer is in eval mode, and ``train()`` puts it back)."""
+        return _checkpoint.with_run_state(self, super().state_dict())
 
     def load_state_dict(self, state_dict) -> None:
         self._forget_plan()
@@ -138,7 +146,10 @@ class SecantOptimizer(Optimizer):
                 if avg is not None:
                     kept[id(p)] = (p, p.detach().clone(memory_format=torch.preserve_format))
                     p.copy_(avg)
-        self._training_weights = kept
+        # Nothing averaged yet (or average=False): the parameters did not change, so there is
+        # no eval mode to leave; loops that call eval() on any optimizer (Hugging Face's
+        # Trainer does) can step straight on.
+        self._training_weights = kept or None
 
     @torch.no_grad()
     def train(self) -> None:
@@ -198,12 +209,13 @@ class SecantOptimizer(Optimizer):
             raise RuntimeError(f"{type(self).__name__}.step() was called from inside a "
                                "closure of a step that is still running")
         self._stepping, self._zeroed_in_step = True, False
+        wrapped_by = _callers.accelerate_gradient_state(self, sys._getframe(1))
         try:
-            return self._step(closure, probe_closure)
+            return self._step(closure, probe_closure, wrapped_by)
         finally:
             self._stepping = False
 
-    def _step(self, closure, probe_closure):
+    def _step(self, closure, probe_closure, accelerate_state=None):
         params = [p for g in self.param_groups for p in g["params"]]
         devices = {p.device for p in params}
         rng_before_train = RngState(devices)
@@ -214,6 +226,9 @@ class SecantOptimizer(Optimizer):
                 raise TypeError(f"{type(self).__name__}.step(): the closure returned None; "
                                 "it must return the loss it computed")
         accumulated = self._grads.accumulated(earlier, self._zeroed_in_step)
+        if accelerate_state is not None:
+            _callers.refuse_dropped_micro_batches(accelerate_state, accumulated,
+                                                  type(self).__name__)
         work = self._plan()
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
@@ -239,7 +254,7 @@ class SecantOptimizer(Optimizer):
             for b in buckets:
                 b.restore_training_grads()
             self._grads.after_step(params, buckets)
-        self._warn_if_stalled()
+        self._warn_if_unmeasured()
         return loss
 
     def _due_to_measure(self, work) -> bool:
@@ -282,9 +297,10 @@ class SecantOptimizer(Optimizer):
                 f"{type(self).__name__}.step() needs a closure: a function that zeroes the "
                 "gradients, computes the loss, calls loss.backward() and returns the loss. "
                 "The optimizer calls it again at a lookahead point to measure curvature, "
-                "so it cannot work from precomputed gradients alone. Training loops that "
-                "call step() without one (Hugging Face's Trainer, for instance) cannot "
-                "drive it; docs/INTEGRATIONS.md shows a plain loop and Lightning.")
+                "so it cannot work from precomputed gradients alone. For Hugging Face's "
+                "Trainer, which calls step() without one, use "
+                "secant_ext.huggingface.SecantTrainer; docs/INTEGRATIONS.md shows a plain "
+                "loop, Lightning, accelerate and the Trainer.")
 
     def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
         """The statistics, alpha and the update of every group whose gradients are in.
@@ -299,6 +315,7 @@ class SecantOptimizer(Optimizer):
                     b.probes, b.lookahead_grads, b.grads if separate_grads else [],
                     b.tensors, b.momenta, w.state, **w.options)
         self._reduce_tables(work)
+        self._share_grad_norm(work)
         # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
         # leaves all groups at x_t, not only the offending one.
         for w in work:
@@ -317,20 +334,54 @@ class SecantOptimizer(Optimizer):
                     b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
                                       w.state)
 
-    def _warn_if_stalled(self) -> None:
-        """Warn once when a lookahead did not move the evaluation (the ``STALLED`` counter:
-        ``|s|^2 > 0`` but ``|y|^2 == 0`` exactly). The counter lives on the device; it is
-        read on the host after steps 1, 2, 4, 8, ... only: O(log steps) syncs in all."""
+    def _share_grad_norm(self, work: List[_plan.GroupWork]) -> None:
+        """``max_grad_norm`` clips by the norm over the whole model, as
+        ``clip_grad_norm_(model.parameters())`` does, also across param groups (Hugging Face's
+        Trainer splits decay and no-decay parameters): each group's state gets the other
+        groups' ``|g|^2``, which ``secant_alpha`` adds to its own. A non-finite one (a group
+        that skips) becomes inf, so the others do not move either, as ``clip_grad_norm_``'s
+        coefficient 0 would have it. Device ops only; nothing to do with one group."""
+        if len(self.param_groups) < 2 or \
+                all(g["max_grad_norm"] is None for g in self.param_groups):
+            return
+        own = [w.combined[:, layout.COL_G_SQ].to(torch.float64).sum() for w in work]
+        device = work[0].state.device
+        total = torch.stack([g.to(device) for g in own]).sum()
+        for w, g in zip(work, own):
+            others = total - g.to(device)
+            others = torch.where(torch.isfinite(others), others, torch.inf)
+            w.state[layout.CLIP_G_SQ_OTHERS].copy_(others.clamp(min=0))
+
+    def _warn_if_unmeasured(self) -> None:
+        """Warn once for each way a closure can keep alpha from being measured. Read from the
+        device after steps 1, 2, 4, 8, ... only (O(log steps) syncs in all, one each):
+
+        - a stalled lookahead (the ``STALLED`` counter: ``|s|^2 > 0`` but ``|y|^2 == 0``
+          exactly): the closure never saw the parameters at ``x + s``;
+        - gradients clipped inside the closure: the latest measurement had negative
+          curvature with the gradient at ``x + s`` of the same norm as the one at ``x``
+          (``|g+|^2 = b + 2a + c`` equal to ``b`` within 1e-4, where float32 sums agree to
+          about 1e-6 and two clipped norms to ``1e-6 / max_norm``), which is what
+          ``clip_grad_norm_`` on both gradients, or Lightning's ``gradient_clip_val``, makes
+          of any curvature: the safeguard then pins alpha at 1."""
         self._host_steps = getattr(self, "_host_steps", 0) + 1
         n = self._host_steps
-        if n & (n - 1) or getattr(self, "_stalled_warned", False) or \
-                torch.compiler.is_compiling() or _capturing():
+        warned = self.__dict__.setdefault("_warned", set())
+        if n & (n - 1) or len(warned) == 2 or torch.compiler.is_compiling() or _capturing():
             return
+        fields = [layout.STALLED, layout.LAST_MEASURED, layout.DOT, layout.S_SQ, layout.Y_SQ]
         states = [self.state[g["params"][0]].get("secant_state") for g in self.param_groups
                   if g["params"]]
-        stalled = sum(int(st[layout.STALLED].item()) for st in states if st is not None)
-        if stalled:
-            self._stalled_warned = True
+        rows = [st[fields] for st in states if st is not None]
+        if not rows:
+            return
+        if len({r.device for r in rows}) > 1:
+            rows = [r.cpu() for r in rows]
+        rows = torch.stack(rows).tolist()  # the one sync
+        stalled = sum(int(r[0]) for r in rows)
+        pinned = any(m and a < 0 < b and abs(2 * a + c) <= 1e-4 * b for _, m, a, b, c in rows)
+        if stalled and "stalled" not in warned:
+            warned.add("stalled")
             warnings.warn(
                 f"secant_ext: {stalled} step(s) so far had a lookahead gradient "
                 "exactly equal to the probe gradient (|y|^2 == 0 with |s|^2 > 0): the "
@@ -340,6 +391,16 @@ class SecantOptimizer(Optimizer):
                 "lookahead='inplace'. (A loss that is exactly linear in the parameters "
                 "also gives y == 0; then this warning can be ignored.) The count is "
                 "last_stats.stalled_total.", RuntimeWarning, stacklevel=3)
+        if pinned and "clipped" not in warned:
+            warned.add("clipped")
+            warnings.warn(
+                "secant_ext: the gradient at the lookahead point had the same norm as the "
+                "one at x_t, with negative curvature: something clipped both gradients to "
+                "one norm (clip_grad_norm_ inside the closure, or PyTorch Lightning's "
+                "gradient_clip_val), which pins alpha at 1 whatever the curvature. Clip with "
+                "the optimizer's max_grad_norm instead: it clips the step and measures alpha "
+                "on the unclipped gradients (docs/INTEGRATIONS.md).",
+                RuntimeWarning, stacklevel=3)
 
     def _reduce_tables(self, work: List[_plan.GroupWork]) -> None:
         """Each group's ``combined`` table for ``secant_alpha``; with a ``process_group``,

@@ -1,5 +1,6 @@
-"""Checkpoints: the float64 group state kept exact through ``load_state_dict``, and
-optimizers pickled or saved by older versions brought up to date."""
+"""Checkpoints: the float64 group state kept exact through ``load_state_dict``, the step
+clock and the training iterate of eval mode saved beside torch's state, and optimizers
+pickled or saved by older versions brought up to date."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -28,8 +29,8 @@ def fill_group_defaults(param_groups, defaults) -> None:
 # Group states of older versions are shorter: the fields since added take their initial
 # values (LR and MAX_GRAD_NORM are written again before every step anyway).
 # 12: before STALLED; 13: before LR, MAX_GRAD_NORM, STEP_SIZE; 16: before the alpha carry;
-# 21: before the averaged iterate
-_OLDER_STATE_SIZES = (12, 13, 16, 21)
+# 21: before the averaged iterate; 23: before CLIP_G_SQ_OTHERS (written before every step)
+_OLDER_STATE_SIZES = (12, 13, 16, 21, 23)
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
@@ -44,6 +45,30 @@ def _upgraded(st: torch.Tensor, key) -> torch.Tensor:
         raise ValueError(f"secant_state of saved parameter {key} has shape "
                          f"{tuple(st.shape)}, expected ({layout.STATE_SIZE},)")
     return st
+
+
+# Top-level key of the state dict: steps so far, which decides the steps that measure under
+# curvature_every > 1. Checkpoints without it start the clock afresh (warm-up included).
+CLOCK_KEY = "secant_curvature_clock"
+# Per-parameter key, present in a state dict saved between eval() and train(): the training
+# iterate x, while the parameters hold the averaged weights.
+TRAINING_ITERATE_KEY = "training_iterate"
+
+
+def with_run_state(optimizer, state_dict):
+    """``state_dict`` (torch's, whose per-parameter dicts are the optimizer's own) with the
+    step clock and, in eval mode, each averaged parameter's training iterate added, in new
+    dicts so that the optimizer's state is left alone."""
+    state_dict[CLOCK_KEY] = optimizer._curvature_clock
+    kept = optimizer._training_weights
+    if kept:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(params)}
+        state = dict(state_dict["state"])
+        for key, (p, x) in kept.items():
+            state[index[key]] = dict(state.get(index[key], {}), **{TRAINING_ITERATE_KEY: x})
+        state_dict["state"] = state
+    return state_dict
 
 
 def load_state_dict(optimizer, state_dict, base_load: Callable) -> None:
@@ -76,6 +101,9 @@ def _load(optimizer, state_dict, base_load: Callable) -> None:
     state_dict = dict(state_dict)
     per_param = {k: dict(v) for k, v in state_dict["state"].items()}
     kept = {k: v.pop("secant_state") for k, v in per_param.items() if "secant_state" in v}
+    iterates = {k: v.pop(TRAINING_ITERATE_KEY) for k, v in per_param.items()
+                if TRAINING_ITERATE_KEY in v}
+    clock = state_dict.pop(CLOCK_KEY, 0)
     state_dict["state"] = per_param
     base_load(state_dict)
     ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -84,6 +112,12 @@ def _load(optimizer, state_dict, base_load: Callable) -> None:
     for k, st in kept.items():
         p = by_id[k]
         optimizer.state[p]["secant_state"] = _upgraded(st, k).to(device=p.device)
+    optimizer._curvature_clock = int(clock)
+    # Saved in eval mode: the parameters hold the averages (as the model saved beside it
+    # does); train() puts the saved training iterate back.
+    optimizer._training_weights = {
+        id(by_id[k]): (by_id[k], torch.empty_like(by_id[k], memory_format=torch.preserve_format)
+                       .copy_(x)) for k, x in iterates.items()} or None
     for p in params:
         buf = optimizer.state[p].get("momentum_buffer") if p in optimizer.state else None
         if buf is not None and buf.shape != p.shape:

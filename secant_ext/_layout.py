@@ -44,7 +44,10 @@ CARRY_BETA = 20    # input: the EMA's weight on its old value (0.9)
 # AVG_FLOOR): the plain mean of the iterates, then an EMA over the last ~1/AVG_FLOOR.
 AVG_WEIGHT = 21    # w of the latest step (written by secant_alpha)
 AVG_FLOOR = 22     # input: the floor of w (0.01)
-STATE_SIZE = 23
+# max_grad_norm clips by the norm over the whole model, as clip_grad_norm_(model.parameters())
+# does, whatever the param groups: the clip's norm is sqrt(G_SQ + CLIP_G_SQ_OTHERS).
+CLIP_G_SQ_OTHERS = 23  # input: |g|^2 of the optimizer's other param groups (0 with one)
+STATE_SIZE = 24
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0

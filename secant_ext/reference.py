@@ -167,8 +167,10 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
         carry = state[_layout.ALPHA_EMA] / (1 - state[_layout.BETA_POWER])
         step = torch.where(state[_layout.MEASURED] > 0, carry, state[_layout.ALPHA])
     # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient); alpha is
-    # measured on the unclipped gradients
-    clip = state[_layout.MAX_GRAD_NORM] / (sums[_layout.COL_G_SQ].sqrt() + 1e-6)
+    # measured on the unclipped gradients. The clip's norm is the whole model's: the other
+    # param groups' |g|^2 is added (0 with one group).
+    clip_g_sq = sums[_layout.COL_G_SQ] + state[_layout.CLIP_G_SQ_OTHERS]
+    clip = state[_layout.MAX_GRAD_NORM] / (clip_g_sq.sqrt() + 1e-6)
     clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
     new[_layout.STEP_SIZE] = step * state[_layout.LR] * clip
     # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)

@@ -135,7 +135,7 @@ def test_old_state_dict_without_new_keys_still_loads():
     assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
 
 
-@pytest.mark.parametrize("saved_size", [12, 13, 16, 21])
+@pytest.mark.parametrize("saved_size", [12, 13, 16, 21, 23])
 def test_group_state_of_older_versions_loads(saved_size):
     """Checkpoints of earlier versions hold a shorter group state (12 fields before the
     stalled counter, 13 before lr and clipping, 16 before the alpha carry): it loads with its values kept, the new
@@ -183,3 +183,85 @@ def test_pickle_and_deepcopy_keep_state():
     for (k1, v1), (k2, v2) in itertools.zip_longest(
             opt.state_dict()["state"].items(), clone.state_dict()["state"].items()):
         assert k1 == k2 and all(torch.equal(v1[k], v2[k]) for k in v1)
+
+
+def _mlp_run(opt_factory, steps, split=None, eval_at_split=False):
+    """Steps of a small MLP; at ``split`` the optimizer is saved (in eval mode if asked,
+    with the model's weights as they are then) and a new model and optimizer resume from
+    the saved bits, as a trainer that saves a checkpoint at an evaluation would."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    gen = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(32, 6, generator=gen), torch.randn(32, 3, generator=gen)
+    opt = opt_factory(model.parameters())
+
+    def closure():
+        opt.zero_grad()
+        loss = ((model(X) - Y) ** 2).mean()
+        loss.backward()
+        return loss
+    for t in range(steps):
+        if t == split:
+            if eval_at_split:
+                opt.eval()
+            buffer = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+            buffer.seek(0)
+            saved = torch.load(buffer, weights_only=True)
+            torch.manual_seed(5)
+            model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(),
+                                        torch.nn.Linear(16, 3))
+            model.load_state_dict(saved["model"])
+            opt = opt_factory(model.parameters())
+            opt.load_state_dict(copy.deepcopy(saved["opt"]))  # it keeps the tensors it gets
+            opt.train()
+        opt.step(closure)
+    return model, opt, (saved if split is not None else None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_with_curvature_every_continues_bit_for_bit(backend):
+    """The clock that decides which steps measure is in the state dict: a resumed run
+    measures on the same steps and gives the same bits."""
+    factory = lambda p: secant_ext.SecantSGD(p, curvature_every=4, curvature_warmup=2,  # noqa: E731
+                                             backend=backend)
+    whole, whole_opt, _ = _mlp_run(factory, 11)
+    resumed, resumed_opt, saved = _mlp_run(factory, 11, split=5)
+    assert saved["opt"]["secant_curvature_clock"] == 5
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert resumed_opt.last_stats.measured.item() == whole_opt.last_stats.measured.item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checkpoint_saved_in_eval_mode_resumes_the_training_iterate(backend):
+    """Saved between eval() and train() (the model holds the averages): the state dict holds
+    each parameter's training iterate, the loaded optimizer is in eval mode, and train()
+    puts the iterate back; the run continues bit for bit. The saved model is the averages."""
+    factory = lambda p: secant_ext.SecantSGDM(p, average=True, backend=backend)  # noqa: E731
+    whole, whole_opt, _ = _mlp_run(factory, 7)
+    resumed, resumed_opt, saved = _mlp_run(factory, 7, split=4, eval_at_split=True)
+    for i, (name, w) in enumerate(saved["model"].items()):
+        state = saved["opt"]["state"][i]
+        assert torch.equal(w, state["average_buffer"]), name
+        assert not torch.equal(w, state["training_iterate"]), name
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    whole_opt.eval()
+    resumed_opt.eval()
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_state_dict_in_eval_mode_leaves_the_optimizer_state_alone():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = secant_ext.SecantSGD([p], average=True, backend="reference")
+    train, _ = quadratic(opt, [p])
+    opt.step(train)
+    opt.step(train)
+    opt.eval()
+    sd = opt.state_dict()
+    assert "training_iterate" in sd["state"][0]
+    assert "training_iterate" not in opt.state[p]
+    opt.train()
+    assert "training_iterate" not in opt.state_dict()["state"][0]

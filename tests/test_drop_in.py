@@ -4,6 +4,7 @@ model moved to another dtype, complex parameters, and what ``p.grad`` holds afte
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -496,3 +497,100 @@ def test_slice_probe_refuses_bad_sizes(args, match):
 def test_slice_probe_refuses_batches_of_different_lengths():
     with pytest.raises(ValueError, match="different numbers of rows"):
         secant_ext.slice_probe(lambda x, y: x.sum(), torch.zeros(4), torch.zeros(5))
+
+
+# --- max_grad_norm over the whole model ----------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_grad_norm_clips_by_the_norm_over_every_param_group(backend):
+    """With several param groups the clip's norm is the whole model's, as
+    ``clip_grad_norm_(model.parameters())``: each group moves by ``lr * alpha_k * clip``
+    with ``clip = min(1, max_grad_norm / (sqrt(sum_k |g_k|^2) + 1e-6))`` (float64, so the
+    move is checked to 1e-12), alpha_k still the group's own, unclipped measurement; a
+    group without ``max_grad_norm`` is not clipped."""
+    model, X, Y = _quadratic_mlp()
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    limit = 0.05
+    opt = secant_ext.SecantSGD([{"params": first}, {"params": second}], max_grad_norm=limit,
+                               backend=backend)
+    unclipped = secant_ext.SecantSGD([{"params": first}, {"params": second}], backend=backend)
+    state = copy.deepcopy(unclipped.state_dict())
+    for step in range(3):
+        before = [p.detach().clone() for p in model.parameters()]
+        closure = _closure(opt, model, X, Y)
+        opt.step(closure)
+        stats = opt.last_stats
+        g_sq = [n.item() ** 2 for n in stats.grad_norm]
+        clip = min(1.0, limit / (np.sqrt(sum(g_sq)) + 1e-6))
+        assert clip < min(1.0, limit / (np.sqrt(max(g_sq)) + 1e-6))   # per group would differ
+        for k, params in enumerate((first, second)):
+            want = stats.alpha[k].item() * clip
+            assert stats.step_size[k].item() == pytest.approx(want, rel=1e-12)
+            idx = [i for i, p in enumerate(model.parameters()) if any(p is q for q in params)]
+            for i, p in zip(idx, params):
+                assert torch.allclose(before[i] - want * p.grad, p, rtol=0, atol=1e-12)
+    # the alphas are those the unclipped optimizer measures at the same points
+    model2, X2, Y2 = _quadratic_mlp()
+    unclipped = secant_ext.SecantSGD([{"params": list(model2[0].parameters())},
+                                      {"params": list(model2[2].parameters())}],
+                                     backend=backend)
+    unclipped.load_state_dict(state)
+    unclipped.step(_closure(unclipped, model2, X2, Y2))
+    model3, X3, Y3 = _quadratic_mlp()
+    clipped = secant_ext.SecantSGD([{"params": list(model3[0].parameters())},
+                                    {"params": list(model3[2].parameters()),
+                                     "max_grad_norm": None}], max_grad_norm=limit,
+                                   backend=backend)
+    clipped.step(_closure(clipped, model3, X3, Y3))
+    assert torch.equal(clipped.last_stats.alpha, unclipped.last_stats.alpha)
+    norm = clipped.last_stats.grad_norm.norm().item()
+    assert clipped.last_stats.step_size[0].item() == pytest.approx(
+        clipped.last_stats.alpha[0].item() * limit / (norm + 1e-6), rel=1e-12)
+    assert clipped.last_stats.step_size[1].item() == clipped.last_stats.alpha[1].item()
+
+
+# --- eval() / train() without averages ---------------------------------------------------
+def test_eval_without_averaged_weights_is_a_no_op():
+    """Loops that call ``optimizer.eval()`` on any optimizer (Hugging Face's Trainer does)
+    before evaluating: with ``average=False``, or before the first step, the parameters do
+    not change and the next step works without ``train()``."""
+    model, X, Y = _quadratic_mlp()
+    opt = secant_ext.SecantSGD(model.parameters(), backend="cpp")
+    opt.eval()                       # before any step
+    opt.step(_closure(opt, model, X, Y))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.eval()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    opt.step(_closure(opt, model, X, Y))   # no "step() after opt.eval()"
+    averaging = secant_ext.SecantSGD(model.parameters(), average=True, backend="cpp")
+    averaging.step(_closure(averaging, model, X, Y))
+    averaging.eval()
+    with pytest.raises(RuntimeError, match=r"step\(\) after opt.eval\(\)"):
+        averaging.step(_closure(averaging, model, X, Y))
+
+
+# --- clipping inside the closure is noticed ----------------------------------------------
+def test_clip_grad_norm_inside_the_closure_warns_once():
+    """Clipping both gradients to one norm pins alpha at 1 (README, 'Caveats'); the
+    optimizer notices the signature (negative curvature, two gradients of the same norm) on
+    its periodic read and says so once; clipping with max_grad_norm does not warn."""
+    def run(clip_inside, **options):
+        model, X, Y = _quadratic_mlp()
+        opt = secant_ext.SecantSGD(model.parameters(), backend="cpp", **options)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((model(X) - Y) ** 2).mean()
+            loss.backward()
+            if clip_inside:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+            return loss
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(9):
+                opt.step(closure)
+        return [w for w in caught if "clip_grad_norm_ inside the closure" in str(w.message)], opt
+    caught, opt = run(True)
+    assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
+    assert opt.last_stats.alpha.item() == 1.0   # what the warning is about
+    assert run(False, max_grad_norm=0.01)[0] == []
+    assert run(False)[0] == []

@@ -2,9 +2,11 @@
 docs/INTEGRATIONS.md, 'PyTorch Lightning'): Lightning passes its closure to ``step()``,
 which calls it twice; a Lightning run is the hand-written loop with the same data,
 bit for bit, with ``accumulate_grad_batches``, an lr scheduler and ``gradient_clip_val``
-too; logging skips the lookahead evaluation. ``lightning`` is a test dependency
+too (which warns that it pins alpha); logging skips the lookahead evaluation. ``lightning`` is a test dependency
 (requirements-dev.txt)."""
 from __future__ import annotations
+
+import warnings
 
 import lightning.pytorch as L
 import pytest
@@ -244,7 +246,8 @@ def test_gradient_clip_val_clips_inside_the_closure_and_pins_alpha():
     closure, bit for bit."""
     clip = 0.05
     module = Regression()
-    _fit(module, gradient_clip_val=clip)
+    with pytest.warns(RuntimeWarning, match="gradient_clip_val.*max_grad_norm"):
+        _fit(module, gradient_clip_val=clip)           # nothing silent: it warns, once
     assert module.before_step_hooks == 2 * STEPS     # the hooks run per closure call
     assert all(s.alpha.item() == 1.0 and s.clipped.item() for s in module.stats)
     net, _ = _plain_loop(_batches(STEPS), clip=clip)
@@ -268,7 +271,10 @@ def test_max_grad_norm_clips_the_step_and_keeps_alpha():
     assert (after - before).norm().item() <= stats.alpha.item() * clip * (1 + 1e-5)
 
     module = Regression(optimizer_kwargs={"max_grad_norm": clip})
-    _fit(module)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(module)
+    assert not [w for w in caught if "gradient_clip_val" in str(w.message)]
     assert min(s.alpha.item() for s in module.stats) < 1.0
     net, _ = _plain_loop(_batches(STEPS), max_grad_norm=clip)
     _assert_same_params(module, net)

@@ -127,13 +127,18 @@ def test_storage_capturing_closure_needs_the_inplace_lookahead():
 
 
 def test_stalled_warning_is_read_only_at_powers_of_two(monkeypatch):
-    """The host reads the device counter after steps 1, 2, 4, 8, ... only."""
+    """The host reads the device counters after steps 1, 2, 4, 8, ... only (any read of a
+    tensor's values to the host: ``item`` or ``tolist``)."""
     reads = []
-    original = torch.Tensor.item
+    original_item, original_tolist = torch.Tensor.item, torch.Tensor.tolist
 
     def counting_item(self):
         reads.append(1)
-        return original(self)
+        return original_item(self)
+
+    def counting_tolist(self):
+        reads.append(1)
+        return original_tolist(self)
     p = torch.randn(10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     p.requires_grad_()
 
@@ -145,6 +150,7 @@ def test_stalled_warning_is_read_only_at_powers_of_two(monkeypatch):
     opt = secant_ext.SecantSGD([p], backend="cpp")
     steps_with_reads = []
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a curved loss never stalls
         for t in range(1, 17):

@@ -334,6 +334,29 @@ def test_secant_alpha_random_table(impl, device, case, rule):
     assert_bitwise("counters and flags", state[others], expected[others])
 
 
+@pytest.mark.parametrize("others", [0.0, 12.0, float("inf")], ids=["one-group", "others", "others-inf"])
+@pytest.mark.parametrize("impl,device,case", impl_params({CPP: ["clip"], TRITON: ["clip"]}))
+def test_secant_alpha_clips_by_the_whole_models_norm(impl, device, case, others):
+    """``max_grad_norm`` clips by the norm over every param group: the clip's norm is
+    ``sqrt(|g|^2 + CLIP_G_SQ_OTHERS)``. The table's sums are exact (small integers), so
+    every implementation gives the reference's bits, and the reference gives the clip
+    written out here in float64."""
+    table = torch.tensor([[1.0, 4.0, 2.0, 3.0], [0.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    state = make_state(device, alpha=0.5, taken=1)
+    state[layout.LR] = 2.0
+    state[layout.MAX_GRAD_NORM] = 1.5
+    state[layout.CLIP_G_SQ_OTHERS] = others
+    want = state.clone()
+    reference.secant_alpha(table.to(device), want, rule=layout.RULES["secant"], safeguard=True)
+    impl.ops().secant_alpha(table.to(device), state, rule=layout.RULES["secant"],
+                            safeguard=True)
+    assert_bitwise("state with a clip over the whole model", state, want)
+    alpha = 4.0 / (1.0 + 4.0)
+    clip = min(1.0, 1.5 / (math.sqrt(4.0 + others) + 1e-6))
+    assert want[layout.STEP_SIZE].item() == alpha * 2.0 * clip
+    assert want[layout.G_SQ].item() == 4.0  # the group's own |g|^2 is still what it reports
+
+
 # --- update ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UpdateCase:

@@ -35,7 +35,7 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   BETA_POWER: tl.constexpr, MEASURED: tl.constexpr,
                   LAST_MEASURED: tl.constexpr, CARRY_BETA: tl.constexpr,
                   AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
-                  MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                  CLIP_G_SQ_OTHERS: tl.constexpr, MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
     rows = tl.arange(0, RBLOCK).to(tl.int64)
     acc_a = tl.zeros([RBLOCK], tl.float64)
@@ -102,9 +102,11 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
     else:  # no lookahead: the bias-corrected EMA of the measured alphas
         carry = tl.load(state + ALPHA_EMA) / (1.0 - tl.load(state + BETA_POWER))
         applied = tl.where(tl.load(state + MEASURED) > 0, carry, prev)
-    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient)
+    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient), with the
+    # norm over the whole model (the other param groups' |g|^2 added; 0 with one group)
     eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
-    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(g_sq) + eps)
+    clip_g_sq = g_sq + tl.load(state + CLIP_G_SQ_OTHERS)
+    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + eps)
     clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
     tl.store(state + STEP_SIZE, applied * tl.load(state + LR) * clip)
     # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
@@ -120,7 +122,7 @@ LAYOUT_CONSTEXPRS = dict(
         "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
         "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
         "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED", "LAST_MEASURED", "CARRY_BETA",
-        "AVG_WEIGHT", "AVG_FLOOR", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
+        "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
     RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 
