@@ -1,4 +1,4 @@
-"""Build secant_ext and its C++ CPU kernels (``secant_ext._C``).
+"""Build the C++ CPU kernels of secant_ext (``secant_ext._C``); pyproject.toml has the rest.
 
 Set ``SECANT_EXT_NO_BUILD=1`` for a pure-Python install: everything then runs on the
 eager reference (and Triton on CUDA), with one warning on first use.
@@ -8,8 +8,7 @@ already have instead of downloading another.
 import glob
 import os
 
-from setuptools import find_packages, setup
-
+from setuptools import setup
 
 
 def _cpu_flags():
@@ -59,20 +58,6 @@ if os.environ.get("SECANT_EXT_NO_BUILD", "0") != "1":
         ))
         cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
 
-setup(
-    name="secant_ext",
-    version="0.1.0",
-    description="Optimizers whose learning rate sets itself from a regularized stochastic "
-                "secant equation (A-SGD, A-SGDM, A-SIGNSGD), with fused C++ and Triton kernels",
-    packages=find_packages(include=["secant_ext", "secant_ext.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch>=2.6"],
-    extras_require={
-        "triton": ["triton"],
-        "experiments": ["numpy", "scikit-learn", "tqdm", "matplotlib", "scipy"],
-        "test": ["numpy", "pytest", "hypothesis", "pytest-benchmark", "lightning"],
-    },
-    entry_points={"console_scripts": ["secant-ext=secant_ext.__main__:main"]},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-)
+# The metadata, dependencies, extras and entry points are in pyproject.toml; this file adds
+# the C++ extension, which builds against the installed torch.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
