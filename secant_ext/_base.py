@@ -217,7 +217,9 @@ class SecantOptimizer(Optimizer):
 
     def _step(self, closure, probe_closure, accelerate_state=None):
         params = [p for g in self.param_groups for p in g["params"]]
-        devices = {p.device for p in params}
+        # CUDA random states are replayed for the CUDA devices the parameters are on; none
+        # can be while CUDA is not initialized (then skip the pass over the parameters)
+        devices = {p.device for p in params} if torch.cuda.is_initialized() else ()
         rng_before_train = RngState(devices)
         earlier = self._grads.set_aside(params)
         with self._grads.put_back_on_error(earlier), torch.enable_grad():
@@ -229,7 +231,7 @@ class SecantOptimizer(Optimizer):
         if accelerate_state is not None:
             _callers.refuse_dropped_micro_batches(accelerate_state, accumulated,
                                                   type(self).__name__)
-        work = self._plan()
+        work = self._take_into_plan()
         buckets = [b for w in work for b in w.buckets]
         for b in buckets:
             b.take_training_grads(accumulated)
@@ -251,9 +253,7 @@ class SecantOptimizer(Optimizer):
             self._apply(work, separate_grads=(probe_closure is not None and measuring)
                         or bool(accumulated))
         finally:
-            for b in buckets:
-                b.restore_training_grads()
-            self._grads.after_step(params, buckets)
+            self._grads.after_step(params, buckets)  # p.grad: the training gradients
         self._warn_if_unmeasured()
         return loss
 
@@ -269,19 +269,37 @@ class SecantOptimizer(Optimizer):
             w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
         return any(w.measure for w in work) or not work
 
-    def _plan(self) -> List[_plan.GroupWork]:
-        """This step's buckets: the last step's layout and caches while the parameters with
-        a gradient and their storage are the same (``_plan.plan_key``), else planned anew."""
-        key = _plan.plan_key(self.param_groups)
-        if key is None or key != self._plan_key:
-            self._plan_template = _plan.plan(self.param_groups, self._sign_mode,
-                                             keep_empty=self.process_group is not None)
-            self._plan_key = key
-        return [w.fresh() for w in self._plan_template]
+    def _take_into_plan(self) -> List[_plan.GroupWork]:
+        """This step's buckets, with the closure's gradients moved out of ``p.grad`` into
+        them: the last step's layout and caches while the parameters with a gradient and
+        their storage are the same (checked while taking them), else planned anew."""
+        key = _plan.options_key(self.param_groups)
+        if key == self._plan_key and _plan.idle_still_idle(self._plan_idle):
+            work = [w.fresh() for w in self._plan_template]
+            buckets = [b for w in work for b in w.buckets]
+            taken = []
+            for b in buckets:
+                if not b.take_if_planned():
+                    for t in taken:
+                        t.put_back(t.raw)
+                    break
+                taken.append(b)
+            else:
+                return work
+        template = _plan.plan(self.param_groups, self._sign_mode,
+                              keep_empty=self.process_group is not None)
+        reusable = _plan.reusable(self.param_groups)
+        self._plan_template = template
+        self._plan_key = key if reusable else None
+        self._plan_idle = _plan.idle_params(self.param_groups)
+        work = [w.fresh() for w in template]
+        for b in (b for w in work for b in w.buckets):
+            b.take_if_planned(check=False)
+        return work
 
     def _forget_plan(self) -> None:
         """After anything that replaces state or groups (load_state_dict, a new group)."""
-        self._plan_key, self._plan_template = None, []
+        self._plan_key, self._plan_template, self._plan_idle = None, [], []
 
     def _refuse_unsupported_call(self, closure) -> None:
         # The scaler first: it calls step() without a closure, and its message is the clearer.
@@ -311,9 +329,13 @@ class SecantOptimizer(Optimizer):
             for b in w.buckets:
                 b.momenta = self._kernel_buffers(b, "momentum_buffer") \
                     if w.options["momentum"] > 0 else []
+                # x and m form the direction, which only the scaled sign step's sums read:
+                # other steps pass none (each list costs a conversion per tensor)
+                sign = w.sign_mode == layout.SIGN_SCALED
                 b.table = b.backend.secant_stats(
                     b.probes, b.lookahead_grads, b.grads if separate_grads else [],
-                    b.tensors, b.momenta, w.state, **w.options)
+                    b.tensors if sign else [], b.momenta if sign else [], w.state,
+                    **w.options)
         self._reduce_tables(work)
         self._share_grad_norm(work)
         # Every group's alpha (and nonfinite="raise" check) before any update, so a raise

@@ -63,13 +63,20 @@ class GradientLedger:
         return {key: g for key, (p, g, zeros) in earlier.items() if p.grad is zeros}
 
     def after_step(self, params, buckets) -> None:
-        """``p.grad`` is now the training gradient of every stepped parameter (put back by
-        the buckets), and None elsewhere (a gradient from the probe or the lookahead alone
-        is dropped); remember what was left, to know it as stale next step."""
-        stepped = {id(p) for b in buckets for p in b.params}
-        if len(stepped) < len(params):
+        """Put the training gradient of every stepped parameter back in ``p.grad``, and None
+        elsewhere (a gradient from the probe or the lookahead alone is dropped); remember
+        what was left, to know it as stale next step. One pass over the parameters."""
+        left = {}
+        stepped = 0
+        for b in buckets:
+            for p, g in zip(b.params, b.taken_grads):
+                p.grad = g
+                if g is not None:
+                    left[id(p)] = (g, g._version)
+            stepped += len(b.params)
+        if stepped < len(params):
+            ids = {id(p) for b in buckets for p in b.params}
             for p in params:
-                if id(p) not in stepped:
+                if id(p) not in ids:
                     p.grad = None
-        self.left = {id(p): (g, g._version) for b in buckets
-                     for p, g in zip(b.params, b.taken_grads) if g is not None}
+        self.left = left

@@ -78,6 +78,7 @@ class Lookahead:
         for b in swapped:
             b.backend.lookahead(b.tensors, b.probes, self._buffers(b))
         moved = []
+        pointed_back = 0  # swapped buckets whose p.data is the parameters' own again
         try:
             fsdp.reshard()  # so the closure all-gathers the shards written below
             for b in inplace:
@@ -92,8 +93,11 @@ class Lookahead:
                 for factory in list(self.contexts.values()):
                     stack.enter_context(factory())
                 closure()
-            for b in buckets:
-                b.lookahead_grads = b.take_grads()  # leaves p.grad None
+            for b in swapped:  # leaves p.grad None, p.data the parameter's own
+                b.lookahead_grads = b.take_grads_and_point_back()
+                pointed_back += 1
+            for b in inplace:
+                b.lookahead_grads = b.take_grads()
         except BaseException:
             for b in buckets:
                 for p in b.params:
@@ -101,7 +105,7 @@ class Lookahead:
             raise
         finally:
             self.active = False
-            for b in swapped:  # (no "storage" yet: the swap never happened)
+            for b in swapped[pointed_back:]:  # (no "storage" yet: the swap never happened)
                 for p, x in zip(b.params, b.cache.get("storage", ())):
                     p.data = x
             for b in moved:

@@ -20,16 +20,25 @@ from . import _backends, _layout as layout, distributed as _distributed
 def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     """Move the gradients out of ``p.grad`` (leaving ``None``), so a closure that zeroes
     gradients in place cannot clobber the ones already taken, and nothing is copied."""
+    return _copied_views(move_grads_out_raw(params))
+
+
+def move_grads_out_raw(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """``move_grads_out`` without the copy of bucket views."""
     grads = []
     for p in params:
-        t = p.grad
-        # DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which
-        # the next backward overwrites in place: such a gradient is kept as a copy.
-        if t is not None and t._is_view():
-            t = t.clone(memory_format=torch.preserve_format)
-        grads.append(t)
+        grads.append(p.grad)
         p.grad = None
     return grads
+
+
+def _copied_views(grads: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+    """DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which the
+    next backward overwrites in place: such a gradient is kept as a copy."""
+    if not any(t is not None and t._is_view() for t in grads):
+        return grads
+    return [t.clone(memory_format=torch.preserve_format) if t is not None and t._is_view()
+            else t for t in grads]
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
@@ -63,6 +72,7 @@ class Bucket:
     backend: SimpleNamespace
     params: List[torch.Tensor]    # as the group lists them (p.grad, state, names)
     tensors: List[torch.Tensor]   # what the kernels walk: params, or their local shards
+    ptrs: List[int] = field(default_factory=list)  # the params' data_ptr() when planned
     # Gradients as the kernels take them (local, with the strides of tensors): g, s, g_plus.
     grads: List[torch.Tensor] = field(default_factory=list)
     own_grads: List[torch.Tensor] = field(default_factory=list)        # the closure's alone
@@ -77,17 +87,54 @@ class Bucket:
     # the momentum buffers as the kernels take them.
     strides: Optional[List[tuple]] = None
     cache: Dict[str, list] = field(default_factory=dict)
+    raw: List[torch.Tensor] = field(default_factory=list)  # taken by take_if_planned
+    raw_fits: bool = False  # raw needs no copy nor restriding (checked while taking)
 
     def fresh(self) -> "Bucket":
         """This bucket's layout and caches, for the next step (no gradients yet)."""
-        return Bucket(self.backend, self.params, self.tensors, strides=self.strides,
-                      cache=self.cache)
+        return Bucket(self.backend, self.params, self.tensors, self.ptrs,
+                      strides=self.strides, cache=self.cache)
+
+    def take_if_planned(self, check: bool = True) -> bool:
+        """Move the closure's gradients out of ``p.grad`` while checking (``check``), in the
+        same pass, that a plan of an earlier step still fits them: every parameter has a
+        dense gradient and the storage it had when planned. False (``p.grad`` as it was)
+        when it does not.
+
+        One pass over the parameters, checks included, rather than one to check and one to
+        take: with 10,000 small tensors each pass costs mostly the cache misses of reaching
+        every tensor, which a Python loop body that does more per tensor does not add."""
+        if not check:
+            self.raw = move_grads_out_raw(self.params)
+            self.raw_fits = False
+            return True
+        raw, fits = [], self.strides is not None
+        strides = self.strides or self.ptrs  # (compared only while fits)
+        for p, ptr, st in zip(self.params, self.ptrs, strides):
+            g = p.grad
+            if g is None or g.is_sparse or p.data_ptr() != ptr:
+                self.put_back(raw)
+                return False
+            if fits and (g._is_view() or g.stride() != st):
+                fits = False
+            raw.append(g)
+            p.grad = None
+        self.raw, self.raw_fits = raw, fits
+        return True
+
+    def put_back(self, raw) -> None:
+        for p, g in zip(self.params, raw):
+            p.grad = g
 
     def take_training_grads(self, accumulated) -> None:
-        """The closure's own gradients, and the training gradients: the same, or with the
-        earlier gradients of ``accumulated`` (``{id(p): gradient}``) added."""
-        own = move_grads_out(self.params)
-        self.own_grads = for_kernels(own, self.tensors, self.strides)
+        """From the gradients ``take_if_planned`` moved out: the closure's own gradients as
+        the kernels take them, and the training gradients: the same, or with the earlier
+        gradients of ``accumulated`` (``{id(p): gradient}``) added."""
+        if self.raw_fits:  # checked while taking: no view, the kernels' strides
+            own = self.own_grads = self.raw
+        else:
+            own = _copied_views(self.raw)
+            self.own_grads = for_kernels(own, self.tensors, self.strides)
         if not accumulated:
             self.taken_grads, self.grads = own, self.own_grads
             return
@@ -99,9 +146,21 @@ class Bucket:
         """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
         return for_kernels(move_grads_out(self.params), self.tensors, self.strides)
 
-    def restore_training_grads(self) -> None:
-        for p, g in zip(self.params, self.taken_grads):
-            p.grad = g
+    def take_grads_and_point_back(self) -> List[torch.Tensor]:
+        """``take_grads`` after a swapped lookahead, with ``p.data`` pointed back at the
+        parameters' own storage in the same pass (``Lookahead`` does it again, harmlessly,
+        if this raises midway)."""
+        grads, fits = [], self.strides is not None
+        for p, x, st in zip(self.params, self.cache["storage"], self.strides or self.params):
+            g = p.grad
+            if fits and (g is None or g._is_view() or g.stride() != st):
+                fits = False
+            grads.append(g)
+            p.grad = None
+            p.data = x
+        if fits:  # checked in the pass: no view, the kernels' strides
+            return grads
+        return for_kernels(_copied_views(grads), self.tensors, self.strides)
 
 
 @dataclass
@@ -141,21 +200,28 @@ def lookahead_mode(param_groups) -> str:
     return "swap"
 
 
-def plan_key(param_groups):
-    """What a plan depends on, cheap to compute each step: which parameters have a
-    gradient and where their storage is (a model moved to another dtype, device or memory
-    format has new storage), and the options that choose buckets. None for DTensor
-    parameters, whose plan is rebuilt every step."""
-    key = []
-    for g in param_groups:
-        key.append((g["backend"], g["lookahead"], g.get("momentum", 0.0) > 0))
-        for p in g["params"]:
-            if p.grad is not None:
-                if type(p) not in (torch.Tensor, torch.nn.Parameter):
-                    if _distributed.is_dtensor(p):
-                        return None
-                key.append((id(p), p.data_ptr(), p.grad.is_sparse))
-    return tuple(key)
+def options_key(param_groups):
+    """The options that choose buckets, and the groups' parameter lists: a plan made for
+    other ones is not tried. Which parameters have a gradient and where their storage is
+    (a model moved to another dtype, device or memory format has new storage) are checked
+    while the gradients are taken (``Bucket.take_if_planned``, ``idle_still_idle``)."""
+    return tuple((g["backend"], g["lookahead"], g.get("momentum", 0.0) > 0, id(g["params"]),
+                  len(g["params"])) for g in param_groups)
+
+
+def reusable(param_groups) -> bool:
+    """False with DTensor parameters, whose plan is made anew every step."""
+    return not any(_distributed.is_dtensor(p) for g in param_groups for p in g["params"]
+                   if type(p) not in (torch.Tensor, torch.nn.Parameter))
+
+
+def idle_params(param_groups) -> List[torch.Tensor]:
+    """The parameters without a gradient, which a plan leaves out."""
+    return [p for g in param_groups for p in g["params"] if p.grad is None]
+
+
+def idle_still_idle(idle) -> bool:
+    return all(p.grad is None for p in idle)
 
 
 def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[GroupWork]:
@@ -181,6 +247,7 @@ def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[Group
             buckets.append(Bucket(
                 _backends.resolve(group["backend"], ps[0].device) if dense
                 else _backends.REFERENCE, ps, tensors,
+                [] if any(map(_distributed.is_dtensor, ps)) else [p.data_ptr() for p in ps],
                 strides=[t.stride() for t in tensors] if plain else None))
         if buckets or keep_empty:
             mode = group["lookahead"]
