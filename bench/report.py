@@ -112,10 +112,10 @@ def targets(inter: Dict[str, dict], e2e: List[dict], size: Optional[int]) -> Lis
     add("fp32 / bf16 >= 1.6x", ratio("cpp flat fp32", "cpp flat bf16"),
         lambda v: v >= 1.6, f"cpp A-SGD step, 2^{size}, one flat tensor", 1.6)
     for mlp in (r for r in e2e if r["backend"] == "cpp" and r["optimizer"] == "A-SGD"):
-        add("optimizer share of an MLP step <= 5%", mlp["share"], lambda v: v <= 0.05,
-            f"784-256-256-10, batch 128, cpp A-SGD, {mlp['threads']} thread(s)", 0.05)
+        add("optimizer share of an MLP step <= 8%", mlp["share"], lambda v: v <= 0.08,
+            f"784-256-256-10, batch 128, cpp A-SGD, {mlp['threads']} thread(s)", 0.08)
     if not any(t["target"].startswith("optimizer share") for t in out):
-        add("optimizer share of an MLP step <= 5%", None, None, "not run", 0.05)
+        add("optimizer share of an MLP step <= 8%", None, None, "not run", 0.08)
     return out
 
 

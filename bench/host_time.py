@@ -1,0 +1,127 @@
+"""The optimizer's host time per step on a model-sized parameter list, against AdamW.
+
+150 fp32 parameter tensors (``--tensors``), about the count of a small transformer, in two
+sizes: random sizes of 64 to 4096 elements (seed 0), and one element each, where the
+kernels have no work and what is left is the host side of the step (the Python that drives
+it, the op dispatch of each tensor list). Target: each Secant optimizer's own time at most
+2x that of ``torch.optim.AdamW(foreach=True)`` (the same gradients; its step pays the same
+``torch.optim`` hooks).
+
+What is timed per step is as in ``bench/many_tensors.py``: Secant ``step(closure)`` minus
+the closure calls (which only assign precomputed gradients); AdamW ``step()`` after the
+same assignment, outside the timer. Interleaved rounds, gc off while timing; cells are
+median us ±half the interquartile range, ratios of medians from the same rounds.
+
+    python bench/host_time.py                    # 150 tensors, 1 thread, 400 rounds
+    python bench/host_time.py --tensors 40 --repeats 100
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import secant_ext  # noqa: E402
+
+from many_tensors import secant_case  # noqa: E402
+from report import _table  # noqa: E402
+from timing import quantile  # noqa: E402
+
+TARGET = 2.0  # own time at most 2x that of AdamW(foreach=True)
+SECANT = (("SecantSGD", secant_ext.SecantSGD, {}),
+          ("SecantSGDM", secant_ext.SecantSGDM, dict(momentum=0.9)),
+          ("SecantSignSGD", secant_ext.SecantSignSGD, {}))
+
+
+def make_problem(sizes: List[int], seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(k, generator=gen)) for k in sizes]
+    grads = [torch.randn(k, generator=gen) * 1e-3 for k in sizes]
+    return params, (grads, [g * 1.01 for g in grads])
+
+
+def adamw_case(params, grad_sets) -> Callable[[], float]:
+    opt = torch.optim.AdamW(params, lr=1e-3, foreach=True)
+    grads = grad_sets[0]
+
+    def one_step() -> float:
+        for p, g in zip(params, grads):  # the assignment: outside the timer
+            p.grad = g
+        t0 = time.perf_counter()
+        opt.step()
+        return time.perf_counter() - t0
+    return one_step
+
+
+def run(sizes: List[int], backend: str, repeats: int, warmup: int = 20) -> Dict[str, dict]:
+    _, grad_sets = make_problem(sizes)
+    cases = {name: secant_case(cls, make_problem(sizes)[0], grad_sets, backend=backend, **kw)
+             for name, cls, kw in SECANT}
+    cases["AdamW foreach"] = adamw_case(make_problem(sizes)[0], grad_sets)
+    times = {name: [] for name in cases}
+    gc.collect()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(warmup):
+                for fn in cases.values():
+                    fn()
+            for _ in range(repeats):
+                for name, fn in cases.items():
+                    times[name].append(fn())
+    finally:
+        gc.enable()
+    return {name: dict(median_s=statistics.median(ts), q25_s=quantile(ts, 0.25),
+                       q75_s=quantile(ts, 0.75)) for name, ts in times.items()}
+
+
+def render(res: Dict[str, dict], label: str) -> List[str]:
+    ref = res["AdamW foreach"]["median_s"]
+    body = []
+    for name, r in res.items():
+        spread = (r["q75_s"] - r["q25_s"]) / 2 / r["median_s"]
+        ratio = r["median_s"] / ref
+        verdict = "" if name.startswith("AdamW") else ("met" if ratio <= TARGET else "MISSED")
+        body.append([name, f"{r['median_s'] * 1e6:.0f} ±{spread:.0%}", f"{ratio:.2f}x",
+                     verdict])
+    return ["", label, ""] + _table(["case", "own us/step", "vs AdamW foreach",
+                                     f"<= {TARGET:g}x"], body)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tensors", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="cpp", choices=["cpp", "reference"])
+    args = ap.parse_args(argv)
+    if args.tensors < 1 or args.repeats < 1:
+        ap.error(f"--tensors and --repeats must be at least 1, got {args.tensors} and "
+                 f"{args.repeats}")
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    model = torch.randint(64, 4097, (args.tensors,), generator=gen).tolist()
+    load = os.getloadavg()[0]
+    lines = [f"{args.tensors} fp32 tensors, torch {torch.__version__}, {args.threads} "
+             f"thread(s), backend {args.backend}, {args.repeats} interleaved rounds; load "
+             f"average {load:.2f} before"]
+    for sizes, label in ((model, f"sizes 64-4096 ({sum(model):,} elements)"),
+                         ([1] * args.tensors, "1 element each (host time alone)")):
+        lines += render(run(sizes, args.backend, args.repeats), label)
+    lines.append(f"\nload average {os.getloadavg()[0]:.2f} after")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
