@@ -374,7 +374,7 @@ class SecantOptimizer(Optimizer):
         groups' ``|g|^2``, which ``secant_alpha`` adds to its own. A non-finite one (a group
         that skips) becomes inf, so the others do not move either, as ``clip_grad_norm_``'s
         coefficient 0 would have it. Device ops only; nothing to do with one group."""
-        if len(self.param_groups) < 2 or \
+        if not work or len(self.param_groups) < 2 or \
                 all(g["max_grad_norm"] is None for g in self.param_groups):
             return
         own = [w.combined[:, layout.COL_G_SQ].to(torch.float64).sum() for w in work]

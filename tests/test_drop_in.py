@@ -594,3 +594,20 @@ def test_clip_grad_norm_inside_the_closure_warns_once():
     assert opt.last_stats.alpha.item() == 1.0   # what the warning is about
     assert run(False, max_grad_norm=0.01)[0] == []
     assert run(False)[0] == []
+
+
+def test_a_step_where_no_parameter_has_a_gradient_with_several_clipped_groups():
+    """Nothing to clip and nothing to step: the parameters stay, no error."""
+    a, b = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    other = torch.ones(4, requires_grad=True)   # not the optimizer's
+    opt = secant_ext.SecantSGD([{"params": [a]}, {"params": [b]}], max_grad_norm=1.0,
+                               backend="cpp")
+
+    def closure():
+        opt.zero_grad()
+        loss = (other ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    assert torch.equal(a, torch.ones(3)) and torch.equal(b, torch.ones(2))
+    assert a.grad is None and b.grad is None
