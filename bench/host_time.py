@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import secant_ext  # noqa: E402
 
-from many_tensors import secant_case  # noqa: E402
+from many_tensors import secant_case, torch_case  # noqa: E402
 from report import _table  # noqa: E402
 from timing import quantile  # noqa: E402
 
@@ -50,24 +50,13 @@ def make_problem(sizes: List[int], seed: int = 0):
     return params, (grads, [g * 1.01 for g in grads])
 
 
-def adamw_case(params, grad_sets) -> Callable[[], float]:
-    opt = torch.optim.AdamW(params, lr=1e-3, foreach=True)
-    grads = grad_sets[0]
-
-    def one_step() -> float:
-        for p, g in zip(params, grads):  # the assignment: outside the timer
-            p.grad = g
-        t0 = time.perf_counter()
-        opt.step()
-        return time.perf_counter() - t0
-    return one_step
-
-
 def run(sizes: List[int], backend: str, repeats: int, warmup: int = 20) -> Dict[str, dict]:
     _, grad_sets = make_problem(sizes)
     cases = {name: secant_case(cls, make_problem(sizes)[0], grad_sets, backend=backend, **kw)
              for name, cls, kw in SECANT}
-    cases["AdamW foreach"] = adamw_case(make_problem(sizes)[0], grad_sets)
+    adamw_params = make_problem(sizes)[0]
+    cases["AdamW foreach"] = torch_case(
+        torch.optim.AdamW(adamw_params, lr=1e-3, foreach=True), adamw_params, grad_sets)
     times = {name: [] for name in cases}
     gc.collect()
     gc.disable()

@@ -98,8 +98,9 @@ def secant_case(cls, params, grad_sets, **kwargs) -> Callable[[], float]:
     return one_step
 
 
-def sgd_case(params, grad_sets, **kwargs) -> Callable[[], float]:
-    opt = torch.optim.SGD(params, lr=1e-3, **kwargs)
+def torch_case(opt, params, grad_sets) -> Callable[[], float]:
+    """A ``torch.optim`` optimizer's ``step()`` alone: the gradients are assigned before it,
+    outside the timer."""
     grads = grad_sets[0]
 
     def one_step() -> float:
@@ -110,6 +111,10 @@ def sgd_case(params, grad_sets, **kwargs) -> Callable[[], float]:
         return time.perf_counter() - t0
     one_step.opt = opt
     return one_step
+
+
+def sgd_case(params, grad_sets, **kwargs) -> Callable[[], float]:
+    return torch_case(torch.optim.SGD(params, lr=1e-3, **kwargs), params, grad_sets)
 
 
 def fused_sgd_works() -> bool:
