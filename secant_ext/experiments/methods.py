@@ -55,6 +55,32 @@ SECANT_DEFAULTS: Dict[str, Callable[[str], Method]] = {
 }
 
 
+# the Adam-class prototype (experiments.secant_adam, pure PyTorch, research): its defaults
+# and the levers measured on it, by key; every setting takes no learning rate
+SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
+    "secant-adam": ("Secant-Adam proto", {}),
+    "secant-adam-noavg": ("Secant-Adam proto no avg", dict(average=False)),
+    "secant-adam-ema95": ("Secant-Adam proto ema 0.95", dict(ema=0.95)),
+    "secant-adam-ema99": ("Secant-Adam proto ema 0.99", dict(ema=0.99)),
+    "secant-adam-g105": ("Secant-Adam proto growth 1.05", dict(growth=1.05)),
+    "secant-adam-g12": ("Secant-Adam proto growth 1.2", dict(growth=1.2)),
+    "secant-adam-k4": ("Secant-Adam proto k=4", dict(every=4)),
+    "secant-adam-k16": ("Secant-Adam proto k=16", dict(every=16)),
+    "secant-adam-w50": ("Secant-Adam proto warm-up 50", dict(warmup=50)),
+    "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
+    "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
+}
+
+
+def secant_adam(key: str = "secant-adam") -> Method:
+    """The ``Method`` of ``SECANT_ADAM[key]``: 2 gradient evaluations on a measuring step,
+    1 on the others; evaluated through ``eval()``/``train()``."""
+    from .secant_adam import SecantAdamPrototype
+    label, kw = SECANT_ADAM[key]
+    return Method(label, "A-Adam", lambda p: SecantAdamPrototype(p, **kw), secant=True,
+                  hyper=dict(kw, prototype="SecantAdamPrototype"))
+
+
 @dataclass(frozen=True)
 class Lever:
     """A Secant setting the races measure: untuned (``lr`` multiplier 1), selectable by key."""
