@@ -69,6 +69,7 @@ SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
     "secant-adam-w50": ("Secant-Adam proto warm-up 50", dict(warmup=50)),
     "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
     "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
+    "secant-adam-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
 }
 
 

@@ -79,6 +79,10 @@ class SecantAdamPrototype(torch.optim.Optimizer):
         average: keep the averaged iterate for ``eval()``.
         avg_floor: the smallest averaging weight ``c``.
         bias_correction: Adam's bias corrections of ``m`` and ``v``.
+        anchor: ``"current"`` (the default, the lead as described): ``b`` is measured at
+            ``x_t``; ``"previous"``: at the look-back point, ``b' = <g_t(x_t + eta
+            d_(t-1)), d_(t-1)> = b + eta a``, so ``B / A`` is the greedy step from the
+            previous point (a lever).
     """
 
     # what the experiments' StepHistory records per step
@@ -89,13 +93,15 @@ class SecantAdamPrototype(torch.optim.Optimizer):
                  weight_decay: float = 0.0, ema: float = 0.98, growth: float = 1.1,
                  eta0: float = 1e-5, warmup: int = 100, every: int = 8,
                  average: bool = True, avg_floor: float = 0.01,
-                 bias_correction: bool = True):
+                 bias_correction: bool = True, anchor: str = "current"):
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {ema}")
         if growth < 1.0:
             raise ValueError(f"growth must be >= 1, got {growth}")
         if eta0 <= 0.0:
             raise ValueError(f"eta0 must be > 0, got {eta0}")
+        if anchor not in ("current", "previous"):
+            raise ValueError(f"anchor must be 'current' or 'previous', got {anchor!r}")
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         defaults = dict(betas=betas, eps=eps, weight_decay=weight_decay)
@@ -103,6 +109,7 @@ class SecantAdamPrototype(torch.optim.Optimizer):
         self.ema, self.growth, self.warmup, self.every = ema, growth, warmup, every
         self.average, self.avg_floor = average, avg_floor
         self.bias_correction = bias_correction
+        self.anchor = anchor
         self.eta = float(eta0)
         self.A = 0.0
         self.B = 0.0
@@ -187,8 +194,11 @@ class SecantAdamPrototype(torch.optim.Optimizer):
                     p.grad = g
             dg = sum(float((d.double() * gp.double()).sum()) for d, gp in zip(d_prev, g_plus))
             a = (dg - b) / eta_prev
+            # "previous": the descent along d_(t-1) at the previous point x_t + eta d_(t-1),
+            # so B / A estimates the whole greedy step from there, not the step still left
+            b_rule = dg if self.anchor == "previous" else b
             self.A = self.ema * self.A + (1.0 - self.ema) * a
-            self.B = self.ema * self.B + (1.0 - self.ema) * b
+            self.B = self.ema * self.B + (1.0 - self.ema) * b_rule
             if self.A > 0.0 and self.B > 0.0:
                 self.eta = min(self.B / self.A, self.growth * eta_prev)
                 updated = True
