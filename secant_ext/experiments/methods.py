@@ -70,6 +70,11 @@ SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
     "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
     "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
     "secant-adam-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
+    # controls: Adam (no weight decay) at a constant rate with the prototype's averaging,
+    # no measurement; these take a learning rate
+    "adam-avg-1e-3": ("Adam lr=1e-3 + avg", dict(measure=False, eta0=1e-3)),
+    "adam-avg-3e-3": ("Adam lr=3e-3 + avg", dict(measure=False, eta0=3e-3)),
+    "adam-avg-1e-2": ("Adam lr=1e-2 + avg", dict(measure=False, eta0=1e-2)),
 }
 
 
@@ -78,7 +83,8 @@ def secant_adam(key: str = "secant-adam") -> Method:
     1 on the others; evaluated through ``eval()``/``train()``."""
     from .secant_adam import SecantAdamPrototype
     label, kw = SECANT_ADAM[key]
-    return Method(label, "A-Adam", lambda p: SecantAdamPrototype(p, **kw), secant=True,
+    family = "A-Adam" if kw.get("measure", True) else "Adam avg"  # "A-": a secant method
+    return Method(label, family, lambda p: SecantAdamPrototype(p, **kw), secant=True,
                   hyper=dict(kw, prototype="SecantAdamPrototype"))
 
 

@@ -83,6 +83,8 @@ class SecantAdamPrototype(torch.optim.Optimizer):
             ``x_t``; ``"previous"``: at the look-back point, ``b' = <g_t(x_t + eta
             d_(t-1)), d_(t-1)> = b + eta a``, so ``B / A`` is the greedy step from the
             previous point (a lever).
+        measure: False never measures: Adam at the constant step ``eta0`` with the same
+            averaging (a control for what the averaging alone gives).
     """
 
     # what the experiments' StepHistory records per step
@@ -93,7 +95,8 @@ class SecantAdamPrototype(torch.optim.Optimizer):
                  weight_decay: float = 0.0, ema: float = 0.98, growth: float = 1.1,
                  eta0: float = 1e-5, warmup: int = 100, every: int = 8,
                  average: bool = True, avg_floor: float = 0.01,
-                 bias_correction: bool = True, anchor: str = "current"):
+                 bias_correction: bool = True, anchor: str = "current",
+                 measure: bool = True):
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {ema}")
         if growth < 1.0:
@@ -110,6 +113,7 @@ class SecantAdamPrototype(torch.optim.Optimizer):
         self.average, self.avg_floor = average, avg_floor
         self.bias_correction = bias_correction
         self.anchor = anchor
+        self.measure = measure
         self.eta = float(eta0)
         self.A = 0.0
         self.B = 0.0
@@ -125,7 +129,7 @@ class SecantAdamPrototype(torch.optim.Optimizer):
 
     def measures(self, t: int) -> bool:
         """Whether step ``t`` (1-based) measures: it needs a previous direction."""
-        return t >= 2 and (t <= self.warmup or t % self.every == 0)
+        return self.measure and t >= 2 and (t <= self.warmup or t % self.every == 0)
 
     # -- eval()/train(): the averaged iterate ------------------------------------------------
     @torch.no_grad()
@@ -157,7 +161,10 @@ class SecantAdamPrototype(torch.optim.Optimizer):
 
     # -- the step -----------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None):
+    def step(self, closure: Optional[Callable] = None, probe_closure: Optional[Callable] = None):
+        if probe_closure is not None:
+            raise ValueError("SecantAdamPrototype takes no probe closure: it measures on the "
+                             "training batch, looking back")
         if closure is None:
             raise RuntimeError("SecantAdamPrototype.step needs a closure (it evaluates the "
                                "training batch a second time on measuring steps)")
