@@ -70,6 +70,7 @@ SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
     "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
     "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
     "secant-adam-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
+    "secant-adam-e4": ("Secant-Adam proto eta0 1e-4", dict(eta0=1e-4)),
     # controls: Adam (no weight decay) at a constant rate with the prototype's averaging,
     # no measurement; these take a learning rate
     "adam-avg-1e-3": ("Adam lr=1e-3 + avg", dict(measure=False, eta0=1e-3)),
