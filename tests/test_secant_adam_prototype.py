@@ -234,7 +234,7 @@ def test_state_dict_round_trip_continues_identically():
     opt = SecantAdamPrototype([w, b], eta0=1e-2)
     for t in range(1, 6):
         opt.step(_closure(opt, w, b, x, y, torch.tensor(_batch(t))))
-    sd = copy.deepcopy(opt.state_dict())  # as a saved checkpoint: no shared tensors
+    sd = copy.deepcopy(opt.state_dict())  # as a saved checkpoint: no tensor in common
     w2, b2 = (w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_())
     opt2 = SecantAdamPrototype([w2, b2], eta0=1e-2)
     opt2.load_state_dict(sd)
