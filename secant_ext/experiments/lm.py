@@ -28,7 +28,8 @@ from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
 from .common import choices, floats, print_table
-from .methods import LEVERS, SECANT_DEFAULTS, Method, lever, sgd_clipped, sgd_const
+from .methods import (LEVERS, SECANT_ADAM, SECANT_DEFAULTS, Method, lever, secant_adam,
+                      sgd_clipped, sgd_const)
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .training import counting_closure, evaluating, has_eval_mode
@@ -59,6 +60,11 @@ def add_arguments(p) -> None:
     p.add_argument("--sgd-lrs", type=floats, default=floats("0.1,0.3,1"),
                    help="SGD learning-rate grid (default %(default)s)")
     p.add_argument("--adamw-lr", type=float, default=1e-3, help="AdamW lr (default 1e-3)")
+    p.add_argument("--adamw-lrs", type=floats, default=floats("3e-4,1e-3,3e-3,1e-2"),
+                   help="AdamW grid of --methods adamw-grid (default %(default)s)")
+    p.add_argument("--muon-lrs", type=floats, default=floats("3e-3"),
+                   help="learning rates of --methods muon (torch.optim.Muon on the hidden "
+                        "matrices, AdamW on the rest, the same lr; default %(default)s)")
     p.add_argument("--no-peers", action="store_true",
                    help="leave out the optional peers Prodigy and ScheduleFree AdamW")
     p.add_argument("--methods", type=choices(METHOD_KEYS, "methods"), default=list(DEFAULT_KEYS),
@@ -71,6 +77,42 @@ def add_arguments(p) -> None:
 def adamw(lr: float) -> Method:
     return Method(f"AdamW lr={lr:g}", "AdamW", lambda p: torch.optim.AdamW(p, lr=lr),
                   hyper={"lr": lr})
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` on the blocks' 2-D weights, ``torch.optim.AdamW`` on the rest
+    (embeddings, head, biases, LayerNorms), both at ``lr``. The hidden matrices are told
+    apart by the byte transformer's parameter order: the two embeddings come first and the
+    head's weight is the last 2-D parameter."""
+
+    def __init__(self, params, lr: float):
+        params = list(params)
+        mats = [i for i, p in enumerate(params) if p.ndim == 2]
+        outer = set(mats[:2] + mats[-1:])
+        hidden = [p for i, p in enumerate(params) if p.ndim == 2 and i not in outer]
+        rest = [p for i, p in enumerate(params) if not (p.ndim == 2 and i not in outer)]
+        self.muon = torch.optim.Muon(hidden, lr=lr)
+        self.adamw = torch.optim.AdamW(rest, lr=lr)
+        super().__init__(params, {"lr": lr})
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+
+def muon(lr: float) -> Method:
+    return Method(f"Muon+AdamW lr={lr:g}", "Muon", lambda p: MuonAdamW(p, lr=lr),
+                  hyper={"lr": lr, "muon": "torch.optim.Muon on the hidden matrices"})
 
 
 # (label, module, class, kwargs, pip name): learning-rate-free or schedule-free peers
@@ -99,8 +141,8 @@ DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-signsgd", "secant-signsgdm"
                 "sgd-grid", "prodigy", "sf-adamw")
 # sgd-clip-grid: the SGD grid with the gradient clipped to norm 1 first, the fair
 # comparison for the Secant settings that clip (max_grad_norm=1)
-METHOD_KEYS = DEFAULT_KEYS + ("sgd-clip-grid",) + tuple(k for k, v in LEVERS.items()
-                                                       if not v.probe)
+METHOD_KEYS = DEFAULT_KEYS + ("sgd-clip-grid", "adamw-grid", "muon") + tuple(
+    k for k, v in LEVERS.items() if not v.probe) + tuple(SECANT_ADAM)
 PEER_KEYS = {"prodigy": OPTIONAL_PEERS[0], "sf-adamw": OPTIONAL_PEERS[1]}
 
 
@@ -118,6 +160,12 @@ def lm_methods(args) -> Tuple[List[Method], Dict[str, str]]:
             methods += [sgd_const(lr) for lr in args.sgd_lrs]
         elif key == "sgd-clip-grid":
             methods += [sgd_clipped(lr) for lr in args.sgd_lrs]
+        elif key == "adamw-grid":
+            methods += [adamw(lr) for lr in args.adamw_lrs]
+        elif key == "muon":
+            methods += [muon(lr) for lr in args.muon_lrs]
+        elif key in SECANT_ADAM:
+            methods.append(secant_adam(key))
         elif key in PEER_KEYS:
             label = PEER_KEYS[key][0]
             if args.no_peers:
@@ -221,7 +269,8 @@ def train_lm(model_fn, method: Method, train_bytes: torch.Tensor, val_x, val_y, 
         total = min(total, max_steps)
     gen = torch.Generator().manual_seed(seed)
     result = LMResult(method, seed, step_budget, budget,
-                      steps=StepHistory(("alpha", "grad_norm", "clipped", "skipped"))
+                      steps=StepHistory(getattr(opt, "HISTORY_FIELDS",
+                                                ("alpha", "grad_norm", "clipped", "skipped")))
                       if method.secant else StepHistory(()))
 
     def validate(step: int) -> float:

@@ -55,6 +55,40 @@ SECANT_DEFAULTS: Dict[str, Callable[[str], Method]] = {
 }
 
 
+# the Adam-class prototype (experiments.secant_adam, pure PyTorch, research): its defaults
+# and the levers measured on it, by key; every setting takes no learning rate
+SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
+    "secant-adam": ("Secant-Adam proto", {}),
+    "secant-adam-noavg": ("Secant-Adam proto no avg", dict(average=False)),
+    "secant-adam-ema95": ("Secant-Adam proto ema 0.95", dict(ema=0.95)),
+    "secant-adam-ema99": ("Secant-Adam proto ema 0.99", dict(ema=0.99)),
+    "secant-adam-g105": ("Secant-Adam proto growth 1.05", dict(growth=1.05)),
+    "secant-adam-g12": ("Secant-Adam proto growth 1.2", dict(growth=1.2)),
+    "secant-adam-k4": ("Secant-Adam proto k=4", dict(every=4)),
+    "secant-adam-k16": ("Secant-Adam proto k=16", dict(every=16)),
+    "secant-adam-w50": ("Secant-Adam proto warm-up 50", dict(warmup=50)),
+    "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
+    "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
+    "secant-adam-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
+    "secant-adam-e4": ("Secant-Adam proto eta0 1e-4", dict(eta0=1e-4)),
+    # controls: Adam (no weight decay) at a constant rate with the prototype's averaging,
+    # no measurement; these take a learning rate
+    "adam-avg-1e-3": ("Adam lr=1e-3 + avg", dict(measure=False, eta0=1e-3)),
+    "adam-avg-3e-3": ("Adam lr=3e-3 + avg", dict(measure=False, eta0=3e-3)),
+    "adam-avg-1e-2": ("Adam lr=1e-2 + avg", dict(measure=False, eta0=1e-2)),
+}
+
+
+def secant_adam(key: str = "secant-adam") -> Method:
+    """The ``Method`` of ``SECANT_ADAM[key]``: 2 gradient evaluations on a measuring step,
+    1 on the others; evaluated through ``eval()``/``train()``."""
+    from .secant_adam import SecantAdamPrototype
+    label, kw = SECANT_ADAM[key]
+    family = "A-Adam" if kw.get("measure", True) else "Adam avg"  # "A-": a secant method
+    return Method(label, family, lambda p: SecantAdamPrototype(p, **kw), secant=True,
+                  hyper=dict(kw, prototype="SecantAdamPrototype"))
+
+
 @dataclass(frozen=True)
 class Lever:
     """A Secant setting the races measure: untuned (``lr`` multiplier 1), selectable by key."""

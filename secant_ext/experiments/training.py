@@ -130,8 +130,9 @@ def train(model_fn: Callable[[], torch.nn.Module], method: Method, data: Dataset
     eval_every = max(per_epoch // max(evals_per_epoch, 1), 1)
     order = torch.Generator().manual_seed(seed)
     probe_rng = torch.Generator().manual_seed(seed + 1)
-    result = RunResult(method, steps=StepHistory(("alpha", "grad_norm")) if method.secant
-                       else StepHistory(()))
+    result = RunResult(method, steps=StepHistory(getattr(opt, "HISTORY_FIELDS",
+                                                         ("alpha", "grad_norm")))
+                       if method.secant else StepHistory(()))
 
     def log_eval(step: int) -> bool:
         with evaluating(opt, modes):
