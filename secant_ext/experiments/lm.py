@@ -28,8 +28,8 @@ from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
 from .common import choices, floats, print_table
-from .methods import (LEVERS, SECANT_ADAM, SECANT_DEFAULTS, Method, lever, secant_adam,
-                      sgd_clipped, sgd_const)
+from .methods import (LEVERS, SECANT_ADAM, SECANT_DEFAULTS, Method, closure_loss, lever,
+                      secant_adam, sgd_clipped, sgd_const)
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .training import counting_closure, evaluating, has_eval_mode
@@ -101,10 +101,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.muon.step()
         self.adamw.step()
         return loss

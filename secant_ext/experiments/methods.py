@@ -172,6 +172,15 @@ def sgd_const(lr: float) -> Method:
                   hyper={"lr": lr})
 
 
+def closure_loss(closure):
+    """``closure()`` with gradients enabled, as ``torch.optim``'s steps call it (None
+    without a closure)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class ClippedSGD(torch.optim.SGD):
     """torch's SGD after ``torch.nn.utils.clip_grad_norm_(params, max_norm)`` on all its
     parameters: the clipping a training loop would add, for comparisons with optimizers
@@ -183,10 +192,7 @@ class ClippedSGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         grads = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(grads, self.max_norm)
         super().step()
