@@ -22,7 +22,6 @@ import gc
 import os
 import statistics
 import sys
-import time
 import warnings
 from typing import Dict, List
 
