@@ -182,8 +182,8 @@ class SecantTrainer(Trainer):
         """The unclipped gradient norm over the whole model, as Trainer's clipping returns
         it, from the step's own statistics (a device tensor: no sync, no extra pass). The
         clipping itself happened in the step (``max_grad_norm``)."""
-        states = [secant_optimizer_of(self.optimizer)._group_state(g)
-                  for g in secant_optimizer_of(self.optimizer).param_groups if g["params"]]
+        optimizer = secant_optimizer_of(self.optimizer)
+        states = [optimizer._group_state(g) for g in optimizer.param_groups if g["params"]]
         return torch.stack([st[layout.G_SQ] for st in states]).sum().sqrt()
 
     def _get_grad_norm(self, model, grad_norm=None):
