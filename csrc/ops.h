@@ -24,4 +24,14 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
                 const at::Tensor& state, double momentum, bool nesterov, double weight_decay,
                 int64_t sign_mode);
 
+at::Tensor adam_stats_cpu(at::TensorList u, at::TensorList g_plus, at::TensorList s,
+                          at::TensorList g, const at::Tensor& state);
+
+void adam_alpha_cpu(const at::Tensor& stats, const at::Tensor& state, double beta1, double beta2,
+                    double ema, double growth, bool measure, bool record);
+
+void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::TensorList v,
+                     at::TensorList u, const at::Tensor& state, double beta1, double beta2,
+                     double eps, double weight_decay);
+
 }  // namespace secant_ext

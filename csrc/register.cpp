@@ -18,6 +18,13 @@ TORCH_LIBRARY(secant_ext, m) {
         "bool measure=True) -> ()");
   m.def("update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor stats, Tensor state, *, "
         "float momentum, bool nesterov, float weight_decay, int sign_mode) -> ()");
+  m.def("adam_stats(Tensor[] u, Tensor[] g_plus, Tensor[] s, Tensor[] g, Tensor state) "
+        "-> Tensor");
+  m.def("adam_alpha(Tensor stats, Tensor(a!) state, *, float beta1, float beta2, float ema, "
+        "float growth, bool measure, bool record) -> ()");
+  m.def("adam_update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, "
+        "Tensor(d!)[] u, Tensor state, *, float beta1, float beta2, float eps, "
+        "float weight_decay) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
@@ -28,6 +35,9 @@ TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
   m.impl("secant_stats", &secant_ext::secant_stats_cpu);
   m.impl("secant_alpha", &secant_ext::secant_alpha_cpu);
   m.impl("update", &secant_ext::update_cpu);
+  m.impl("adam_stats", &secant_ext::adam_stats_cpu);
+  m.impl("adam_alpha", &secant_ext::adam_alpha_cpu);
+  m.impl("adam_update", &secant_ext::adam_update_cpu);
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -1,7 +1,8 @@
 """secant_ext: optimizers whose learning rate sets itself from a regularized stochastic
-secant equation (A-SGD, A-SGDM, A-SIGNSGD), with fused Triton (CUDA) and C++ (CPU) kernels
+secant equation (A-SGD, A-SGDM, A-SIGNSGD, and SecantAdam along Adam's direction), with fused Triton (CUDA) and C++ (CPU) kernels
 and an eager reference every fast path is tested against."""
 from ._backends import cpp_available, triton_available
+from .adam import SecantAdam
 from ._base import SecantOptimizer
 from ._lookahead import frozen_batchnorm
 from ._stats import SecantStats
@@ -13,7 +14,7 @@ from .signsgd import SecantSignSGD
 
 __version__ = "0.1.0"
 
-__all__ = ["SecantOptimizer", "SecantSGD", "SecantSGDM", "SecantSignSGD", "SecantStats",
+__all__ = ["SecantOptimizer", "SecantAdam", "SecantSGD", "SecantSGDM", "SecantSignSGD", "SecantStats",
            "StepHistory", "frozen_batchnorm", "slice_probe", "cpp_available",
            "triton_available", "backend_for", "__version__"]
 

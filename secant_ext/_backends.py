@@ -58,7 +58,7 @@ def triton_runs_on(device: torch.device) -> bool:
 
 
 PHASES = ("lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha",
-          "update", "average")
+          "update", "average", "adam_stats", "adam_alpha", "adam_update")
 
 
 def _namespace(name: str, functions) -> SimpleNamespace:

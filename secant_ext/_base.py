@@ -73,22 +73,26 @@ class SecantOptimizer(Optimizer):
     _sign_mode = layout.SIGN_NONE
     # The options only some variants have; a param group carries those of its optimizer
     # alone (so OneCycleLR's momentum cycling is refused by torch's own check for SecantSGD).
-    _variant_options = ("momentum", "nesterov", "sign_scale")
+    _variant_options = ("momentum", "nesterov", "sign_scale", "rule", "safeguard", "betas",
+                        "eps")
     # GradScaler then hands us its scale instead of unscaling one gradient itself, so a
     # step under it can be refused with a clear message (see ``step``).
     _step_supports_amp_scaling = True
+    # _warn_if_unmeasured's test for gradients clipped inside the closure reads <s, y>
+    _detects_clipped_closure = True
 
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every: int = 1,
                  curvature_warmup: int = 100, average: bool = False, rule: str = "secant",
                  safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
+                 betas=(0.9, 0.999), eps: float = 1e-8,
                  backend: str = "auto", lookahead: str = "auto", process_group=None):
         options = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
                        curvature_warmup=curvature_warmup, average=average, rule=rule,
                        safeguard=safeguard,
                        nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
-                       nesterov=nesterov, sign_scale=sign_scale, backend=backend,
-                       lookahead=lookahead)
+                       nesterov=nesterov, sign_scale=sign_scale, betas=betas, eps=eps,
+                       backend=backend, lookahead=lookahead)
         _options.check_options(**options)
         defaults = {k: v for k, v in options.items()
                     if k not in SecantOptimizer._variant_options or k in self._variant_options}
@@ -255,6 +259,7 @@ class SecantOptimizer(Optimizer):
             for b in buckets:
                 b.probes = b.take_grads() if probe_closure is not None and measuring \
                     else b.own_grads
+                b.offsets = self._lookahead_offsets(b) if measuring else []
             if measuring:
                 self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
             else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
@@ -266,6 +271,10 @@ class SecantOptimizer(Optimizer):
             self._grads.after_step(params, buckets)  # p.grad: the training gradients
         self._warn_if_unmeasured()
         return loss
+
+    def _lookahead_offsets(self, bucket) -> List[torch.Tensor]:
+        """The ``s`` of the lookahead point ``x_t + s``: the probe gradient."""
+        return bucket.probes
 
     def _due_to_measure(self, work) -> bool:
         """Mark the groups that measure the curvature this step (each of the first
@@ -412,7 +421,7 @@ class SecantOptimizer(Optimizer):
             rows = [r.cpu() for r in rows]
         rows = torch.stack(rows).tolist()  # the one sync
         stalled = sum(int(r[0]) for r in rows)
-        pinned = any(m and a < 0 < b and abs(2 * a + c) <= 1e-4 * b for _, m, a, b, c in rows)
+        pinned = self._detects_clipped_closure and any(m and a < 0 < b and abs(2 * a + c) <= 1e-4 * b for _, m, a, b, c in rows)
         if stalled and "stalled" not in warned:
             warned.add("stalled")
             warnings.warn(

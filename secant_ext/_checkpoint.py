@@ -29,8 +29,9 @@ def fill_group_defaults(param_groups, defaults) -> None:
 # Group states of older versions are shorter: the fields since added take their initial
 # values (LR and MAX_GRAD_NORM are written again before every step anyway).
 # 12: before STALLED; 13: before LR, MAX_GRAD_NORM, STEP_SIZE; 16: before the alpha carry;
-# 21: before the averaged iterate; 23: before CLIP_G_SQ_OTHERS (written before every step)
-_OLDER_STATE_SIZES = (12, 13, 16, 21, 23)
+# 21: before the averaged iterate; 23: before CLIP_G_SQ_OTHERS (written before every step);
+# 24: before SecantAdam's fields (unused by the other optimizers)
+_OLDER_STATE_SIZES = (12, 13, 16, 21, 23, 24)
 
 
 def _upgraded(st: torch.Tensor, key) -> torch.Tensor:

@@ -14,7 +14,8 @@ import torch
 
 from . import _triton
 
-OPS = ("lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update")
+OPS = ("lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update",
+       "adam_stats", "adam_alpha", "adam_update")
 
 for _name in OPS:
     torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(_triton, _name))

@@ -70,3 +70,21 @@ def _secant_alpha(stats, state, *, rule, safeguard, measure=True) -> None:
 @torch.library.register_fake("secant_ext::update")
 def _update(x, g, m, stats, state, *, momentum, nesterov, weight_decay, sign_mode) -> None:
     return None
+
+
+@torch.library.register_fake("secant_ext::adam_stats")
+def _adam_stats(u, g_plus, s, g, state):
+    dtype = torch.float64 if len(s) and s[0].dtype == torch.float64 else torch.float32
+    device = s[0].device if len(s) else state.device
+    rows = num_partial_rows([t.numel() for t in s], device)
+    return state.new_empty((rows, _layout.NUM_STATS), dtype=dtype, device=device)
+
+
+@torch.library.register_fake("secant_ext::adam_alpha")
+def _adam_alpha(stats, state, *, beta1, beta2, ema, growth, measure, record) -> None:
+    return None
+
+
+@torch.library.register_fake("secant_ext::adam_update")
+def _adam_update(x, g, m, v, u, state, *, beta1, beta2, eps, weight_decay) -> None:
+    return None

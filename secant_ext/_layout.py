@@ -47,7 +47,16 @@ AVG_FLOOR = 22     # input: the floor of w (0.01)
 # max_grad_norm clips by the norm over the whole model, as clip_grad_norm_(model.parameters())
 # does, whatever the param groups: the clip's norm is sqrt(G_SQ + CLIP_G_SQ_OTHERS).
 CLIP_G_SQ_OTHERS = 23  # input: |g|^2 of the optimizer's other param groups (0 with one)
-STATE_SIZE = 24
+# SecantAdam (docs/ALGORITHM.md, 'SecantAdam'): ALPHA is the measured step size eta of Adam's
+# direction d; a measurement looks back along the previous step u = x_(t-1) - x_t, taken
+# with step size PREV_STEP_SCALE, and gives a = <u, y> / scale^2 (the curvature along d),
+# b = <u, g> / scale (the descent left along d); eta follows ADAM_B / ADAM_A.
+ADAM_A = 24        # EMA of a (weight ADAM_EMA on the old value)
+ADAM_B = 25        # EMA of b
+PREV_STEP_SCALE = 26  # step size of the kept previous step u (0: none kept, no measurement)
+BETA1_POWER = 27   # beta1 ** (applied steps): Adam's bias corrections, as running products
+BETA2_POWER = 28   # beta2 ** (applied steps)
+STATE_SIZE = 29
 
 # --- stats table columns -------------------------------------------------------------
 COL_DOT = 0
@@ -62,6 +71,12 @@ SIGN_NONE = 0      # not a sign method: the direction is used as it is
 SIGN_SCALED = 1    # alpha * mean(|v|) * sign(v), per tensor
 SIGN_UNSCALED = 2  # alpha * sign(v)
 
+
+# SecantAdam's rule: the averages' weight, the largest growth of eta per measurement, and
+# eta before the first measurement (docs/ALGORITHM.md, 'SecantAdam').
+ADAM_EMA = 0.98
+ADAM_GROWTH = 1.1
+ADAM_ETA0 = 1e-5
 
 CARRY_BETA_DEFAULT = 0.9
 AVG_FLOOR_DEFAULT = 0.01
@@ -78,4 +93,6 @@ def initial_state_values():
     values[CARRY_BETA] = CARRY_BETA_DEFAULT
     values[AVG_WEIGHT] = 1.0
     values[AVG_FLOOR] = AVG_FLOOR_DEFAULT
+    values[BETA1_POWER] = 1.0
+    values[BETA2_POWER] = 1.0
     return values

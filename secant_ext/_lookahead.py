@@ -69,20 +69,20 @@ class Lookahead:
 
     def evaluate(self, work, closure: Callable, rng: RngState) -> None:
         """Fill each bucket's ``lookahead_grads`` with ``closure``'s gradient at
-        ``x_t + probes`` (the probes already have the kernels' layout). The parameters are
+        ``x_t + offsets`` (the offsets already have the kernels' layout). The parameters are
         back at ``x_t`` (and ``p.grad`` is None) when this returns or raises."""
         swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets]
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets]
         buckets = swapped + inplace
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params])
         for b in swapped:
-            b.backend.lookahead(b.tensors, b.probes, self._buffers(b))
+            b.backend.lookahead(b.tensors, b.offsets, self._buffers(b))
         moved = []
         pointed_back = 0  # swapped buckets whose p.data is the parameters' own again
         try:
             fsdp.reshard()  # so the closure all-gathers the shards written below
             for b in inplace:
-                b.backend.lookahead_inplace(b.tensors, b.probes, self._buffers(b))
+                b.backend.lookahead_inplace(b.tensors, b.offsets, self._buffers(b))
                 moved.append(b)
             for b in swapped:
                 for p, buf in zip(b.params, self._swap_targets(b)):

@@ -50,7 +50,7 @@ def check_curvature_every(value) -> None:
 
 def check_options(*, lr, max_grad_norm, curvature_every, curvature_warmup, average, rule,
                   safeguard, nonfinite, weight_decay, momentum, nesterov, sign_scale,
-                  backend, lookahead) -> None:
+                  betas, eps, backend, lookahead) -> None:
     """The constructor's options, before any param group exists."""
     check_curvature_warmup(curvature_warmup)
     if not isinstance(average, bool):
@@ -72,15 +72,28 @@ def check_options(*, lr, max_grad_norm, curvature_every, curvature_warmup, avera
         raise ValueError("nesterov=True needs a momentum > 0, got momentum=0")
     if sign_scale not in SIGN_SCALES:
         raise ValueError(f"sign_scale must be 'mean' or 'none', got {sign_scale!r}")
+    check_betas(betas)
+    check_nonnegative("eps", eps)
     _backends.validate_backend(backend)
     if lookahead not in LOOKAHEAD_MODES:
         raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got {lookahead!r}")
 
 
+def check_betas(betas) -> None:
+    """Adam's ``betas``: two numbers in ``[0, 1)``."""
+    ok = isinstance(betas, (tuple, list)) and len(betas) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    if not ok:
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+
+
 def check_group(group) -> None:
     """A param group as the optimizer holds it (options filled in from the defaults)."""
-    if group["rule"] not in layout.RULES:
+    if group.get("rule", "secant") not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {group['rule']!r}")
+    if "betas" in group:
+        check_betas(group["betas"])
+        check_nonnegative("eps", group["eps"])
     check_lr(group["lr"])
     check_max_grad_norm(group["max_grad_norm"])
     check_curvature_every(group["curvature_every"])

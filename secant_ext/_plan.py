@@ -77,6 +77,7 @@ class Bucket:
     grads: List[torch.Tensor] = field(default_factory=list)
     own_grads: List[torch.Tensor] = field(default_factory=list)        # the closure's alone
     probes: List[torch.Tensor] = field(default_factory=list)           # own_grads without a probe
+    offsets: List[torch.Tensor] = field(default_factory=list)          # s of the lookahead x + s
     lookahead_grads: List[torch.Tensor] = field(default_factory=list)  # g_plus, at x + s
     taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
     momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
@@ -171,6 +172,7 @@ class GroupWork:
     buckets: List[Bucket]
     lookahead: str = "swap"                  # "swap" or "inplace"
     measure: bool = True                     # this step measures the curvature
+    record: bool = False                     # SecantAdam: keep this step for the next measurement
     state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
 

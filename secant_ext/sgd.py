@@ -48,7 +48,7 @@ class SecantSGD(SecantOptimizer):
             DTensor parameters default to their device mesh's group.
     """
 
-    _variant_options = ()
+    _variant_options = ("rule", "safeguard")
 
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every=1,
                  curvature_warmup=100, average=False, rule="secant", safeguard=True,

@@ -15,7 +15,7 @@ class SecantSGDM(SecantOptimizer):
     Args: as ``SecantSGD``, plus ``momentum`` in ``(0, 1)`` (default 0.9) and ``nesterov``.
     """
 
-    _variant_options = ("momentum", "nesterov")
+    _variant_options = ("momentum", "nesterov", "rule", "safeguard")
 
     def __init__(self, params, *, lr=1.0, momentum=0.9, nesterov=False, max_grad_norm=None,
                  curvature_every=1, curvature_warmup=100, average=False, rule="secant",

@@ -19,7 +19,7 @@ class SecantSignSGD(SecantOptimizer):
 
     _sign_mode = _layout.SIGN_SCALED
 
-    _variant_options = ("momentum", "sign_scale")
+    _variant_options = ("momentum", "sign_scale", "rule", "safeguard")
 
     def __init__(self, params, *, lr=1.0, momentum=0.0, sign_scale="mean", max_grad_norm=None,
                  curvature_every=1, curvature_warmup=100, average=False, rule="secant",

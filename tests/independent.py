@@ -123,3 +123,72 @@ class SpecOptimizer:
             w = max(1.0 / self.taken, 0.01)
             self.avg = [xi.copy() for xi in x] if self.avg is None else \
                 [ai + w * (xi - ai) for ai, xi in zip(self.avg, x)]
+
+
+@dataclass
+class SpecAdam:
+    """SecantAdam of docs/ALGORITHM.md, float64, one param group: Adam's direction, the step
+    size measured along the previous step on the training batch (looking back)."""
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr: float = 1.0
+    max_grad_norm: Optional[float] = None
+    curvature_every: int = 8
+    curvature_warmup: int = 50
+    ema: float = 0.98
+    growth: float = 1.1
+    eta: float = 1e-5
+    A: float = 0.0
+    B: float = 0.0
+    average: bool = True
+    avg: Optional[List[np.ndarray]] = None
+    m: Optional[List[np.ndarray]] = None
+    v: Optional[List[np.ndarray]] = None
+    u: Optional[List[np.ndarray]] = None   # the previous step x_(t-1) - x_t
+    u_scale: float = 0.0                   # its step size
+    taken: int = 0
+    alphas: List[float] = field(default_factory=list)
+
+    def measures(self, t: int) -> bool:
+        return t >= 1 and (t < self.curvature_warmup or (t + 1) % self.curvature_every == 0)
+
+    def step(self, problem: LeastSquares, x: List[np.ndarray], t: int, probe: bool) -> None:
+        train = problem.train_rows(t)
+        g = problem.grad(x, train)
+        if self.measures(t) and self.u is not None and self.u_scale > 0:
+            pairs = problem.probe_rows(t) if probe else train
+            s = problem.grad(x, pairs) if probe else g
+            g_back = problem.grad([xi + ui for xi, ui in zip(x, self.u)], pairs)
+            a = sum(float(np.sum(ui * (gb - si))) for ui, gb, si in zip(self.u, g_back, s)) \
+                / self.u_scale ** 2
+            b = sum(float(np.sum(ui * si)) for ui, si in zip(self.u, s)) / self.u_scale
+            self.A = self.ema * self.A + (1 - self.ema) * a
+            self.B = self.ema * self.B + (1 - self.ema) * b
+            if self.A > 0 and self.B > 0:
+                self.eta = min(self.B / self.A, self.growth * self.eta)
+        self.alphas.append(self.eta)
+        clip = 1.0
+        if self.max_grad_norm is not None:
+            norm = float(np.sqrt(sum(float(np.sum(gi * gi)) for gi in g)))
+            clip = min(1.0, self.max_grad_norm / (norm + 1e-6))
+        step = self.eta * self.lr * clip
+        b1, b2 = self.betas
+        self.taken += 1
+        if self.m is None:
+            self.m = [np.zeros_like(xi) for xi in x]
+            self.v = [np.zeros_like(xi) for xi in x]
+        self.m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(self.m, g)]
+        self.v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(self.v, g)]
+        bc1, bc2 = 1 - b1 ** self.taken, 1 - b2 ** self.taken
+        d = [(mi / bc1) / (np.sqrt(vi / bc2) + self.eps) + self.weight_decay * xi
+             for mi, vi, xi in zip(self.m, self.v, x)]
+        record = self.measures(t + 1)
+        self.u = [step * di for di in d] if record else None
+        self.u_scale = step if record else 0.0
+        for xi, di in zip(x, d):
+            xi -= step * di
+        if self.average:  # avg <- avg + w (x - avg), w = max(1 / steps taken, 0.01)
+            w = max(1.0 / self.taken, 0.01)
+            self.avg = [xi.copy() for xi in x] if self.avg is None else \
+                [ai + w * (xi - ai) for ai, xi in zip(self.avg, x)]

@@ -1,4 +1,4 @@
-"""The Triton implementation of the four phase functions of ``secant_ext.reference``.
+"""The Triton implementation of the phase functions of ``secant_ext.reference``.
 
 Same signatures and semantics; each phase is ONE launch over all tensors of the call (one
 file per phase: ``lookahead``, ``stats``, ``alpha``, ``update``; ``_tables`` for the pointer
@@ -9,10 +9,12 @@ No function reads a device value on the host, so a step never synchronizes.
 ``secant_stats`` returns for tensors of those sizes (fake kernels use it).
 """
 from ._tables import clear_cache, num_partial_rows
+from .adam import adam_alpha, adam_stats, adam_update
 from .alpha import secant_alpha
 from .lookahead import average, lookahead, lookahead_inplace, restore
 from .stats import secant_stats
 from .update import update
 
-__all__ = ["lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update", "num_partial_rows",
+__all__ = ["lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update",
+           "adam_stats", "adam_alpha", "adam_update", "num_partial_rows",
            "clear_cache"]

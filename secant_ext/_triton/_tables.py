@@ -6,12 +6,13 @@ limit on the number of tensors): the kernels read each tensor's data pointer fro
 buffer and walk it as flat storage. Layout of the buffer, for T tensors, C chunks and L
 lists of tensors::
 
-    numels[T] | first_chunk[T + 1] | chunk_tensor[C] | hyper[2] | ptrs[L * T]
+    numels[T] | first_chunk[T + 1] | chunk_tensor[C] | hyper[2 + E] | ptrs[L * T]
 
 ``first_chunk`` is the exclusive prefix sum of each tensor's chunk count, so chunk ``c``
 of tensor ``t = chunk_tensor[c]`` starts at element ``(c - first_chunk[t]) * CHUNK``.
-``hyper`` holds momentum and weight decay as float64 bit patterns (Triton passes Python
-floats as float32, which would cost float64 buckets their precision).
+``hyper`` holds momentum and weight decay, then the ``E`` values of ``extra`` (SecantAdam's
+beta2 and eps), as float64 bit patterns (Triton passes Python floats as float32, which
+would cost float64 buckets their precision).
 
 Building the buffer reads only Python-side sizes and pointers, never device values, so it
 never synchronizes. Buffers are cached by everything they encode (pointers, sizes,
@@ -108,13 +109,14 @@ def _to_device(host: torch.Tensor, device: torch.device):
 
 
 def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: float = 0.0,
-                  weight_decay: float = 0.0) -> Launch:
+                  weight_decay: float = 0.0, extra: Sequence[float] = ()) -> Launch:
     """The (cached) launch metadata of ``lists`` (equal-length lists of tensors on
     ``device``, tensor ``i`` of each list of the same size)."""
     first = lists[0]
     numels = tuple(t.numel() for t in first)
     ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
-    key = (device, numels, ptrs, float(momentum), float(weight_decay), CHUNK, MAX_ROWS)
+    extra = tuple(float(v) for v in extra)
+    key = (device, numels, ptrs, float(momentum), float(weight_decay), extra, CHUNK, MAX_ROWS)
     hit = _cache.get(key) or _captured.get(key)
     if hit is not None:
         if key in _cache:
@@ -130,7 +132,7 @@ def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: floa
         first_chunk.append(first_chunk[-1] + k)
         chunk_tensor.extend([t] * k)
     values = [*numels, *first_chunk, *chunk_tensor, _f64_bits(momentum),
-              _f64_bits(weight_decay), *ptrs]
+              _f64_bits(weight_decay), *map(_f64_bits, extra), *ptrs]
     host = torch.tensor(values, dtype=torch.int64)
     buffer, host = _to_device(host, device)
     a = n_tensors
@@ -138,7 +140,8 @@ def launch_tables(lists: Sequence[Tensors], device: torch.device, momentum: floa
     c = b + len(chunk_tensor)
     n_rows, span = rows_and_span(numels)
     launch = Launch(buffer=buffer, host=host, numels=buffer[:a], first_chunk=buffer[a:b],
-                    chunk_tensor=buffer[b:c], hyper=buffer[c:c + 2], ptrs=buffer[c + 2:],
+                    chunk_tensor=buffer[b:c], hyper=buffer[c:c + 2 + len(extra)],
+                    ptrs=buffer[c + 2 + len(extra):],
                     n_tensors=n_tensors, n_chunks=len(chunk_tensor), n_rows=n_rows, span=span,
                     aligned=all(p % 16 == 0 for p in ptrs))
     _cache[key] = launch

@@ -1,0 +1,242 @@
+// SecantAdam's three phases on the CPU (docs/ALGORITHM.md, 'SecantAdam'); the reference is
+// secant_ext/reference.py (adam_stats, adam_alpha, adam_update), and every formula below is
+// written in its order of operations.
+//   adam_stats:  per chunk, <u, y>, <u, s>, |y|^2 and |g|^2 with y = g_plus - s
+//   adam_alpha:  the measured step size eta from the averages of a and b, in float64
+//   adam_update: Adam's moments and x <- x - eta (d + wd x), the step kept in u if asked
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "float_lanes.h"
+#include "flat_lists.h"
+#include "ops.h"
+
+namespace secant_ext {
+
+namespace {
+
+// One table row of adam_stats. kMeasure: u and g_plus are given (else only |g|^2); kHasG: a
+// separate g (else g = s).
+template <bool kMeasure, bool kHasG, typename scalar_t, typename opmath_t>
+void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
+                    const scalar_t* const* up, const scalar_t* const* gpp,
+                    const scalar_t* const* sp, const scalar_t* const* gp) {
+  using L = Lanes<scalar_t>;
+  using fVec = typename L::fVec;
+  CascadeSum<scalar_t, layout::NUM_STATS> sums;
+  for (; seg != seg_end; ++seg) {
+    const int64_t t = seg->tensor;
+    const scalar_t* ut = kMeasure ? up[t] : nullptr;
+    const scalar_t* gpt = kMeasure ? gpp[t] : nullptr;
+    const scalar_t* st = sp[t];
+    const scalar_t* gt = kHasG ? gp[t] : nullptr;
+    L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
+      typename L::Block uv, gpv, sv, gv;
+      L::load(st + i, cnt, sv);
+      if constexpr (kMeasure) {
+        L::load(ut + i, cnt, uv);
+        L::load(gpt + i, cnt, gpv);
+      }
+      if constexpr (kHasG) L::load(gt + i, cnt, gv);
+      auto* acc = sums.front();
+      for (int j = 0; j < L::kVecs; ++j) {
+        if constexpr (kMeasure) {
+          const fVec y = gpv[j] - sv[j];
+          acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + uv[j] * y;
+          acc[layout::COL_S_SQ][j] = acc[layout::COL_S_SQ][j] + uv[j] * sv[j];
+          acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
+        }
+        const fVec& gj = kHasG ? gv[j] : sv[j];
+        acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gj * gj;
+      }
+      sums.done();
+    });
+  }
+  for (int64_t k = 0; k < layout::NUM_STATS; ++k) row[k] = sums.total(static_cast<int>(k));
+}
+
+// x, m, v (and u when kRecord) over [begin, end) of one tensor. kDecay: weight_decay != 0.
+template <bool kDecay, bool kRecord, typename scalar_t, typename opmath_t>
+void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* v, scalar_t* u,
+                         int64_t begin, int64_t end, opmath_t b1, opmath_t omb1, opmath_t b2,
+                         opmath_t omb2, opmath_t bc1, opmath_t bc2, opmath_t eps, opmath_t wd,
+                         opmath_t step) {
+  using L = Lanes<scalar_t>;
+  using fVec = typename L::fVec;
+  const fVec vb1(b1), vomb1(omb1), vb2(b2), vomb2(omb2), vbc1(bc1), vbc2(bc2), veps(eps),
+      vwd(wd), vstep(step);
+  L::blocks(begin, end, [&](int64_t i, int64_t cnt) {
+    typename L::Block xv, gv, mv, vv, uv;
+    L::load(x + i, cnt, xv);
+    L::load(g + i, cnt, gv);
+    L::load(m + i, cnt, mv);
+    L::load(v + i, cnt, vv);
+    for (int j = 0; j < L::kVecs; ++j) {
+      mv[j] = vb1 * mv[j] + vomb1 * gv[j];
+      vv[j] = vb2 * vv[j] + vomb2 * (gv[j] * gv[j]);
+      fVec d = (mv[j] / vbc1) / ((vv[j] / vbc2).sqrt() + veps);
+      if constexpr (kDecay) d = d + vwd * xv[j];
+      uv[j] = vstep * d;
+      xv[j] = xv[j] - uv[j];
+    }
+    L::store(x + i, cnt, xv);
+    L::store(m + i, cnt, mv);
+    L::store(v + i, cnt, vv);
+    if constexpr (kRecord) L::store(u + i, cnt, uv);
+  });
+}
+
+template <typename T>
+void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
+  const int64_t rows = stats.size(0), cols = stats.size(1);
+  const T* p = stats.data_ptr<T>();
+  for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] += static_cast<double>(p[r * cols + k]);
+  }
+}
+
+}  // namespace
+
+at::Tensor adam_stats_cpu(at::TensorList u, at::TensorList g_plus, at::TensorList s,
+                          at::TensorList g, const at::Tensor& state) {
+  const char* op = "secant_ext::adam_stats";
+  check_state(op, state);
+  const auto dtype = check_lists(op, {{"s", s, false}, {"u", u, true}, {"g_plus", g_plus, true},
+                                      {"g", g, true}});
+  TORCH_CHECK(u.empty() == g_plus.empty(), op, ": u and g_plus are given together (a "
+              "measuring step) or both empty, got ", u.size(), " and ", g_plus.size(), " tensors");
+  const ChunkTable chunks = make_chunks(s);
+  const auto table_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor table = at::empty({chunks.num_chunks(), layout::NUM_STATS},
+                               state.options().dtype(table_dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "secant_ext::adam_stats", [&] {
+    using opmath_t = typename Lanes<scalar_t>::opmath_t;
+    const auto up = data_ptrs<scalar_t>(u), gpp = data_ptrs<scalar_t>(g_plus);
+    const auto sp = data_ptrs<scalar_t>(s), gp = data_ptrs<scalar_t>(g);
+    opmath_t* rows = table.data_ptr<opmath_t>();
+    with_flag(!u.empty(), [&](auto kMeasure) {
+      with_flag(!g.empty(), [&](auto kHasG) {
+        for_each_chunk(chunks, [&](int64_t c, const Segment* seg, const Segment* seg_end) {
+          adam_stats_row<decltype(kMeasure)::value, decltype(kHasG)::value, scalar_t>(
+              rows + c * layout::NUM_STATS, seg, seg_end, up.data(), gpp.data(), sp.data(),
+              gp.data());
+        });
+      });
+    });
+  });
+  return table;
+}
+
+void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double beta1,
+                    double beta2, double ema, double growth, bool measure, bool record) {
+  const char* op = "secant_ext::adam_alpha";
+  check_state(op, state);
+  TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
+  TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
+              ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
+              stats_in.sizes());
+  TORCH_CHECK(stats_in.scalar_type() == at::kFloat || stats_in.scalar_type() == at::kDouble, op,
+              ": stats must be float32 or float64, got ", stats_in.scalar_type());
+  const at::Tensor stats = stats_in.contiguous();
+  double sums[layout::NUM_STATS];
+  if (stats.scalar_type() == at::kDouble) {
+    column_sums<double>(stats, sums);
+  } else {
+    column_sums<float>(stats, sums);
+  }
+  const double uy = sums[layout::COL_DOT], us = sums[layout::COL_S_SQ];
+  const double y_sq = sums[layout::COL_Y_SQ], g_sq = sums[layout::COL_G_SQ];
+  bool finite = true;
+  for (double x : sums) finite = finite && std::isfinite(x);
+
+  double* st = state.data_ptr<double>();
+  const double scale = st[layout::PREV_STEP_SCALE];
+  const bool valid = finite && scale > 0 && measure;
+  const double a = uy / (scale * scale), b = us / scale;
+  const double big_a = ema * st[layout::ADAM_A] + (1 - ema) * a;
+  const double big_b = ema * st[layout::ADAM_B] + (1 - ema) * b;
+  const bool positive = big_a > 0 && big_b > 0;
+  const double prev = st[layout::ALPHA];
+  const double ratio = big_b / big_a, cap = growth * prev;
+  const double eta = ratio < cap ? ratio : cap;  // both finite when it is used
+
+  st[layout::STEP] += 1;
+  st[layout::TAKEN] += finite ? 1.0 : 0.0;
+  st[layout::SKIPPED] += finite ? 0.0 : 1.0;
+  st[layout::LAST_SKIPPED] = finite ? 0.0 : 1.0;
+  st[layout::LAST_MEASURED] = valid ? 1.0 : 0.0;
+  st[layout::LAST_CLIPPED] = valid && !positive ? 1.0 : 0.0;
+  st[layout::CLIPPED] += valid && !positive ? 1.0 : 0.0;
+  st[layout::MEASURED] += valid ? 1.0 : 0.0;
+  st[layout::G_SQ] = g_sq;
+  if (valid) {
+    st[layout::DOT] = a;
+    st[layout::S_SQ] = b;
+    st[layout::Y_SQ] = y_sq;
+    st[layout::STALLED] += y_sq == 0 ? 1.0 : 0.0;
+    st[layout::ADAM_A] = big_a;
+    st[layout::ADAM_B] = big_b;
+    if (positive) st[layout::ALPHA] = eta;
+  }
+  if (finite) {
+    st[layout::BETA1_POWER] *= beta1;
+    st[layout::BETA2_POWER] *= beta2;
+  }
+  // The applied step, clipped by the whole model's gradient norm as secant_alpha does.
+  const double clip_g_sq = g_sq + st[layout::CLIP_G_SQ_OTHERS];
+  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(clip_g_sq) + 1e-6);
+  clip = clip < 1.0 ? clip : 1.0;
+  const double step = st[layout::ALPHA] * st[layout::LR] * clip;
+  st[layout::STEP_SIZE] = step;
+  // The kept previous step: this one when recorded, none after an applied step that is not
+  // (x moved away from it); a skipped step leaves x, and so u, as they were.
+  if (finite) st[layout::PREV_STEP_SCALE] = record ? step : 0.0;
+  const double taken = st[layout::TAKEN];
+  double weight = taken > 0 ? 1.0 / taken : 1.0;
+  weight = weight > st[layout::AVG_FLOOR] ? weight : st[layout::AVG_FLOOR];
+  st[layout::AVG_WEIGHT] = weight;
+}
+
+void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::TensorList v,
+                     at::TensorList u, const at::Tensor& state, double beta1, double beta2,
+                     double eps, double weight_decay) {
+  const char* op = "secant_ext::adam_update";
+  check_state(op, state);
+  const auto dtype = check_lists(op, {{"x", x, false}, {"g", g, false}, {"m", m, false},
+                                      {"v", v, false}, {"u", u, true}});
+  const double* st = state.data_ptr<double>();
+  if (st[layout::LAST_SKIPPED] != 0) return;
+  const ChunkTable chunks = make_chunks(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "secant_ext::adam_update", [&] {
+    using opmath_t = typename Lanes<scalar_t>::opmath_t;
+    // Python floats cast to the compute type, (1 - beta) formed in double first, as the
+    // reference's tensor-scalar arithmetic does; the float64 state fields cast once.
+    const auto b1 = static_cast<opmath_t>(beta1), omb1 = static_cast<opmath_t>(1.0 - beta1);
+    const auto b2 = static_cast<opmath_t>(beta2), omb2 = static_cast<opmath_t>(1.0 - beta2);
+    const auto bc1 = static_cast<opmath_t>(1.0 - st[layout::BETA1_POWER]);
+    const auto bc2 = static_cast<opmath_t>(1.0 - st[layout::BETA2_POWER]);
+    const auto e = static_cast<opmath_t>(eps), wd = static_cast<opmath_t>(weight_decay);
+    const auto step = static_cast<opmath_t>(st[layout::STEP_SIZE]);
+    const auto xp = data_ptrs<scalar_t>(x), gp = data_ptrs<scalar_t>(g);
+    const auto mp = data_ptrs<scalar_t>(m), vp = data_ptrs<scalar_t>(v);
+    const auto up = data_ptrs<scalar_t>(u);
+    with_flag(weight_decay != 0, [&](auto kDecay) {
+      with_flag(!u.empty(), [&](auto kRecord) {
+        for_each_chunk(chunks, [&](int64_t, const Segment* seg, const Segment* seg_end) {
+          for (; seg != seg_end; ++seg) {
+            const int64_t t = seg->tensor;
+            adam_update_segment<decltype(kDecay)::value, decltype(kRecord)::value>(
+                xp[t], gp[t], mp[t], vp[t], decltype(kRecord)::value ? up[t] : nullptr,
+                seg->begin, seg->end, b1, omb1, b2, omb2, bc1, bc2, e, wd, step);
+          }
+        });
+      });
+    });
+  });
+}
+
+}  // namespace secant_ext

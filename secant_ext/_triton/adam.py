@@ -1,0 +1,350 @@
+"""SecantAdam's three phases, one launch each, as ``reference.adam_stats``, ``adam_alpha``
+and ``adam_update`` (docs/ALGORITHM.md, 'SecantAdam').
+
+- ``adam_stats``: row ``r`` of the ``[P, NUM_STATS]`` table sums ``<u, y>, <u, s>, |y|^2,
+  |g|^2`` (``y = g_plus - s``) over a fixed run of chunks, as ``stats`` does: no atomics.
+- ``adam_alpha``: one program sums the table in float64 and writes the group state.
+- ``adam_update``: one program per chunk: Adam's moments, the step, and the kept step ``u``.
+
+The update's fp32 divisions and square roots are the correctly rounded ``div_rn`` and
+``sqrt_rn`` (Triton's fp32 ``/`` and ``sqrt`` are approximate on a GPU), as torch's are.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import _layout
+from . import _tables
+from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
+    device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
+from .alpha import RBLOCK, _finite
+
+
+def _check_state(state: torch.Tensor) -> None:
+    if state.dtype != torch.float64 or state.numel() != _layout.STATE_SIZE or \
+            not state.is_contiguous():
+        raise ValueError(f"state must be a contiguous float64 tensor of {_layout.STATE_SIZE} "
+                         f"values, got {state.dtype} of shape {tuple(state.shape)}")
+
+
+# --- adam_stats ---------------------------------------------------------------------------
+@triton.jit
+def _adam_stats_block(u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, n_left,
+                      acc_uy, acc_us, acc_yy, acc_gg,
+                      MASKED: tl.constexpr, ALIGNED: tl.constexpr, ACC: tl.constexpr,
+                      MEASURE: tl.constexpr, HAS_G: tl.constexpr):
+    s = load_block(block_base(s_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    if MEASURE:
+        u = load_block(block_base(u_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+        y = load_block(block_base(gp_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC) - s
+        acc_uy += u * y
+        acc_us += u * s
+        acc_yy += y * y
+    if HAS_G:
+        g = load_block(block_base(g_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    else:
+        g = s
+    acc_gg += g * g
+    return acc_uy, acc_us, acc_yy, acc_gg
+
+
+@triton.jit
+def _adam_stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, n_chunks, span,
+                       table, DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                       MEASURE: tl.constexpr, HAS_G: tl.constexpr, S_SLOT: tl.constexpr,
+                       G_SLOT: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr,
+                       COL_Y_SQ: tl.constexpr, COL_G_SQ: tl.constexpr,
+                       NUM_STATS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    c_lo = row * span
+    c_hi = tl.minimum(c_lo + span, n_chunks)
+    out = table + row * NUM_STATS
+    lanes = tl.arange(0, BLOCK)
+    acc_uy = tl.zeros([BLOCK], ACC)
+    acc_us = tl.zeros([BLOCK], ACC)
+    acc_yy = tl.zeros([BLOCK], ACC)
+    acc_gg = tl.zeros([BLOCK], ACC)
+    for c in range(c_lo, c_hi):
+        t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+        u_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+        gp_ptr = typed_ptr(ptrs, 1 if MEASURE else 0, n_tensors, t, DTYPE)
+        s_ptr = typed_ptr(ptrs, S_SLOT, n_tensors, t, DTYPE)
+        g_ptr = typed_ptr(ptrs, G_SLOT, n_tensors, t, DTYPE)
+        full_end = start + (end - start) // BLOCK * BLOCK
+        for off in range(start, full_end, BLOCK):
+            acc_uy, acc_us, acc_yy, acc_gg = _adam_stats_block(
+                u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, BLOCK, acc_uy, acc_us, acc_yy,
+                acc_gg, False, ALIGNED, ACC, MEASURE, HAS_G)
+        for off in range(full_end, end, BLOCK):
+            acc_uy, acc_us, acc_yy, acc_gg = _adam_stats_block(
+                u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, end - off, acc_uy, acc_us, acc_yy,
+                acc_gg, True, False, ACC, MEASURE, HAS_G)
+    tl.store(out + COL_DOT, tl.sum(acc_uy))
+    tl.store(out + COL_S_SQ, tl.sum(acc_us))
+    tl.store(out + COL_Y_SQ, tl.sum(acc_yy))
+    tl.store(out + COL_G_SQ, tl.sum(acc_gg))
+
+
+def adam_stats(u: Tensors, g_plus: Tensors, s: Tensors, g: Tensors,
+               state: torch.Tensor) -> torch.Tensor:
+    """The ``[P, NUM_STATS]`` table (``P = num_partial_rows``): ``<u, y>, <u, s>, |y|^2,
+    |g|^2``. ``g`` empty means ``g = s``; ``u`` empty means only ``|g|^2``."""
+    measure, has_g = len(u) > 0, len(g) > 0
+    if len(u) != len(g_plus):
+        raise ValueError(f"u and g_plus are given together or both empty, got {len(u)} and "
+                         f"{len(g_plus)} tensors")
+    names, lists = ["s"], [s]
+    if measure:
+        names, lists = ["u", "g_plus", "s"], [u, g_plus, s]
+    s_slot = len(lists) - 1
+    if has_g:
+        names.append("g"), lists.append(g)
+    check_lists(names, lists)
+    _check_state(state)
+    device = s[0].device if len(s) else state.device
+    elem, acc = types_of(s[0].dtype if len(s) else torch.float32)
+    tab = _tables.launch_tables(lists, device)
+    table = torch.empty((tab.n_rows, _layout.NUM_STATS), dtype=torch.float64
+                        if acc == tl.float64 else torch.float32, device=device)
+    with device_guard(device):
+        _adam_stats_kernel[(tab.n_rows,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
+            tab.n_chunks, tab.span, table, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned,
+            MEASURE=measure, HAS_G=has_g, S_SLOT=s_slot,
+            G_SLOT=s_slot + 1 if has_g else s_slot, COL_DOT=_layout.COL_DOT,
+            COL_S_SQ=_layout.COL_S_SQ, COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
+            NUM_STATS=_layout.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            num_warps=NUM_WARPS)
+    return table
+
+
+# --- adam_alpha ---------------------------------------------------------------------------
+@triton.jit
+def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta2, ema,
+                       growth, MEASURE: tl.constexpr, RECORD: tl.constexpr,
+                       RBLOCK: tl.constexpr, ALPHA: tl.constexpr, STEP: tl.constexpr,
+                       TAKEN: tl.constexpr, SKIPPED: tl.constexpr, CLIPPED: tl.constexpr,
+                       LAST_SKIPPED: tl.constexpr, LAST_CLIPPED: tl.constexpr,
+                       LAST_MEASURED: tl.constexpr, MEASURED: tl.constexpr,
+                       DOT: tl.constexpr, S_SQ: tl.constexpr, Y_SQ: tl.constexpr,
+                       G_SQ: tl.constexpr, STALLED: tl.constexpr, LR: tl.constexpr,
+                       MAX_GRAD_NORM: tl.constexpr, STEP_SIZE: tl.constexpr,
+                       AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
+                       CLIP_G_SQ_OTHERS: tl.constexpr, ADAM_A: tl.constexpr,
+                       ADAM_B: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
+                       BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
+                       COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                       COL_G_SQ: tl.constexpr):
+    rows = tl.arange(0, RBLOCK).to(tl.int64)
+    acc_uy = tl.zeros([RBLOCK], tl.float64)
+    acc_us = tl.zeros([RBLOCK], tl.float64)
+    acc_yy = tl.zeros([RBLOCK], tl.float64)
+    acc_gg = tl.zeros([RBLOCK], tl.float64)
+    for r0 in range(0, n_rows, RBLOCK):
+        r = r0 + rows
+        mask = r < n_rows
+        base = table + r * row_stride
+        acc_uy += tl.load(base + COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_us += tl.load(base + COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_yy += tl.load(base + COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_gg += tl.load(base + COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+    uy = tl.sum(acc_uy)
+    us = tl.sum(acc_us)
+    y_sq = tl.sum(acc_yy)
+    g_sq = tl.sum(acc_gg)
+    b1 = f64_from_bits(beta1)
+    b2 = f64_from_bits(beta2)
+    w = f64_from_bits(ema)
+    grow = f64_from_bits(growth)
+    finite = _finite(uy) & _finite(us) & _finite(y_sq) & _finite(g_sq)
+    scale = tl.load(state + PREV_STEP_SCALE)
+    valid = finite & (scale > 0) & MEASURE
+    a = uy / (scale * scale)
+    b = us / scale
+    old_a = tl.load(state + ADAM_A)
+    old_b = tl.load(state + ADAM_B)
+    big_a = w * old_a + (1.0 - w) * a
+    big_b = w * old_b + (1.0 - w) * b
+    positive = (big_a > 0) & (big_b > 0)
+    prev = tl.load(state + ALPHA)
+    ratio = big_b / big_a
+    cap = grow * prev
+    eta = tl.where(ratio < cap, ratio, cap)
+    one = tl.full([], 1.0, tl.float64)
+    zero = tl.full([], 0.0, tl.float64)
+    kept_eta = valid & ~positive
+    tl.store(state + STEP, tl.load(state + STEP) + 1)
+    taken = tl.load(state + TAKEN) + finite.to(tl.float64)
+    tl.store(state + TAKEN, taken)
+    tl.store(state + SKIPPED, tl.load(state + SKIPPED) + (~finite).to(tl.float64))
+    tl.store(state + LAST_SKIPPED, (~finite).to(tl.float64))
+    tl.store(state + LAST_MEASURED, valid.to(tl.float64))
+    tl.store(state + LAST_CLIPPED, kept_eta.to(tl.float64))
+    tl.store(state + CLIPPED, tl.load(state + CLIPPED) + kept_eta.to(tl.float64))
+    tl.store(state + MEASURED, tl.load(state + MEASURED) + valid.to(tl.float64))
+    tl.store(state + G_SQ, g_sq)
+    tl.store(state + DOT, tl.where(valid, a, tl.load(state + DOT)))
+    tl.store(state + S_SQ, tl.where(valid, b, tl.load(state + S_SQ)))
+    tl.store(state + Y_SQ, tl.where(valid, y_sq, tl.load(state + Y_SQ)))
+    tl.store(state + STALLED, tl.load(state + STALLED) + (valid & (y_sq == 0)).to(tl.float64))
+    tl.store(state + ADAM_A, tl.where(valid, big_a, old_a))
+    tl.store(state + ADAM_B, tl.where(valid, big_b, old_b))
+    new_eta = tl.where(valid & positive, eta, prev)
+    tl.store(state + ALPHA, new_eta)
+    p1 = tl.load(state + BETA1_POWER)
+    p2 = tl.load(state + BETA2_POWER)
+    tl.store(state + BETA1_POWER, tl.where(finite, p1 * b1, p1))
+    tl.store(state + BETA2_POWER, tl.where(finite, p2 * b2, p2))
+    # the applied step, clipped by the whole model's gradient norm as secant_alpha does
+    tiny = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
+    clip_g_sq = g_sq + tl.load(state + CLIP_G_SQ_OTHERS)
+    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + tiny)
+    clip = tl.where(clip < 1.0, clip, one)  # NaN (skipped step) and inf / inf give 1
+    step = new_eta * tl.load(state + LR) * clip
+    tl.store(state + STEP_SIZE, step)
+    if RECORD:
+        kept = step
+    else:
+        kept = zero
+    tl.store(state + PREV_STEP_SCALE, tl.where(finite, kept, tl.load(state + PREV_STEP_SCALE)))
+    weight = tl.where(taken > 0, 1.0 / taken, one)
+    floor = tl.load(state + AVG_FLOOR)
+    tl.store(state + AVG_WEIGHT, tl.where(weight > floor, weight, floor))
+
+
+_ALPHA_CONSTEXPRS = {name: getattr(_layout, name) for name in (
+    "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
+    "LAST_MEASURED", "MEASURED", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR",
+    "MAX_GRAD_NORM", "STEP_SIZE", "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "ADAM_A",
+    "ADAM_B", "PREV_STEP_SCALE", "BETA1_POWER", "BETA2_POWER", "COL_DOT", "COL_S_SQ",
+    "COL_Y_SQ", "COL_G_SQ")}
+
+
+_hyper_cache: dict = {}
+
+
+def _f64_tensor(values, device) -> torch.Tensor:
+    """Python floats as float64 bit patterns on ``device``, cached by value as the launch
+    tables are (no copy per step; the host copy is kept alive for a pending transfer)."""
+    key = (device, tuple(float(v) for v in values))
+    hit = _hyper_cache.get(key)
+    if hit is None:
+        host = torch.tensor([_tables._f64_bits(v) for v in values], dtype=torch.int64)
+        hit = _hyper_cache[key] = _tables._to_device(host, device)
+    return hit[0]
+
+
+def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2: float,
+               ema: float, growth: float, measure: bool, record: bool) -> None:
+    """Sum the table (float64), apply SecantAdam's rule, update ``state``, on the device."""
+    if stats.dim() != 2 or stats.shape[1] < _layout.NUM_STATS or stats.shape[0] < 1:
+        raise ValueError(f"stats must be a [P, K] table with P >= 1 and "
+                         f"K >= {_layout.NUM_STATS}, got shape {tuple(stats.shape)}")
+    if stats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"stats must be float32 or float64, got {stats.dtype}")
+    _check_state(state)
+    if stats.device != state.device:
+        raise ValueError(f"stats is on {stats.device} but state on {state.device}")
+    hyper = _f64_tensor((beta1, beta2, ema, growth), state.device)
+    with device_guard(state.device):
+        _adam_alpha_kernel[(1,)](stats, stats.shape[0], stats.stride(0), stats.stride(1),
+                                 state, hyper, hyper[1:], hyper[2:], hyper[3:],
+                                 MEASURE=bool(measure), RECORD=bool(record), RBLOCK=RBLOCK,
+                                 num_warps=4, **_ALPHA_CONSTEXPRS)
+
+
+# --- adam_update --------------------------------------------------------------------------
+@triton.jit
+def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, b1, omb1, b2,
+                       omb2, bc1, bc2, eps, wd, step, MASKED: tl.constexpr,
+                       ALIGNED: tl.constexpr, DTYPE: tl.constexpr, ACC: tl.constexpr,
+                       HAS_WD: tl.constexpr, RECORD: tl.constexpr):
+    x_base = block_base(x_ptr, off, ALIGNED)
+    m_base = block_base(m_ptr, off, ALIGNED)
+    v_base = block_base(v_ptr, off, ALIGNED)
+    x = load_block(x_base, lanes, n_left, MASKED, ACC)
+    g = load_block(block_base(g_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    m = load_block(m_base, lanes, n_left, MASKED, ACC)
+    v = load_block(v_base, lanes, n_left, MASKED, ACC)
+    m = b1 * m + omb1 * g
+    v = b2 * v + omb2 * (g * g)
+    if ACC == tl.float64:  # fp64 division and square root are correctly rounded as they are
+        d = (m / bc1) / (tl.sqrt(v / bc2) + eps)
+    else:
+        d = tl.div_rn(tl.div_rn(m, bc1), tl.sqrt_rn(tl.div_rn(v, bc2)) + eps)
+    if HAS_WD:
+        d = d + wd * x
+    u = step * d
+    store_block(x_base, lanes, n_left, x - u, MASKED, DTYPE)
+    store_block(m_base, lanes, n_left, m, MASKED, DTYPE)
+    store_block(v_base, lanes, n_left, v, MASKED, DTYPE)
+    if RECORD:
+        store_block(block_base(u_ptr, off, ALIGNED), lanes, n_left, u, MASKED, DTYPE)
+
+
+@triton.jit
+def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, state,
+                        DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                        HAS_WD: tl.constexpr, RECORD: tl.constexpr,
+                        STEP_SIZE: tl.constexpr, LAST_SKIPPED: tl.constexpr,
+                        BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
+                        CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    skip = tl.load(state + LAST_SKIPPED) != 0
+    end = tl.where(skip, start, end)  # a skipped step reads and writes nothing
+    # hyper: beta1, weight_decay, beta2, eps (float64 bits); (1 - beta) formed in float64
+    b1_64 = f64_from_bits(hyper)
+    wd = f64_from_bits(hyper + 1).to(ACC)
+    b2_64 = f64_from_bits(hyper + 2)
+    eps = f64_from_bits(hyper + 3).to(ACC)
+    b1 = b1_64.to(ACC)
+    omb1 = (1.0 - b1_64).to(ACC)
+    b2 = b2_64.to(ACC)
+    omb2 = (1.0 - b2_64).to(ACC)
+    bc1 = (1.0 - tl.load(state + BETA1_POWER)).to(ACC)
+    bc2 = (1.0 - tl.load(state + BETA2_POWER)).to(ACC)
+    step = tl.load(state + STEP_SIZE).to(ACC)
+    x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+    g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
+    m_ptr = typed_ptr(ptrs, 2, n_tensors, t, DTYPE)
+    v_ptr = typed_ptr(ptrs, 3, n_tensors, t, DTYPE)
+    u_ptr = typed_ptr(ptrs, 4 if RECORD else 0, n_tensors, t, DTYPE)
+    lanes = tl.arange(0, BLOCK)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, BLOCK, b1, omb1, b2,
+                           omb2, bc1, bc2, eps, wd, step, False, ALIGNED, DTYPE, ACC, HAS_WD,
+                           RECORD)
+    for off in range(full_end, end, BLOCK):
+        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, end - off, b1, omb1,
+                           b2, omb2, bc1, bc2, eps, wd, step, True, False, DTYPE, ACC, HAS_WD,
+                           RECORD)
+
+
+def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
+                state: torch.Tensor, *, beta1: float, beta2: float, eps: float,
+                weight_decay: float) -> None:
+    """Adam's moments and ``x <- x - eta (d + weight_decay x)``, the step written to ``u``
+    when given; nothing changes when the state says the step was skipped."""
+    record = len(u) > 0
+    names, lists = ["x", "g", "m", "v"], [x, g, m, v]
+    if record:
+        names.append("u"), lists.append(u)
+    check_lists(names, lists)
+    _check_state(state)
+    if not len(x):
+        return
+    elem, acc = types_of(x[0].dtype)
+    tab = _tables.launch_tables(lists, x[0].device, beta1, weight_decay, (beta2, eps))
+    if tab.n_chunks == 0:
+        return
+    with device_guard(x[0].device):
+        _adam_update_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
+            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
+            RECORD=record, STEP_SIZE=_layout.STEP_SIZE, LAST_SKIPPED=_layout.LAST_SKIPPED,
+            BETA1_POWER=_layout.BETA1_POWER, BETA2_POWER=_layout.BETA2_POWER,
+            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)

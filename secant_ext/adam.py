@@ -1,0 +1,148 @@
+"""SecantAdam: Adam's direction, with a step size measured by a secant that looks back."""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from . import _backends, _layout as layout, _plan
+from ._base import SecantOptimizer, _write_step_inputs
+from ._stats import SecantStats
+
+
+class SecantAdam(SecantOptimizer):
+    r"""Adam (AdamW's decoupled weight decay) whose step size sets itself.
+
+    The direction is Adam's, ``d = m_hat / (sqrt(v_hat) + eps)``; the step size ``eta`` is
+    measured along the step the optimizer took last (docs/ALGORITHM.md, 'SecantAdam'). On
+    a measuring step the closure runs once more, at the previous iterate
+    ``x_t + u = x_(t-1)``, on the same batch: the batch is independent of ``u``, so
+
+    .. math:: b = \frac{\langle u, g(x_t)\rangle}{\eta'}, \qquad
+              a = \frac{\langle u, g(x_t + u) - g(x_t)\rangle}{\eta'^2}
+
+    (``eta'`` the step size ``u`` was taken with) are the descent still left along ``d``
+    and the curvature along it. Their averages (weight 0.98) give
+    ``eta <- min(B / A, 1.1 eta)`` while both are positive: the greedy step along ``d`` for
+    the expected loss, allowed to grow by 10% per measurement from 1e-5. Each of the first
+    ``curvature_warmup`` steps measures, then every ``curvature_every``-th; a measuring step
+    costs two evaluations of the closure, any other one.
+
+    Args:
+        params: parameters or param groups, as for ``torch.optim.AdamW``.
+        lr: a multiplier of the measured step size (default 1.0), a number or a 0-dim
+            tensor; schedulers act on it. Not Adam's learning rate: there is none to set.
+        betas: Adam's moment decays (default (0.9, 0.999)).
+        eps: added to ``sqrt(v_hat)`` (default 1e-8).
+        weight_decay: decoupled, as AdamW's: the step is ``eta (d + weight_decay x)``
+            (default 0).
+        max_grad_norm: clip the step by the whole model's gradient norm, as
+            ``clip_grad_norm_`` would, from the norm the statistics already compute; the
+            measurement uses the unclipped gradients. ``None`` (default): no clipping.
+        curvature_every: after the warm-up, measure every this many steps (default 8).
+        curvature_warmup: measure on each of the first this many steps (default 50).
+        average: keep the averaged iterate (``avg <- avg + w (x - avg)``, ``w`` = max(1 /
+            steps, 0.01)); ``opt.eval()`` puts it into the parameters for evaluation,
+            ``opt.train()`` puts the training iterate back. Default True: the average is
+            what wins on the benchmarks (docs/RESULTS.md).
+        nonfinite: ``"skip"`` a step with a non-finite gradient (state unchanged, counted)
+            or ``"raise"`` ``FloatingPointError`` naming the parameter.
+        backend: ``"auto"``, ``"triton"``, ``"cpp"`` or ``"reference"``.
+        lookahead: ``"auto"``, ``"swap"`` or ``"inplace"``, as for ``SecantSGD``.
+        process_group: sum the statistics over this group's ranks (sharded parameters).
+
+    State per parameter: ``exp_avg`` and ``exp_avg_sq`` (as AdamW), ``previous_step``
+    (``u``), and ``average_buffer`` with ``average=True``: 4 buffers the size of the
+    parameter (AdamW keeps 2). ``last_stats.alpha`` is eta, ``step_size`` the applied
+    step, ``curvature`` the measured ``a``.
+    """
+
+    _variant_options = ("betas", "eps")
+    # the clip-inside-the-closure heuristic reads <s, y>, which this rule does not measure
+    _detects_clipped_closure = False
+
+    def __init__(self, params, *, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 max_grad_norm=None, curvature_every=8, curvature_warmup=50, average=True,
+                 nonfinite="skip", backend="auto", lookahead="auto", process_group=None):
+        super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
+                         curvature_every=curvature_every, curvature_warmup=curvature_warmup,
+                         average=average, nonfinite=nonfinite, weight_decay=weight_decay,
+                         betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
+                         backend=backend, lookahead=lookahead, process_group=process_group)
+
+    @property
+    def last_stats(self) -> SecantStats:
+        stats = super().last_stats
+        stats.curvature = stats.dot  # a, already per unit step along d
+        return stats
+
+    # -- which steps measure ------------------------------------------------------------
+    @staticmethod
+    def _measures(group, n: int) -> bool:
+        """Whether step ``n`` (0-based) measures: it needs a previous step to look back
+        along, so never the first; then each step of the warm-up and every
+        ``curvature_every``-th (counted from 1)."""
+        return n >= 1 and (n < group["curvature_warmup"] or (n + 1) % group["curvature_every"] == 0)
+
+    def _due_to_measure(self, work) -> bool:
+        n = self._curvature_clock
+        self._curvature_clock += 1
+        for w in work:
+            w.measure = self._measures(w.group, n)
+            w.record = self._measures(w.group, n + 1)  # the next step looks back at this one
+        # from the groups, not the work: every rank runs the closure as often, whichever
+        # parameters have gradients there
+        return any(self._measures(g, n) for g in self.param_groups)
+
+    def _lookahead_offsets(self, bucket) -> List[torch.Tensor]:
+        """The previous step ``u``: the lookahead point is the previous iterate."""
+        return self._kernel_buffers(bucket, "previous_step")
+
+    def _group_state(self, group) -> torch.Tensor:
+        p = group["params"][0]
+        fresh = "secant_state" not in self.state[p]
+        st = super()._group_state(group)
+        if fresh:
+            st[layout.ALPHA] = layout.ADAM_ETA0
+            st[layout.STEP_SIZE] = 0.0
+        return st
+
+    def _buffer(self, p, name: str):
+        if name in ("exp_avg", "exp_avg_sq", "previous_step") and name not in self.state[p]:
+            self.state[p][name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return super()._buffer(p, name)
+
+    # -- the phases ---------------------------------------------------------------------
+    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
+        for w in work:
+            w.state = self._group_state(w.group)
+            _write_step_inputs(w.state, w.group, self._inputs_written)
+            for b in w.buckets:
+                u = self._kernel_buffers(b, "previous_step") if w.measure else []
+                b.table = b.backend.adam_stats(
+                    u, b.lookahead_grads if w.measure else [], b.probes,
+                    b.grads if separate_grads else [], w.state)
+        self._reduce_tables(work)
+        self._share_grad_norm(work)
+        for w in work:
+            backend = w.buckets[0].backend if w.buckets else \
+                _backends.resolve(w.group["backend"], w.state.device)
+            beta1, beta2 = w.group["betas"]
+            backend.adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
+                               ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
+                               measure=w.measure, record=w.record)
+        for w in work:
+            if w.group["nonfinite"] == "raise":
+                self._raise_if_skipped(w.state, work)
+        for w in work:
+            beta1, beta2 = w.group["betas"]
+            for b in w.buckets:
+                b.backend.adam_update(
+                    b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
+                    self._kernel_buffers(b, "exp_avg_sq"),
+                    self._kernel_buffers(b, "previous_step") if w.record else [],
+                    w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
+                    weight_decay=w.group["weight_decay"])
+                if w.group["average"]:
+                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
+                                      w.state)

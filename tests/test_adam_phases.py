@@ -1,0 +1,261 @@
+"""SecantAdam's phases (``adam_stats``, ``adam_alpha``, ``adam_update``) on the C++ and Triton
+kernels against the reference, to the budgets of ``numerics`` (its conventions: unit
+roundoff, gamma bounds, flash-attention's criterion for bf16/fp16)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import pytest
+import torch
+
+from numerics import CPP, DTYPES, F64, FULL, LOW, REFERENCE, TRITON, assert_bitwise, \
+    assert_bitwise_lists, assert_noise_floor, assert_within, compose, compute_dtype, gamma, \
+    stats_tolerance, unit_roundoff
+from secant_ext import _layout as layout
+from secant_ext import reference
+
+SIZES = [37, 1, 2 * 16384 + 5, 300]   # a tail, a single element, more than one chunk
+IMPLS = [pytest.param(CPP, id="cpp"), pytest.param(TRITON, id="triton")]
+BETAS = (0.9, 0.999)
+
+
+def _lists(sizes, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    make = lambda scale: [(scale * torch.randn(n, generator=gen, dtype=F64)).to(dtype)  # noqa: E731
+                          for n in sizes]
+    x, s, g = make(1.0), make(0.5), make(0.5)
+    u = make(1e-3)
+    g_plus = [(si.to(F64) + 0.2 * torch.randn(si.shape, generator=gen, dtype=F64)).to(dtype)
+              for si in s]
+    m = make(0.1)
+    v = [t.abs() for t in make(0.01)]
+    return dict(x=x, s=s, g=g, u=u, g_plus=g_plus, m=m, v=v)
+
+
+def _state(taken=3, scale=2e-3, eta=1e-3, big_a=5.0, big_b=0.01, skipped=False):
+    st = torch.tensor(layout.initial_state_values(), dtype=F64)
+    st[layout.ALPHA] = eta
+    st[layout.STEP] = st[layout.TAKEN] = float(taken)
+    st[layout.STEP_SIZE] = eta
+    st[layout.PREV_STEP_SCALE] = scale
+    st[layout.ADAM_A], st[layout.ADAM_B] = big_a, big_b
+    st[layout.BETA1_POWER], st[layout.BETA2_POWER] = BETAS[0] ** taken, BETAS[1] ** taken
+    st[layout.LAST_SKIPPED] = float(skipped)
+    return st
+
+
+# --- adam_stats ---------------------------------------------------------------------------
+@dataclass
+class _Call:  # what numerics.stats_tolerance reads of a call
+    dtype: torch.dtype
+    numels: Sequence[int]
+
+
+# roundings forming one term: <u, y>: y and the product (2); <u, s>: 1; |y|^2: 2; |g|^2: 1
+_TERM_ROUNDINGS = [2, 1, 2, 1]
+
+
+def _stats_truth(u, g_plus, s, g):
+    u, g_plus, s, g = ([t.to(F64) for t in ts] for ts in (u, g_plus, s, g))
+    g = g or s
+    y = [b - a for a, b in zip(s, g_plus)]
+    cat = lambda ts: torch.cat([t.reshape(-1) for t in ts]) if ts else torch.zeros(0, dtype=F64)  # noqa: E731
+    terms = [cat([a * b for a, b in zip(u, y)]), cat([a * b for a, b in zip(u, s)]),
+             cat([b * b for b in y]), cat([a * a for a in g])]
+    exact = torch.tensor([math.fsum(t.tolist()) for t in terms], dtype=F64)
+    mag = torch.tensor([float(t.abs().sum()) for t in terms], dtype=F64)
+    return exact, mag
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["measure", "measure-separate-g", "grad-norm-only"])
+def test_adam_stats_within_budget(impl, dtype, case):
+    """Column sums within the budget of the implementation's summation (numerics'
+    ``stats_tolerance``: the terms' roundings in the compute dtype, the chains of
+    additions in the accumulator, the rows in float64); bf16/fp16 also at least half as
+    accurate as the reference run in the dtype."""
+    inp = _lists(SIZES, dtype, seed=3)
+    u = inp["u"] if case != "grad-norm-only" else []
+    g_plus = inp["g_plus"] if case != "grad-norm-only" else []
+    g = inp["g"] if case == "measure-separate-g" else []
+    args = (u, g_plus, inp["s"], g, _state())
+    table = impl.ops().adam_stats(*args)
+    assert table.shape[1] == layout.NUM_STATS
+    assert table.shape[0] == impl.table_rows(SIZES, "cpu")
+    assert table.dtype == (F64 if dtype == F64 else torch.float32)
+    exact, mag = _stats_truth(u, g_plus, inp["s"], g)
+    tol = stats_tolerance(impl, _Call(dtype, SIZES), table.shape[0], mag, _TERM_ROUNDINGS)
+    sums = table.to(F64).sum(dim=0)
+    assert_within(f"{impl.name} adam_stats {dtype}", sums, exact, tol)
+    if dtype in LOW:
+        ref = reference.adam_stats(*args).to(F64).sum(dim=0)
+        for col in range(layout.NUM_STATS):
+            assert_noise_floor(f"column {col}", sums[col:col + 1], ref[col:col + 1],
+                               exact[col:col + 1], torch.float32)
+
+
+def test_adam_stats_reference_within_budget():
+    inp = _lists(SIZES, torch.float32, seed=4)
+    table = reference.adam_stats(inp["u"], inp["g_plus"], inp["s"], [], _state())
+    exact, mag = _stats_truth(inp["u"], inp["g_plus"], inp["s"], [])
+    tol = stats_tolerance(REFERENCE, _Call(torch.float32, SIZES), 1, mag, _TERM_ROUNDINGS)
+    assert_within("reference adam_stats", table.to(F64).sum(dim=0), exact, tol)
+
+
+# --- adam_alpha ---------------------------------------------------------------------------
+def _exact_table(rows, values, dtype=torch.float32):
+    """A table whose column sums are ``values`` exactly in any row order (dyadic parts)."""
+    t = torch.zeros(rows, layout.NUM_STATS, dtype=F64)
+    for k, v in enumerate(values):
+        t[:, k] = v / rows if rows in (1, 2, 4) else 0.0
+        if rows not in (1, 2, 4):
+            t[0, k] = v
+    return t.to(dtype)
+
+
+ALPHA_CASES = {
+    # name: (column sums <u,y>, <u,s>, |y|^2, |g|^2; state kwargs; measure; record)
+    "measure-grow-capped": ((2.0 ** -10, 2.0 ** -8, 0.25, 4.0), {}, True, True),
+    "measure-ratio": ((2.0 ** -3, 2.0 ** -12, 0.25, 4.0), dict(big_a=0.0, big_b=0.0), True, True),
+    "negative-curvature": ((-1.0, 2.0 ** -8, 0.25, 4.0), dict(big_a=0.0, big_b=0.0), True, False),
+    "no-previous-step": ((2.0 ** -10, 2.0 ** -8, 0.25, 4.0), dict(scale=0.0), True, True),
+    "not-measuring": ((0.0, 0.0, 0.0, 4.0), {}, False, True),
+    "stalled": ((0.0, 2.0 ** -8, 0.0, 4.0), {}, True, False),
+    "non-finite": ((math.inf, 2.0 ** -8, 0.25, 4.0), {}, True, True),
+    "nan-grad": ((0.0, 0.0, 0.0, math.nan), {}, False, False),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", list(ALPHA_CASES))
+@pytest.mark.parametrize("lr,max_norm", [(1.0, math.inf), (0.5, 1.5)])
+def test_adam_alpha_matches_reference_bitwise(impl, case, lr, max_norm):
+    """Scalar float64 arithmetic in the same order on tables whose column sums are exact:
+    every field of the group state to the bit, in every branch of the rule."""
+    sums, kw, measure, record = ALPHA_CASES[case]
+    states = []
+    for ops in (reference, impl.ops()):
+        st = _state(**kw)
+        st[layout.LR], st[layout.MAX_GRAD_NORM] = lr, max_norm
+        ops.adam_alpha(_exact_table(4, sums), st, beta1=BETAS[0], beta2=BETAS[1],
+                       ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH, measure=measure,
+                       record=record)
+        states.append(st)
+    assert_bitwise(f"{impl.name} state after adam_alpha ({case})", states[1], states[0])
+
+
+def test_adam_alpha_rule_by_hand():
+    """The rule on numbers worked out by hand: a = <u,y>/scale^2, b = <u,s>/scale, the
+    averages, eta = min(B/A, 1.1 eta), the step and the kept step's scale."""
+    st = _state(scale=0.5, eta=0.01, big_a=0.0, big_b=0.0)
+    reference.adam_alpha(_exact_table(1, (0.25, 0.125, 1.0, 16.0)), st, beta1=0.9, beta2=0.999,
+                         ema=0.5, growth=100.0, measure=True, record=True)
+    a, b = 0.25 / 0.25, 0.125 / 0.5          # 1.0 and 0.25
+    big_a, big_b = 0.5 * a, 0.5 * b           # the averages from 0
+    assert st[layout.DOT] == a and st[layout.S_SQ] == b
+    assert st[layout.ADAM_A] == big_a and st[layout.ADAM_B] == big_b
+    assert st[layout.ALPHA] == big_b / big_a == 0.25
+    assert st[layout.STEP_SIZE] == 0.25 and st[layout.PREV_STEP_SCALE] == 0.25
+    assert st[layout.G_SQ] == 16.0 and st[layout.LAST_MEASURED] == 1
+    st2 = _state(scale=0.5, eta=0.01, big_a=0.0, big_b=0.0)
+    reference.adam_alpha(_exact_table(1, (0.25, 0.125, 1.0, 16.0)), st2, beta1=0.9,
+                         beta2=0.999, ema=0.5, growth=1.1, measure=True, record=False)
+    assert st2[layout.ALPHA] == 1.1 * 0.01 and st2[layout.PREV_STEP_SCALE] == 0
+
+
+# --- adam_update --------------------------------------------------------------------------
+def _update_inputs(dtype, seed):
+    inp = _lists(SIZES, dtype, seed)
+    return [inp[k] for k in ("x", "g", "m", "v", "u")]
+
+
+def _run_update(ops, lists, state, record, wd):
+    x, g, m, v, u = [[t.clone() for t in ts] for ts in lists]
+    ops.adam_update(x, g, m, v, u if record else [], state.clone(), beta1=BETAS[0],
+                    beta2=BETAS[1], eps=1e-8, weight_decay=wd)
+    return x, m, v, u
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("record,wd", [(True, 0.0), (False, 0.1), (True, 0.1)])
+def test_adam_update_bitwise_in_float32(impl, record, wd):
+    """fp32: the kernels do the reference's operations in its order, each correctly
+    rounded (division and square root included), so the bits agree."""
+    lists = _update_inputs(torch.float32, seed=5)
+    state = _state(taken=4, eta=3e-3)
+    want = _run_update(reference, lists, state, record, wd)
+    got = _run_update(impl.ops(), lists, state, record, wd)
+    for name, a, b in zip(("x", "m", "v", "u"), got, want):
+        assert_bitwise_lists(f"{impl.name} {name}", a, b)
+
+
+# d = (m / bc1) / (sqrt(v / bc2) + eps) + wd x: the casts of bc1, bc2, eps and wd (4), the
+# two divisions, the root, the eps add, wd * x and its add (6); then eta * d and x - u
+# (with eta's cast, 3): 13 roundings on the longest chain, one more for torch's float64
+# square root in the reference (within an ulp, not correctly rounded).
+ADAM_UPDATE_ROUNDINGS = 14
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_adam_update_float64_within_budget(impl):
+    """fp64: the moments to the bit (no root involved); x and u within the roundings of
+    the longest chain of both sides, relative to the magnitude of their terms,
+    ``eta (|d| + wd |x|)`` and ``|x|`` (the root of the reference is torch's, which is not
+    correctly rounded in float64)."""
+    lists = _update_inputs(F64, seed=5)
+    state = _state(taken=4, eta=3e-3)
+    want = _run_update(reference, lists, state, True, 0.1)
+    got = _run_update(impl.ops(), lists, state, True, 0.1)
+    assert_bitwise_lists(f"{impl.name} m", got[1], want[1])
+    assert_bitwise_lists(f"{impl.name} v", got[2], want[2])
+    rel = 2 * gamma(ADAM_UPDATE_ROUNDINGS, unit_roundoff(F64))
+    x0 = lists[0]
+    for i, (gx, wx, gu, wu) in enumerate(zip(got[0], want[0], got[3], want[3])):
+        direction = (want[1][i].abs() / (1 - BETAS[0] ** 4)) / \
+            ((want[2][i] / (1 - BETAS[1] ** 4)).sqrt() + 1e-8)  # the state's powers: step 4
+        mag_u = 3e-3 * (direction + 0.1 * x0[i].abs())
+        assert_within(f"{impl.name} u[{i}]", gu, wu, rel * mag_u)
+        assert_within(f"{impl.name} x[{i}]", gx, wx, rel * (x0[i].abs() + mag_u))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_adam_update_low_precision_noise_floor(impl, dtype):
+    """bf16/fp16: computed in float32 and rounded once at the store, so at least half as
+    accurate as the reference rounding every operation to the dtype (flash-attention's
+    criterion against the float64 truth)."""
+    lists = _update_inputs(dtype, seed=6)
+    state = _state(taken=4, eta=3e-3)
+    got = _run_update(impl.ops(), lists, state, True, 0.1)
+    low = _run_update(reference, lists, state, True, 0.1)
+    truth = _run_update(reference, [[t.to(F64) for t in ts] for ts in lists], state, True, 0.1)
+    for name, a, r, t in zip(("x", "m", "v", "u"), got, low, truth):
+        for i, (ai, ri, ti) in enumerate(zip(a, r, t)):
+            assert_noise_floor(f"{impl.name} {name}[{i}]", ai, ri, ti, dtype)
+
+
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param(REFERENCE, id="reference")])
+def test_adam_update_skipped_step_writes_nothing(impl):
+    lists = _update_inputs(torch.float32, seed=7)
+    got = _run_update(impl.ops(), lists, _state(skipped=True), True, 0.1)
+    for name, a, b in zip(("x", "m", "v", "u"), got, [lists[0], lists[2], lists[3], lists[4]]):
+        assert_bitwise_lists(f"{impl.name} {name} after a skipped step", a, b)
+
+
+def test_adam_update_matches_float64_formula():
+    """The reference itself, in float64, against Adam's formulas written out."""
+    x, g, m, v, u = _update_inputs(F64, seed=8)
+    b1, b2 = BETAS
+    bc1, bc2 = 1 - b1 ** 5, 1 - b2 ** 5  # the alpha phase moved the powers to step 5
+    st = _state(taken=5, eta=3e-3)
+    got = _run_update(reference, [x, g, m, v, u], st, True, 0.1)
+    for i in range(len(x)):
+        m_new = b1 * m[i] + (1 - b1) * g[i]
+        v_new = b2 * v[i] + (1 - b2) * g[i] * g[i]
+        d = (m_new / bc1) / (torch.sqrt(v_new / bc2) + 1e-8) + 0.1 * x[i]
+        tol = 1e-13 * (x[i].abs() + 3e-3 * d.abs()) + 1e-300
+        assert_within(f"x[{i}]", got[0][i], x[i] - 3e-3 * d, tol)
+        assert_within(f"u[{i}]", got[3][i], 3e-3 * d, 1e-13 * 3e-3 * d.abs() + 1e-300)
