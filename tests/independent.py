@@ -153,7 +153,10 @@ class SpecAdam:
     def measures(self, t: int) -> bool:
         return t >= 1 and (t < self.curvature_warmup or (t + 1) % self.curvature_every == 0)
 
-    def step(self, problem: LeastSquares, x: List[np.ndarray], t: int, probe: bool) -> None:
+    def step(self, problem: LeastSquares, x: List[np.ndarray], t: int, probe: bool,
+             earlier: Optional[List[np.ndarray]] = None) -> None:
+        """One step; ``earlier``: gradients accumulated before it (micro-batches), added
+        to the training gradient but not to the measurement's."""
         train = problem.train_rows(t)
         g = problem.grad(x, train)
         if self.measures(t) and self.u is not None and self.u_scale > 0:
@@ -167,6 +170,8 @@ class SpecAdam:
             self.B = self.ema * self.B + (1 - self.ema) * b
             if self.A > 0 and self.B > 0:
                 self.eta = min(self.B / self.A, self.growth * self.eta)
+        if earlier is not None:
+            g = [gi + ei for gi, ei in zip(g, earlier)]
         self.alphas.append(self.eta)
         clip = 1.0
         if self.max_grad_norm is not None:
