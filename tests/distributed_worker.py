@@ -31,6 +31,9 @@ VARIANTS = {
     "sgdm": (secant_ext.SecantSGDM, dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
     "sign": (secant_ext.SecantSignSGD, {}),
     "signum": (secant_ext.SecantSignSGD, dict(momentum=0.9)),
+    # measuring from the second step, on a period of 2 after it; lr so the steps matter
+    "adam": (secant_ext.SecantAdam, dict(lr=30.0, curvature_warmup=3, curvature_every=2,
+                                         weight_decay=0.01)),
 }
 
 # Where each flattened parameter is cut: rank 0 owns [0, cut), rank 1 [cut, numel). Uneven,
@@ -253,6 +256,7 @@ DDP_SCENARIOS = {
     "ddp-sgdm-probe-bucket-view": dict(variant="sgdm", probe=True, bucket_view=True),
     "ddp-sign-bucket-view": dict(variant="sign", probe=False, bucket_view=True),
     "ddp-signum-probe-cpp": dict(variant="signum", probe=True, backend="cpp"),
+    "ddp-adam-cpp": dict(variant="adam", probe=False, backend="cpp"),
 }
 # "nograd": a second param group, b1 alone, whose shard on rank 1 is empty and gets no
 # gradient: rank 1 has no gradient at all in that group and must still join the sum.
@@ -266,6 +270,7 @@ SHARD_SCENARIOS = {
     "shard-sgdm-groups-nograd": dict(variant="sgdm", probe=True, two_groups=True,
                                      grad_for_empty=False),
     "shard-sign-cpp": dict(variant="sign", probe=False, backend="cpp"),
+    "shard-adam-probe": dict(variant="adam", probe=True),
     "shard-sgdm-groups-nograd-cpp": dict(variant="sgdm", probe=True, two_groups=True,
                                          grad_for_empty=False, backend="cpp"),
 }

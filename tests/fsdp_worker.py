@@ -96,6 +96,7 @@ FSDP_SCENARIOS = {
     "fsdp-sgdm-cpp": dict(variant="sgdm", probe=False, backend="cpp"),
     "fsdp-sign": dict(variant="sign", probe=False),
     "fsdp-signum-probe-cpp": dict(variant="signum", probe=True, backend="cpp"),
+    "fsdp-adam-cpp": dict(variant="adam", probe=False, backend="cpp"),
     # modules that keep their gathered weights after backward: resharded by the optimizer
     "fsdp-sgdm-keep-unsharded": dict(variant="sgdm", probe=True, reshard_after_backward=False),
 }

@@ -251,9 +251,9 @@ def test_evaluation_without_averaging_changes_nothing(tmp_path):
     _assert_same_parameters(evaluated, plain)
 
 
-def _averaging_run(tmp_path, name, steps, resume=None, **options):
+def _averaging_run(tmp_path, name, steps, resume=None, cls=secant_ext.SecantSGD, **options):
     model = _model()
-    opt = secant_ext.SecantSGD(model.parameters(), average=True, **options)
+    opt = cls(model.parameters(), average=True, **options)
     args = _args(tmp_path, output_dir=str(tmp_path / name), max_steps=steps,
                  eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2)
     trainer = SecantTrainer(model=model, args=args, train_dataset=_data(),
@@ -262,8 +262,10 @@ def _averaging_run(tmp_path, name, steps, resume=None, **options):
     return model, opt, trainer
 
 
-@pytest.mark.parametrize("options", [{}, {"curvature_every": 4, "curvature_warmup": 1}],
-                         ids=["k1", "k4"])
+@pytest.mark.parametrize("options", [{}, {"curvature_every": 4, "curvature_warmup": 1},
+                                     {"cls": secant_ext.SecantAdam, "curvature_every": 2,
+                                      "curvature_warmup": 3}],
+                         ids=["k1", "k4", "adam"])
 def test_averages_are_evaluated_and_saved_and_a_resume_continues_bit_for_bit(tmp_path,
                                                                              options):
     from safetensors.torch import load_file
