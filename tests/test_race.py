@@ -130,9 +130,9 @@ def test_grid_row_picks_the_fastest_member_and_charges_the_whole_search():
     per_run = {("mlp", "SGD lr=0.1"): {0: _run(True, 300, 3.0, 1000, 10.0, 97.5)},
                ("mlp", "SGD lr=1"): {0: _run(True, 200, 2.0, 1000, 10.0, 97.2)},
                ("mlp", "SGD lr=0.01"): {0: _run(False, 0, 0, 1000, 10.0, 95.0)},
-               ("mlp", "A-SGD"): {0: _run(True, 500, 6.0, 2000, 20.0, 97.4)}}
+               ("mlp", race.SECANT_DEFAULT): {0: _run(True, 500, 6.0, 2000, 20.0, 97.4)}}
     fam = {"SGD lr=0.1": "SGD const", "SGD lr=1": "SGD const", "SGD lr=0.01": "SGD const",
-           "A-SGD": "A-SGD"}
+           race.SECANT_DEFAULT: "A-Adam"}
     rows = {r["method"]: r for r in race.summarize(per_run, fam, 3)}
     g = rows["SGD grid (best of 3)"]
     assert g["best_member"] == ["SGD lr=1"] and g["grad_evals_to_target"] == 200
@@ -140,7 +140,7 @@ def test_grid_row_picks_the_fastest_member_and_charges_the_whole_search():
     assert g["tuning_grad_evals"] == 300 + 200 + 1000
     assert g["tuning_seconds"] == pytest.approx(15.0)
     assert g["grid_total_grad_evals"] == 3000 and g["tuning_runs"] == 3
-    assert rows["A-SGD"]["tuning_seconds"] == 6.0 and rows["A-SGD"]["reached"] == "1/1"
+    assert rows[race.SECANT_DEFAULT]["tuning_seconds"] == 6.0 and rows[race.SECANT_DEFAULT]["reached"] == "1/1"
     v = race.verdicts(list(rows.values()))["mlp"]
     assert v["best peer incl. grid: grad_evals_to_target"]["ratio"] == pytest.approx(2.5)
 

@@ -134,7 +134,7 @@ def optional_peers(peers=OPTIONAL_PEERS) -> Tuple[List[Method], Dict[str, str]]:
 
 # --methods keys: the default set, then the Secant levers the MNIST race measures too
 # (those without a probe: this loop has no probe batch)
-DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-signsgd", "secant-signsgdm", "adamw",
+DEFAULT_KEYS = ("secant-adam", "secant-sgd", "secant-sgdm", "secant-signsgd", "secant-signsgdm", "adamw",
                 "sgd-grid", "prodigy", "sf-adamw")
 # sgd-clip-grid: the SGD grid with the gradient clipped to norm 1 first, the fair
 # comparison for the Secant settings that clip (max_grad_norm=1)

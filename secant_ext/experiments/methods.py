@@ -38,6 +38,13 @@ def a_sgdm(name="A-SGDM", backend="auto", probe_batch=None, **kw) -> Method:
                   secant=True, probe_batch=probe_batch, hyper=hyper)
 
 
+def secant_adam_method(name="SecantAdam", backend="auto", **kw) -> Method:
+    """The package's ``SecantAdam`` (defaults unless ``kw``): 2 gradient evaluations on a
+    measuring step, 1 on the others; evaluated through ``eval()``/``train()``."""
+    return Method(name, "A-Adam", lambda p: secant_ext.SecantAdam(p, backend=backend, **kw),
+                  secant=True, hyper=dict(kw))
+
+
 def a_signsgd(name="A-SIGNSGD", backend="auto", **kw) -> Method:
     return Method(name, "A-SIGNSGD",
                   lambda p: secant_ext.SecantSignSGD(p, backend=backend, **kw),
@@ -52,13 +59,15 @@ SECANT_DEFAULTS: Dict[str, Callable[[str], Method]] = {
     "secant-signsgd": lambda backend: a_signsgd(backend=backend),
     "secant-signsgdm": lambda backend: a_signsgd("A-SIGNSGD m=0.9", backend=backend,
                                                  momentum=0.9),
+    "secant-adam": lambda backend: secant_adam_method(backend=backend),
 }
 
 
 # the Adam-class prototype (experiments.secant_adam, pure PyTorch, research): its defaults
-# and the levers measured on it, by key; every setting takes no learning rate
+# (warm-up 100, where SecantAdam's is 50) and the levers measured on it, by key; every
+# setting takes no learning rate
 SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
-    "secant-adam": ("Secant-Adam proto", {}),
+    "secant-adam-proto": ("Secant-Adam proto", {}),
     "secant-adam-noavg": ("Secant-Adam proto no avg", dict(average=False)),
     "secant-adam-ema95": ("Secant-Adam proto ema 0.95", dict(ema=0.95)),
     "secant-adam-ema99": ("Secant-Adam proto ema 0.99", dict(ema=0.99)),
@@ -79,7 +88,7 @@ SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
 }
 
 
-def secant_adam(key: str = "secant-adam") -> Method:
+def secant_adam(key: str = "secant-adam-proto") -> Method:
     """The ``Method`` of ``SECANT_ADAM[key]``: 2 gradient evaluations on a measuring step,
     1 on the others; evaluated through ``eval()``/``train()``."""
     from .secant_adam import SecantAdamPrototype

@@ -101,7 +101,7 @@ from ._deps import pyplot
 DEFAULTS = dict(epochs=5, batch_size=128)
 MODELS = ("mlp", "cnn", "lm")
 IMAGE_MODELS = ("mlp", "cnn")
-DEFAULT_KEYS = ("secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
+DEFAULT_KEYS = ("secant-adam", "secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
                 "prodigy", "dadapt-sgd", "adam", "sgd-grid")
 METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS) + tuple(SECANT_ADAM)
 # target test accuracy (%) per data set and model
@@ -111,7 +111,7 @@ PACKAGES = {"sf-sgd": "schedulefree", "sf-adamw": "schedulefree", "prodigy": "pr
             "dadapt-sgd": "dadaptation"}
 GRID_FAMILY = "SGD const"
 GRID_ROW = "SGD grid (best of {n})"
-SECANT_DEFAULT = "A-SGD"
+SECANT_DEFAULT = "SecantAdam"  # the method the verdicts and goals judge
 
 
 def add_arguments(p) -> None:
