@@ -354,6 +354,18 @@ def _bench(fn, dev):
     return times[2], times[1], times[3]
 
 
+ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+
+
+def _fused_adamw(x, g):
+    """One ``torch.optim.AdamW(fused=True)`` step on copies of ``x`` with gradients ``g``."""
+    params = [torch.nn.Parameter(t.clone()) for t in x]
+    for p, gi in zip(params, g):
+        p.grad = gi.clone()
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    return opt.step
+
+
 def timing(dev, n):
     rows = []
     for label, sizes in (("one tensor", [n]), ("model-like", model_sizes(n))):
@@ -388,6 +400,15 @@ def timing(dev, n):
             ("update sgdm", 20 * N,
              lambda: _triton.update(x, g, m, table, st, **MOMENTUM),
              lambda: reference.update(x, g, m, table, st, **MOMENTUM)),
+            # SecantAdam: the update (x, g, m, v in; x, m, v out; u too on a recording step)
+            # against torch.optim.AdamW(fused=True)'s step on the same sizes
+            ("adam_update", 28 * N, lambda: _triton.adam_update(x, g, m, gp, [], st, **ADAM),
+             lambda: reference.adam_update(x, g, m, gp, [], st, **ADAM)),
+            ("adam_update + u", 32 * N,
+             lambda: _triton.adam_update(x, g, m, gp, out, st, **ADAM),
+             lambda: reference.adam_update(x, g, m, gp, out, st, **ADAM)),
+            ("adam_stats", 12 * N, lambda: _triton.adam_stats(out, gp, s, [], st), None),
+            ("AdamW(fused=True)", 28 * N, _fused_adamw(x, g), None),
         ]
         copy_gbs = None
         for name, nbytes, fn, ref in cases:

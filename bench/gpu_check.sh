@@ -37,7 +37,8 @@ fi
 echo "== pytest -k triton on CUDA (TRITON_INTERPRET=0)"
 if "$PY" -c "import pytest" 2>/dev/null; then
     timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k triton tests/test_triton_ops.py \
-        tests/test_phase_parity.py tests/test_properties.py ${DESELECT[@]+"${DESELECT[@]}"} \
+        tests/test_phase_parity.py tests/test_properties.py tests/test_adam_phases.py \
+        tests/test_adam.py ${DESELECT[@]+"${DESELECT[@]}"} \
         --junitxml="$OUT_DIR/pytest.xml" 2>&1 | tee "$OUT_DIR/pytest.log" | tail -25
     SUMMARY="$(grep -E '(passed|failed|error)' "$OUT_DIR/pytest.log" | tail -1)"
     [ -n "$SUMMARY" ] || SUMMARY="no summary (timed out?) see $OUT_DIR/pytest.log"

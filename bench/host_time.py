@@ -39,7 +39,10 @@ from timing import quantile  # noqa: E402
 TARGET = 2.0  # own time at most 2x that of AdamW(foreach=True)
 SECANT = (("SecantSGD", secant_ext.SecantSGD, {}),
           ("SecantSGDM", secant_ext.SecantSGDM, dict(momentum=0.9)),
-          ("SecantSignSGD", secant_ext.SecantSignSGD, {}))
+          ("SecantSignSGD", secant_ext.SecantSignSGD, {}),
+          # at its defaults: after the warm-up 1 step in 8 measures, so the median is a
+          # step that does not (bench/adam_step.py times the two kinds apart)
+          ("SecantAdam", secant_ext.SecantAdam, {}))
 
 
 def make_problem(sizes: List[int], seed: int = 0):

@@ -62,11 +62,11 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
 template <bool kDecay, bool kRecord, typename scalar_t, typename opmath_t>
 void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* v, scalar_t* u,
                          int64_t begin, int64_t end, opmath_t b1, opmath_t omb1, opmath_t b2,
-                         opmath_t omb2, opmath_t bc1, opmath_t bc2, opmath_t eps, opmath_t wd,
+                         opmath_t omb2, opmath_t c1, opmath_t c2, opmath_t eps, opmath_t wd,
                          opmath_t step) {
   using L = Lanes<scalar_t>;
   using fVec = typename L::fVec;
-  const fVec vb1(b1), vomb1(omb1), vb2(b2), vomb2(omb2), vbc1(bc1), vbc2(bc2), veps(eps),
+  const fVec vb1(b1), vomb1(omb1), vb2(b2), vomb2(omb2), vc1(c1), vc2(c2), veps(eps),
       vwd(wd), vstep(step);
   L::blocks(begin, end, [&](int64_t i, int64_t cnt) {
     typename L::Block xv, gv, mv, vv, uv;
@@ -77,7 +77,7 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
     for (int j = 0; j < L::kVecs; ++j) {
       mv[j] = vb1 * mv[j] + vomb1 * gv[j];
       vv[j] = vb2 * vv[j] + vomb2 * (gv[j] * gv[j]);
-      fVec d = (mv[j] / vbc1) / ((vv[j] / vbc2).sqrt() + veps);
+      fVec d = (mv[j] * vc1) / ((vv[j] * vc2).sqrt() + veps);
       if constexpr (kDecay) d = d + vwd * xv[j];
       uv[j] = vstep * d;
       xv[j] = xv[j] - uv[j];
@@ -217,8 +217,9 @@ void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::T
     // reference's tensor-scalar arithmetic does; the float64 state fields cast once.
     const auto b1 = static_cast<opmath_t>(beta1), omb1 = static_cast<opmath_t>(1.0 - beta1);
     const auto b2 = static_cast<opmath_t>(beta2), omb2 = static_cast<opmath_t>(1.0 - beta2);
-    const auto bc1 = static_cast<opmath_t>(1.0 - st[layout::BETA1_POWER]);
-    const auto bc2 = static_cast<opmath_t>(1.0 - st[layout::BETA2_POWER]);
+    // the bias corrections' reciprocals, formed in double (one division per element left)
+    const auto c1 = static_cast<opmath_t>(1.0 / (1.0 - st[layout::BETA1_POWER]));
+    const auto c2 = static_cast<opmath_t>(1.0 / (1.0 - st[layout::BETA2_POWER]));
     const auto e = static_cast<opmath_t>(eps), wd = static_cast<opmath_t>(weight_decay);
     const auto step = static_cast<opmath_t>(st[layout::STEP_SIZE]);
     const auto xp = data_ptrs<scalar_t>(x), gp = data_ptrs<scalar_t>(g);
@@ -231,7 +232,7 @@ void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::T
             const int64_t t = seg->tensor;
             adam_update_segment<decltype(kDecay)::value, decltype(kRecord)::value>(
                 xp[t], gp[t], mp[t], vp[t], decltype(kRecord)::value ? up[t] : nullptr,
-                seg->begin, seg->end, b1, omb1, b2, omb2, bc1, bc2, e, wd, step);
+                seg->begin, seg->end, b1, omb1, b2, omb2, c1, c2, e, wd, step);
           }
         });
       });

@@ -311,8 +311,11 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
     """Adam's moments and the step along its direction, with decoupled weight decay::
 
         m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g g
-        d  = (m / bc1) / (sqrt(v / bc2) + eps),   bc_i = 1 - beta_i ** (applied steps)
-        x <- x - eta (d + weight_decay x)         (eta = STEP_SIZE)
+        d  = (m c1) / (sqrt(v c2) + eps),   c_i = 1 / (1 - beta_i ** (applied steps))
+        x <- x - eta (d + weight_decay x)   (eta = STEP_SIZE)
+
+    The bias corrections multiply by their reciprocals (formed in float64), so the one
+    division left is the one by the denominator: divisions bound the kernels' speed.
 
     and, when ``u`` is given, ``u <- eta (d + weight_decay x)``: the step, kept for the next
     measurement. Nothing changes when the group state says the step was skipped."""
@@ -320,11 +323,11 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
     for i, (xi, gi, mi, vi) in enumerate(zip(x, g, m, v)):
         dt = xi.dtype
         step = state[_layout.STEP_SIZE].to(dt)
-        bc1 = (1 - state[_layout.BETA1_POWER]).to(dt)
-        bc2 = (1 - state[_layout.BETA2_POWER]).to(dt)
+        c1 = (1 / (1 - state[_layout.BETA1_POWER])).to(dt)
+        c2 = (1 / (1 - state[_layout.BETA2_POWER])).to(dt)
         m_new = beta1 * mi + (1 - beta1) * gi
         v_new = beta2 * vi + (1 - beta2) * (gi * gi)
-        d = (m_new / bc1) / (_sqrt_rn(v_new / bc2) + eps)
+        d = (m_new * c1) / (_sqrt_rn(v_new * c2) + eps)
         if weight_decay != 0:
             d = d + weight_decay * xi
         ui = step * d

@@ -12,6 +12,7 @@ import torch
 
 import secant_ext
 from independent import LeastSquares, SpecAdam
+from numerics import triton_devices
 from test_optimizer import make_closures, torch_problem
 
 BACKENDS = ["reference", "cpp", "triton"]  # triton on CPU tensors under the interpreter
@@ -20,8 +21,17 @@ BACKENDS = ["reference", "cpp", "triton"]  # triton on CPU tensors under the int
 SCHEDULE = dict(curvature_warmup=12, curvature_every=4)
 
 
+def _device(backend):
+    """Where a backend's tensors live: Triton's on CUDA in the GPU check, else the CPU."""
+    return triton_devices()[0] if backend == "triton" else "cpu"
+
+
 def run_adam(problem, steps, probe, backend, scheduler=None, **options):
     w0, params, X, Y = torch_problem(problem)
+    dev = _device(backend)
+    if dev != "cpu":
+        params = [torch.tensor(p.detach().numpy(), device=dev, requires_grad=True) for p in params]
+        X, Y = X.to(dev), Y.to(dev)
     opt = secant_ext.SecantAdam(params, backend=backend, **options)
     sched = scheduler(opt) if scheduler else None
     t = [0]
@@ -49,7 +59,7 @@ def assert_close(got, want):
     """The trajectory test's tolerance (test_optimizer.py): the same float64 arithmetic in
     other orders, a few ulps a step, 1e-9 relative leaves orders of margin."""
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a.detach().cpu().numpy(), b, rtol=1e-9, atol=1e-12)
 
 
 OPTIONS = {

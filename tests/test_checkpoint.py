@@ -135,7 +135,7 @@ def test_old_state_dict_without_new_keys_still_loads():
     assert fresh_opt.last_stats.step.item() == 1  # the group state starts afresh
 
 
-@pytest.mark.parametrize("saved_size", [12, 13, 16, 21, 23])
+@pytest.mark.parametrize("saved_size", [12, 13, 16, 21, 23, 24])
 def test_group_state_of_older_versions_loads(saved_size):
     """Checkpoints of earlier versions hold a shorter group state (12 fields before the
     stalled counter, 13 before lr and clipping, 16 before the alpha carry): it loads with its values kept, the new

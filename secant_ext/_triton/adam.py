@@ -258,7 +258,7 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
 # --- adam_update --------------------------------------------------------------------------
 @triton.jit
 def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, b1, omb1, b2,
-                       omb2, bc1, bc2, eps, wd, step, MASKED: tl.constexpr,
+                       omb2, c1, c2, eps, wd, step, MASKED: tl.constexpr,
                        ALIGNED: tl.constexpr, DTYPE: tl.constexpr, ACC: tl.constexpr,
                        HAS_WD: tl.constexpr, RECORD: tl.constexpr):
     x_base = block_base(x_ptr, off, ALIGNED)
@@ -271,9 +271,9 @@ def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, b1
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * (g * g)
     if ACC == tl.float64:  # fp64 division and square root are correctly rounded as they are
-        d = (m / bc1) / (tl.sqrt(v / bc2) + eps)
+        d = (m * c1) / (tl.sqrt(v * c2) + eps)
     else:
-        d = tl.div_rn(tl.div_rn(m, bc1), tl.sqrt_rn(tl.div_rn(v, bc2)) + eps)
+        d = tl.div_rn(m * c1, tl.sqrt_rn(v * c2) + eps)
     if HAS_WD:
         d = d + wd * x
     u = step * d
@@ -304,8 +304,8 @@ def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hype
     omb1 = (1.0 - b1_64).to(ACC)
     b2 = b2_64.to(ACC)
     omb2 = (1.0 - b2_64).to(ACC)
-    bc1 = (1.0 - tl.load(state + BETA1_POWER)).to(ACC)
-    bc2 = (1.0 - tl.load(state + BETA2_POWER)).to(ACC)
+    c1 = (1.0 / (1.0 - tl.load(state + BETA1_POWER))).to(ACC)  # formed in float64
+    c2 = (1.0 / (1.0 - tl.load(state + BETA2_POWER))).to(ACC)
     step = tl.load(state + STEP_SIZE).to(ACC)
     x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
     g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
@@ -316,11 +316,11 @@ def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hype
     full_end = start + (end - start) // BLOCK * BLOCK
     for off in range(start, full_end, BLOCK):
         _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, BLOCK, b1, omb1, b2,
-                           omb2, bc1, bc2, eps, wd, step, False, ALIGNED, DTYPE, ACC, HAS_WD,
+                           omb2, c1, c2, eps, wd, step, False, ALIGNED, DTYPE, ACC, HAS_WD,
                            RECORD)
     for off in range(full_end, end, BLOCK):
         _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, end - off, b1, omb1,
-                           b2, omb2, bc1, bc2, eps, wd, step, True, False, DTYPE, ACC, HAS_WD,
+                           b2, omb2, c1, c2, eps, wd, step, True, False, DTYPE, ACC, HAS_WD,
                            RECORD)
 
 

@@ -1,10 +1,11 @@
-"""``demo``: an MLP on scikit-learn's bundled digits, A-SGD against SGD tuned over a
-constant learning-rate grid and over a decaying schedule ``c/(1+t)^gamma``."""
+"""``demo``: an MLP on scikit-learn's bundled digits, SecantAdam and A-SGD (untuned) against
+SGD tuned over a constant learning-rate grid and over a decaying schedule
+``c/(1+t)^gamma``."""
 from __future__ import annotations
 
 import torch
 
-from .methods import a_sgd
+from .methods import a_sgd, secant_adam_method
 from .common import best, floats, print_table, run_mlp_methods, sgd_grid
 from .datasets import load_digits
 from .output import RunDir
@@ -32,14 +33,15 @@ def run(args) -> RunDir:
     out = RunDir("demo", args.out, vars(args))
     data = load_digits(args.seed).subset(args.max_train, args.max_test)
     print(data.describe())
-    methods = [a_sgd(backend=args.backend)]
+    methods = [secant_adam_method(backend=args.backend), a_sgd(backend=args.backend)]
     methods += sgd_grid(args)
 
     def plot(results):
         loss_curves(results, out.file("loss_curves.png"),
-                    "digits MLP: A-SGD (untuned) vs SGD grids")
+                    "digits MLP: SecantAdam and A-SGD (untuned) vs SGD grids")
         alpha_vs_grad_norm(results, out.file("alpha_vs_grad_norm.png"),
-                           "A-SGD on digits: alpha_t and the gradient norm")
+                           "digits: the measured step size (A-SGD alpha_t, SecantAdam eta) "
+                           "and the gradient norm")
     results = run_mlp_methods(out, methods, data, args, plot)
     summary = {"dataset": data.describe()}
     a = next(r for r in results if r.method.family == "A-SGD")
@@ -48,6 +50,8 @@ def run(args) -> RunDir:
         if b:
             summary[f"best {fam}"] = {"method": b.method.name, "test_acc": b.final["test_acc"]}
     summary["A-SGD test_acc"] = a.final["test_acc"]
+    adam = next(r for r in results if r.method.family == "A-Adam")
+    summary["SecantAdam test_acc"] = adam.final["test_acc"]
     print_table(out, out.rows, title=f"demo ({data.describe()})")
     out.finish(summary)
     print(f"\nresults, histories and plots in {out.path}/")
