@@ -28,8 +28,9 @@ from secant_ext.history import StepHistory
 
 from ._deps import pyplot, require
 from .common import choices, floats, print_table
-from .methods import (LEVERS, SECANT_ADAM, SECANT_DEFAULTS, Method, closure_loss, lever,
-                      secant_adam, sgd_clipped, sgd_const)
+from .methods import (LEVERS, SECANT_ADAM, SECANT_ADAM_LEVERS, SECANT_DEFAULTS, Method,
+                      closure_loss, lever, secant_adam, secant_adam_lever, sgd_clipped,
+                      sgd_const)
 from .output import RunDir
 from .plots import _save, _style, alpha_vs_grad_norm
 from .training import counting_closure, evaluating, has_eval_mode
@@ -139,7 +140,7 @@ DEFAULT_KEYS = ("secant-adam", "secant-sgd", "secant-sgdm", "secant-signsgd", "s
 # sgd-clip-grid: the SGD grid with the gradient clipped to norm 1 first, the fair
 # comparison for the Secant settings that clip (max_grad_norm=1)
 METHOD_KEYS = DEFAULT_KEYS + ("sgd-clip-grid", "adamw-grid", "muon") + tuple(
-    k for k, v in LEVERS.items() if not v.probe) + tuple(SECANT_ADAM)
+    k for k, v in LEVERS.items() if not v.probe) + tuple(SECANT_ADAM_LEVERS) + tuple(SECANT_ADAM)
 PEER_KEYS = {"prodigy": OPTIONAL_PEERS[0], "sf-adamw": OPTIONAL_PEERS[1]}
 
 
@@ -161,6 +162,8 @@ def lm_methods(args) -> Tuple[List[Method], Dict[str, str]]:
             methods += [adamw(lr) for lr in args.adamw_lrs]
         elif key == "muon":
             methods += [muon(lr) for lr in args.muon_lrs]
+        elif key in SECANT_ADAM_LEVERS:
+            methods.append(secant_adam_lever(key, backend=b))
         elif key in SECANT_ADAM:
             methods.append(secant_adam(key))
         elif key in PEER_KEYS:

@@ -68,24 +68,35 @@ SECANT_DEFAULTS: Dict[str, Callable[[str], Method]] = {
 # setting takes no learning rate
 SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
     "secant-adam-proto": ("Secant-Adam proto", {}),
-    "secant-adam-noavg": ("Secant-Adam proto no avg", dict(average=False)),
-    "secant-adam-ema95": ("Secant-Adam proto ema 0.95", dict(ema=0.95)),
-    "secant-adam-ema99": ("Secant-Adam proto ema 0.99", dict(ema=0.99)),
-    "secant-adam-g105": ("Secant-Adam proto growth 1.05", dict(growth=1.05)),
-    "secant-adam-g12": ("Secant-Adam proto growth 1.2", dict(growth=1.2)),
-    "secant-adam-k4": ("Secant-Adam proto k=4", dict(every=4)),
-    "secant-adam-k16": ("Secant-Adam proto k=16", dict(every=16)),
-    "secant-adam-w50": ("Secant-Adam proto warm-up 50", dict(warmup=50)),
-    "secant-adam-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
-    "secant-adam-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
-    "secant-adam-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
-    "secant-adam-e4": ("Secant-Adam proto eta0 1e-4", dict(eta0=1e-4)),
+    "secant-adam-proto-noavg": ("Secant-Adam proto no avg", dict(average=False)),
+    "secant-adam-proto-ema95": ("Secant-Adam proto ema 0.95", dict(ema=0.95)),
+    "secant-adam-proto-ema99": ("Secant-Adam proto ema 0.99", dict(ema=0.99)),
+    "secant-adam-proto-g105": ("Secant-Adam proto growth 1.05", dict(growth=1.05)),
+    "secant-adam-proto-g12": ("Secant-Adam proto growth 1.2", dict(growth=1.2)),
+    "secant-adam-proto-k4": ("Secant-Adam proto k=4", dict(every=4)),
+    "secant-adam-proto-k16": ("Secant-Adam proto k=16", dict(every=16)),
+    "secant-adam-proto-w50": ("Secant-Adam proto warm-up 50", dict(warmup=50)),
+    "secant-adam-proto-w200": ("Secant-Adam proto warm-up 200", dict(warmup=200)),
+    "secant-adam-proto-wd": ("Secant-Adam proto wd 0.01", dict(weight_decay=0.01)),
+    "secant-adam-proto-prev": ("Secant-Adam proto anchor previous", dict(anchor="previous")),
+    "secant-adam-proto-e4": ("Secant-Adam proto eta0 1e-4", dict(eta0=1e-4)),
     # controls: Adam (no weight decay) at a constant rate with the prototype's averaging,
     # no measurement; these take a learning rate
     "adam-avg-1e-3": ("Adam lr=1e-3 + avg", dict(measure=False, eta0=1e-3)),
     "adam-avg-3e-3": ("Adam lr=3e-3 + avg", dict(measure=False, eta0=3e-3)),
     "adam-avg-1e-2": ("Adam lr=1e-2 + avg", dict(measure=False, eta0=1e-2)),
 }
+
+
+# SecantAdam (the package's) with one option changed, by key: levers measured on it
+SECANT_ADAM_LEVERS: Dict[str, Tuple[str, Dict[str, object]]] = {
+    "secant-adam-k16": ("SecantAdam k=16", dict(curvature_every=16)),
+}
+
+
+def secant_adam_lever(key: str, backend: str = "auto") -> Method:
+    label, kw = SECANT_ADAM_LEVERS[key]
+    return secant_adam_method(label, backend=backend, **kw)
 
 
 def secant_adam(key: str = "secant-adam-proto") -> Method:

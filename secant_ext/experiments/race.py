@@ -90,8 +90,8 @@ import torch
 
 from .common import choices, floats, load_flat_mnist, median_or_none, print_table
 from .datasets import Dataset
-from .methods import (LEVERS, SECANT_ADAM, SECANT_DEFAULTS, Method, a_sgd, adam, lever,
-                      lr_free_extras, secant_adam, sgd_const)
+from .methods import (LEVERS, SECANT_ADAM, SECANT_ADAM_LEVERS, SECANT_DEFAULTS, Method, a_sgd,
+                      adam, lever, lr_free_extras, secant_adam, secant_adam_lever, sgd_const)
 from .models import cross_entropy, mlp, small_cnn
 from .output import RunDir
 from . import race_lm
@@ -103,7 +103,7 @@ MODELS = ("mlp", "cnn", "lm")
 IMAGE_MODELS = ("mlp", "cnn")
 DEFAULT_KEYS = ("secant-adam", "secant-sgd", "secant-sgdm", "secant-sgd-probe", "sf-sgd", "sf-adamw",
                 "prodigy", "dadapt-sgd", "adam", "sgd-grid")
-METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS) + tuple(SECANT_ADAM)
+METHOD_KEYS = DEFAULT_KEYS + tuple(LEVERS) + tuple(SECANT_ADAM_LEVERS) + tuple(SECANT_ADAM)
 # target test accuracy (%) per data set and model
 TARGETS = {("mnist", "mlp"): 97.0, ("mnist", "cnn"): 98.0,
            ("digits", "mlp"): 95.0, ("digits", "cnn"): 93.0}
@@ -166,6 +166,8 @@ def build_methods(keys: Sequence[str], args):
                                            hyper={"b_H": args.probe_batch}))
         elif key in LEVERS:
             out.append(lever(key, backend=b, probe_batch=args.probe_batch))
+        elif key in SECANT_ADAM_LEVERS:
+            out.append(secant_adam_lever(key, backend=b))
         elif key in SECANT_ADAM:
             out.append(secant_adam(key))
         elif key in ("sf-sgd", "sf-adamw"):
