@@ -24,13 +24,10 @@ scalars, and SecantAdam's 29-value group state, left out): SecantAdam with and w
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import os
-import statistics
 import sys
 import time
-import warnings
 from typing import Callable, Dict, List
 
 import torch
@@ -42,7 +39,7 @@ import secant_ext  # noqa: E402
 
 from many_tensors import TimedClosure, torch_case  # noqa: E402
 from report import _table  # noqa: E402
-from timing import quantile  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 # bytes per fp32 element (docs/ALGORITHM.md, 'Kernels and their byte model')
 BYTES = {"AdamW fused": 28, "SecantAdam, plain step": 32,
@@ -100,22 +97,7 @@ def time_steps(elements: int, tensors: int, backend: str, repeats: int,
     adamw_params, grad_sets = make_problem(elements, tensors)
     cases["AdamW fused"] = torch_case(torch.optim.AdamW(adamw_params, lr=1e-3, fused=True),
                                       adamw_params, grad_sets)
-    times = {name: [] for name in cases}
-    gc.collect()
-    gc.disable()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(warmup):
-                for fn in cases.values():
-                    fn()
-            for _ in range(repeats):
-                for name, fn in cases.items():
-                    times[name].append(fn())
-    finally:
-        gc.enable()
-    return {name: dict(median_s=statistics.median(ts), q25_s=quantile(ts, 0.25),
-                       q75_s=quantile(ts, 0.75)) for name, ts in times.items()}
+    return interleaved(cases, repeats, warmup)
 
 
 def state_bytes_per_element(make_opt: Callable, steps: int = 3) -> float:

@@ -18,11 +18,8 @@ median us ±half the interquartile range, ratios of medians from the same rounds
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import statistics
 import sys
-import warnings
 from typing import Dict, List
 
 import torch
@@ -34,7 +31,7 @@ import secant_ext  # noqa: E402
 
 from many_tensors import secant_case, torch_case  # noqa: E402
 from report import _table  # noqa: E402
-from timing import quantile  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 TARGET = 2.0  # own time at most 2x that of AdamW(foreach=True)
 SECANT = (("SecantSGD", secant_ext.SecantSGD, {}),
@@ -59,22 +56,7 @@ def run(sizes: List[int], backend: str, repeats: int, warmup: int = 20) -> Dict[
     adamw_params = make_problem(sizes)[0]
     cases["AdamW foreach"] = torch_case(
         torch.optim.AdamW(adamw_params, lr=1e-3, foreach=True), adamw_params, grad_sets)
-    times = {name: [] for name in cases}
-    gc.collect()
-    gc.disable()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(warmup):
-                for fn in cases.values():
-                    fn()
-            for _ in range(repeats):
-                for name, fn in cases.items():
-                    times[name].append(fn())
-    finally:
-        gc.enable()
-    return {name: dict(median_s=statistics.median(ts), q25_s=quantile(ts, 0.25),
-                       q75_s=quantile(ts, 0.75)) for name, ts in times.items()}
+    return interleaved(cases, repeats, warmup)
 
 
 def render(res: Dict[str, dict], label: str) -> List[str]:

@@ -7,7 +7,7 @@ closure, zero_grad + forward + backward, runs just before, outside the timer). S
 measuring step's second evaluation is not counted here; the race counts it as an
 evaluation. ``SecantAdam`` runs at its defaults (after its 50-step warm-up, 1 step in 8
 measures: the median is a step that does not). Interleaved rounds after a warm-up of 100
-steps each; cells are median us ±half the interquartile range, ratios of medians.
+steps each (gc off); cells are median us ±half the interquartile range, ratios of medians.
 
     python bench/race_mlp_step.py
     python bench/race_mlp_step.py --rounds 1000
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import statistics
 import sys
 import time
 from typing import Callable, Dict
@@ -30,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import secant_ext  # noqa: E402
 
 from report import _table  # noqa: E402
-from timing import quantile  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 
 def _model() -> torch.nn.Module:
@@ -94,19 +93,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    fns = cases()
-    for _ in range(args.warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(args.rounds):
-        for name, fn in fns.items():
-            times[name].append(fn())
-    ref = statistics.median(times["AdamW foreach"])
+    res = interleaved(cases(), args.rounds, args.warmup)
+    ref = res["AdamW foreach"]["median_s"]
     rows = []
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        half_iqr = (quantile(ts, 0.75) - quantile(ts, 0.25)) / 2
+    for name, r in res.items():
+        med, half_iqr = r["median_s"], (r["q75_s"] - r["q25_s"]) / 2
         rows.append([name, f"{med * 1e6:.0f} ±{half_iqr * 1e6:.0f}", f"{med / ref:.2f}x"])
     print(f"MNIST race MLP 784-128-10, batch 128, 1 thread, {args.rounds} interleaved rounds")
     print("\n".join(_table(["optimizer", "own us/step (median ±IQR/2)", "vs AdamW foreach"],

@@ -71,3 +71,28 @@ def measure(fn: Callable[[], object], budget_s: float = 1.0, min_repeats: int = 
     return Timing(median_s=statistics.median(times), q25_s=quantile(times, 0.25),
                   q75_s=quantile(times, 0.75), min_s=min(times), max_s=max(times),
                   repeats=len(times), first_s=first)
+
+
+def interleaved(cases: "dict[str, Callable[[], float]]", repeats: int,
+                warmup: int) -> "dict[str, dict]":
+    """Run every case once per round, in a fixed order (so load drift on a shared machine
+    hits all cases alike), ``warmup`` rounds untimed then ``repeats`` timed, gc off and
+    warnings silenced; each case returns its own seconds. Per case: ``median_s``,
+    ``q25_s``, ``q75_s``."""
+    import warnings
+    times = {name: [] for name in cases}
+    gc.collect()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(warmup):
+                for fn in cases.values():
+                    fn()
+            for _ in range(repeats):
+                for name, fn in cases.items():
+                    times[name].append(fn())
+    finally:
+        gc.enable()
+    return {name: dict(median_s=statistics.median(ts), q25_s=quantile(ts, 0.25),
+                       q75_s=quantile(ts, 0.75)) for name, ts in times.items()}

@@ -19,7 +19,7 @@ from .. import _layout
 from . import _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
-from .alpha import RBLOCK, _finite
+from .alpha import RBLOCK, _finite, column_sums
 
 
 def _check_state(state: torch.Tensor) -> None:
@@ -137,23 +137,8 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
                        BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
                        COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                        COL_G_SQ: tl.constexpr):
-    rows = tl.arange(0, RBLOCK).to(tl.int64)
-    acc_uy = tl.zeros([RBLOCK], tl.float64)
-    acc_us = tl.zeros([RBLOCK], tl.float64)
-    acc_yy = tl.zeros([RBLOCK], tl.float64)
-    acc_gg = tl.zeros([RBLOCK], tl.float64)
-    for r0 in range(0, n_rows, RBLOCK):
-        r = r0 + rows
-        mask = r < n_rows
-        base = table + r * row_stride
-        acc_uy += tl.load(base + COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_us += tl.load(base + COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_yy += tl.load(base + COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_gg += tl.load(base + COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-    uy = tl.sum(acc_uy)
-    us = tl.sum(acc_us)
-    y_sq = tl.sum(acc_yy)
-    g_sq = tl.sum(acc_gg)
+    uy, us, y_sq, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK, COL_DOT,
+                                     COL_S_SQ, COL_Y_SQ, COL_G_SQ)
     b1 = f64_from_bits(beta1)
     b2 = f64_from_bits(beta2)
     w = f64_from_bits(ema)

@@ -23,6 +23,28 @@ def _finite(v):
 
 
 @triton.jit
+def column_sums(table, n_rows, row_stride, col_stride, RBLOCK: tl.constexpr,
+                COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
+                COL_G_SQ: tl.constexpr):
+    """The four statistics columns of the partial table, summed in float64 in a fixed order
+    (RBLOCK lanes over the rows, then the lanes): the same table gives the same bits."""
+    rows = tl.arange(0, RBLOCK).to(tl.int64)
+    acc_a = tl.zeros([RBLOCK], tl.float64)
+    acc_b = tl.zeros([RBLOCK], tl.float64)
+    acc_c = tl.zeros([RBLOCK], tl.float64)
+    acc_g = tl.zeros([RBLOCK], tl.float64)
+    for r0 in range(0, n_rows, RBLOCK):
+        r = r0 + rows
+        mask = r < n_rows
+        base = table + r * row_stride
+        acc_a += tl.load(base + COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_b += tl.load(base + COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_c += tl.load(base + COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_g += tl.load(base + COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+    return tl.sum(acc_a), tl.sum(acc_b), tl.sum(acc_c), tl.sum(acc_g)
+
+
+@triton.jit
 def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   RULE: tl.constexpr, SAFEGUARD: tl.constexpr, RBLOCK: tl.constexpr,
                   RULE_SECANT: tl.constexpr, RULE_STEFFENSEN: tl.constexpr,
@@ -37,23 +59,8 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
                   CLIP_G_SQ_OTHERS: tl.constexpr, MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                   COL_G_SQ: tl.constexpr):
-    rows = tl.arange(0, RBLOCK).to(tl.int64)
-    acc_a = tl.zeros([RBLOCK], tl.float64)
-    acc_b = tl.zeros([RBLOCK], tl.float64)
-    acc_c = tl.zeros([RBLOCK], tl.float64)
-    acc_g = tl.zeros([RBLOCK], tl.float64)
-    for r0 in range(0, n_rows, RBLOCK):
-        r = r0 + rows
-        mask = r < n_rows
-        base = table + r * row_stride
-        acc_a += tl.load(base + COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_b += tl.load(base + COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_c += tl.load(base + COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_g += tl.load(base + COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-    a = tl.sum(acc_a)
-    b = tl.sum(acc_b)
-    c = tl.sum(acc_c)
-    g_sq = tl.sum(acc_g)
+    a, b, c, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK, COL_DOT,
+                                COL_S_SQ, COL_Y_SQ, COL_G_SQ)
     finite = _finite(a) & _finite(b) & _finite(c) & _finite(g_sq)
     prev = tl.load(state + ALPHA)
     step = tl.load(state + STEP)
