@@ -89,15 +89,6 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
   });
 }
 
-template <typename T>
-void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
-  const int64_t rows = stats.size(0), cols = stats.size(1);
-  const T* p = stats.data_ptr<T>();
-  for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] += static_cast<double>(p[r * cols + k]);
-  }
-}
 
 }  // namespace
 
@@ -135,19 +126,8 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
                     double beta2, double ema, double growth, bool measure, bool record) {
   const char* op = "secant_ext::adam_alpha";
   check_state(op, state);
-  TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
-  TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
-              ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
-              stats_in.sizes());
-  TORCH_CHECK(stats_in.scalar_type() == at::kFloat || stats_in.scalar_type() == at::kDouble, op,
-              ": stats must be float32 or float64, got ", stats_in.scalar_type());
-  const at::Tensor stats = stats_in.contiguous();
   double sums[layout::NUM_STATS];
-  if (stats.scalar_type() == at::kDouble) {
-    column_sums<double>(stats, sums);
-  } else {
-    column_sums<float>(stats, sums);
-  }
+  stats_column_sums(op, stats_in, sums);
   const double uy = sums[layout::COL_DOT], us = sums[layout::COL_S_SQ];
   const double y_sq = sums[layout::COL_Y_SQ], g_sq = sums[layout::COL_G_SQ];
   bool finite = true;

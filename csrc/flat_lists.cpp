@@ -59,6 +59,36 @@ void check_state(const char* op, const at::Tensor& state) {
               " elements, got shape ", state.sizes());
 }
 
+namespace {
+
+template <typename T>
+void column_sums(const at::Tensor& stats, double (&sums)[layout::NUM_STATS]) {
+  const int64_t rows = stats.size(0), cols = stats.size(1);
+  const T* p = stats.data_ptr<T>();
+  for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < layout::NUM_STATS; ++k) sums[k] += static_cast<double>(p[r * cols + k]);
+  }
+}
+
+}  // namespace
+
+void stats_column_sums(const char* op, const at::Tensor& stats_in,
+                       double (&sums)[layout::NUM_STATS]) {
+  TORCH_CHECK(stats_in.device().is_cpu(), op, ": stats is on ", stats_in.device());
+  TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(1) >= layout::NUM_STATS, op,
+              ": stats must be a [P, K] table with K >= ", layout::NUM_STATS, ", got shape ",
+              stats_in.sizes());
+  TORCH_CHECK(stats_in.scalar_type() == at::kFloat || stats_in.scalar_type() == at::kDouble, op,
+              ": stats must be float32 or float64, got ", stats_in.scalar_type());
+  const at::Tensor stats = stats_in.contiguous();
+  if (stats.scalar_type() == at::kDouble) {
+    column_sums<double>(stats, sums);
+  } else {
+    column_sums<float>(stats, sums);
+  }
+}
+
 void check_sign_mode(const char* op, int64_t sign_mode) {
   TORCH_CHECK(sign_mode == layout::SIGN_NONE || sign_mode == layout::SIGN_SCALED ||
                   sign_mode == layout::SIGN_UNSCALED,

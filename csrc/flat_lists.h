@@ -81,6 +81,10 @@ void check_state(const char* op, const at::Tensor& state);
 // Checks a sign_mode argument: SIGN_NONE, SIGN_SCALED or SIGN_UNSCALED.
 void check_sign_mode(const char* op, int64_t sign_mode);
 
+// Checks a [P, K] stats table (on the CPU, K >= NUM_STATS, float32 or float64) and sums its
+// first NUM_STATS columns in float64, rows in order: the same table gives the same bits.
+void stats_column_sums(const char* op, const at::Tensor& stats, double (&sums)[layout::NUM_STATS]);
+
 struct Segment {
   int64_t tensor;
   int64_t begin;  // element offsets inside the tensor's storage
