@@ -40,7 +40,8 @@ class SecantAdam(SecantOptimizer):
             ``clip_grad_norm_`` would, from the norm the statistics already compute; the
             measurement uses the unclipped gradients. ``None`` (default): no clipping.
         curvature_every: after the warm-up, measure every this many steps (default 8).
-        curvature_warmup: measure on each of the first this many steps (default 50).
+        curvature_warmup: measure on each of the first this many steps, from the second on
+            (the first has no previous step to look back along; default 50).
         average: keep the averaged iterate (``avg <- avg + w (x - avg)``, ``w`` = max(1 /
             steps, 0.01)); ``opt.eval()`` puts it into the parameters for evaluation,
             ``opt.train()`` puts the training iterate back. Default True: the average is
@@ -54,7 +55,9 @@ class SecantAdam(SecantOptimizer):
     State per parameter: ``exp_avg`` and ``exp_avg_sq`` (as AdamW), ``previous_step``
     (``u``), and ``average_buffer`` with ``average=True``: 4 buffers the size of the
     parameter (AdamW keeps 2). ``last_stats.alpha`` is eta, ``step_size`` the applied
-    step, ``curvature`` the measured ``a``.
+    step (``eta * lr * clip``), ``curvature`` and ``dot`` the measured ``a``, ``s_sq`` the
+    measured ``b``, ``measured`` whether the step measured, ``clipped`` whether a
+    measurement kept eta because an average was not positive.
     """
 
     _variant_options = ("betas", "eps")
