@@ -259,7 +259,9 @@ class SecantOptimizer(Optimizer):
             for b in buckets:
                 b.probes = b.take_grads() if probe_closure is not None and measuring \
                     else b.own_grads
-                b.offsets = self._lookahead_offsets(b) if measuring else []
+            for w in work:
+                for b in w.buckets:
+                    b.offsets = self._lookahead_offsets(w, b) if measuring else []
             if measuring:
                 self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
             else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
@@ -272,8 +274,9 @@ class SecantOptimizer(Optimizer):
         self._warn_if_unmeasured()
         return loss
 
-    def _lookahead_offsets(self, bucket) -> List[torch.Tensor]:
-        """The ``s`` of the lookahead point ``x_t + s``: the probe gradient."""
+    def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
+        """The ``s`` of the lookahead point ``x_t + s``: the probe gradient. Empty: the
+        bucket's parameters stay at ``x_t`` for the lookahead evaluation."""
         return bucket.probes
 
     def _due_to_measure(self, work) -> bool:

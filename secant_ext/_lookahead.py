@@ -71,9 +71,10 @@ class Lookahead:
         """Fill each bucket's ``lookahead_grads`` with ``closure``'s gradient at
         ``x_t + offsets`` (the offsets already have the kernels' layout). The parameters are
         back at ``x_t`` (and ``p.grad`` is None) when this returns or raises."""
-        swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets]
-        inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets]
-        buckets = swapped + inplace
+        swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets if b.offsets]
+        inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.offsets]
+        staying = [b for w in work for b in w.buckets if not b.offsets]  # evaluated at x_t
+        buckets = swapped + inplace + staying
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params])
         for b in swapped:
             b.backend.lookahead(b.tensors, b.offsets, self._buffers(b))
@@ -96,7 +97,7 @@ class Lookahead:
             for b in swapped:  # leaves p.grad None, p.data the parameter's own
                 b.lookahead_grads = b.take_grads_and_point_back()
                 pointed_back += 1
-            for b in inplace:
+            for b in inplace + staying:
                 b.lookahead_grads = b.take_grads()
         except BaseException:
             for b in buckets:

@@ -97,9 +97,12 @@ class SecantAdam(SecantOptimizer):
         # parameters have gradients there
         return any(self._measures(g, n) for g in self.param_groups)
 
-    def _lookahead_offsets(self, bucket) -> List[torch.Tensor]:
-        """The previous step ``u``: the lookahead point is the previous iterate."""
-        return self._kernel_buffers(bucket, "previous_step")
+    def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
+        """The previous step ``u``: the lookahead point is the previous iterate. A group
+        that does not measure on this step (another group's schedule does) stays at
+        ``x_t``: its kept ``u`` may be an older step's, and moving it would disturb the
+        measuring groups' evaluation."""
+        return self._kernel_buffers(bucket, "previous_step") if work.measure else []
 
     def _group_state(self, group) -> torch.Tensor:
         p = group["params"][0]

@@ -341,3 +341,36 @@ def test_defaults_learn_a_small_regression():
     end = problem.loss([p.detach().numpy() for p in params])
     assert alphas[-1] > 1000 * alphas[0]
     assert end < 0.002 * start
+
+
+@pytest.mark.parametrize("lookahead", ["swap", "inplace"])
+def test_a_group_that_does_not_measure_stays_at_x_t_in_the_lookahead(lookahead):
+    """Param groups on different schedules: on a step where only one group measures, the
+    look-back evaluation sees the other group's parameters at x_t, bit for bit (its kept
+    step may be an older one); where both measure, both look back."""
+    model, X, Y = _mlp()
+    first, second = model[0], model[2]
+    opt = secant_ext.SecantAdam(
+        [{"params": first.parameters(), "curvature_every": 1, "curvature_warmup": 0},
+         {"params": second.parameters(), "curvature_every": 3, "curvature_warmup": 0}],
+        backend="cpp", lr=30.0, lookahead=lookahead)
+    closure = _closure(opt, model, X, Y)
+    seen = {}
+
+    def watching():
+        if opt.in_lookahead:
+            seen["second"] = second.weight.detach().clone()
+            seen["first"] = first.weight.detach().clone()
+        return closure()
+    for step in range(1, 10):  # 1-based: the second group measures on steps 3, 6, 9
+        seen.clear()
+        before = (first.weight.detach().clone(), second.weight.detach().clone())
+        opt.step(watching)
+        if step == 1:
+            assert not seen  # no group measures on the first step
+            continue
+        assert not torch.equal(seen["first"], before[0])  # the first group looks back
+        if step % 3 == 0:
+            assert not torch.equal(seen["second"], before[1]), step
+        else:
+            assert torch.equal(seen["second"], before[1]), step
