@@ -57,9 +57,11 @@ def _loss(net, batch):
 class Regression(L.LightningModule):
     """A small MLP; records what Lightning calls and what the optimizer reports."""
 
-    def __init__(self, optimizer_kwargs=None, scheduler=False, log_lookahead=False):
+    def __init__(self, optimizer_kwargs=None, scheduler=False, log_lookahead=False,
+                 optimizer_cls=secant_ext.SecantSGD):
         super().__init__()
         self.net = _net()
+        self.optimizer_cls = optimizer_cls
         self.optimizer_kwargs = optimizer_kwargs or {}
         self.scheduler = scheduler
         self.log_lookahead = log_lookahead
@@ -92,7 +94,7 @@ class Regression(L.LightningModule):
         self.group_lr.append(opt.param_groups[0]["lr"])
 
     def configure_optimizers(self):
-        opt = secant_ext.SecantSGD(self.parameters(), **self.optimizer_kwargs)
+        opt = self.optimizer_cls(self.parameters(), **self.optimizer_kwargs)
         if not self.scheduler:
             return opt
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
@@ -107,11 +109,12 @@ def _fit(module, steps=STEPS, batch_size=BATCH, **trainer_kwargs):
     return trainer
 
 
-def _plain_loop(batches, accumulate=1, clip=None, scheduler=False, **optimizer_kwargs):
+def _plain_loop(batches, accumulate=1, clip=None, scheduler=False,
+                optimizer_cls=secant_ext.SecantSGD, **optimizer_kwargs):
     """The hand-written loop: ``accumulate`` micro-batches per step, each loss divided by
     ``accumulate``; backward() on all but the last, whose closure does not zero."""
     net = _net()
-    opt = secant_ext.SecantSGD(net.parameters(), **optimizer_kwargs)
+    opt = optimizer_cls(net.parameters(), **optimizer_kwargs)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5) if scheduler \
         else None
     for start in range(0, len(batches), accumulate):
@@ -194,6 +197,24 @@ def test_accumulate_grad_batches_adds_the_earlier_micro_batches():
     dropped, _ = _plain_loop(_batches(k * STEPS)[1::2])
     assert not all(torch.equal(a.detach(), b.detach())
                    for a, b in zip(module.net.parameters(), dropped.parameters()))
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["no-accumulation", "accumulate-2"])
+def test_secant_adam_under_lightning_equals_the_plain_loop(k):
+    """SecantAdam through Lightning: the closure runs twice on its measuring steps (the
+    first step never measures) and once otherwise, and the run is the plain loop's, bit
+    for bit, with and without accumulated micro-batches."""
+    kwargs = dict(curvature_warmup=4, curvature_every=3, lr=30.0)
+    module = Regression(optimizer_cls=secant_ext.SecantAdam, optimizer_kwargs=kwargs)
+    _fit(module, accumulate_grad_batches=k)
+    measured = [t >= 1 and (t < 4 or (t + 1) % 3 == 0) for t in range(STEPS)]
+    earlier = [False] * (k - 1)
+    assert module.in_lookahead == [flag for m in measured
+                                   for flag in earlier + ([False, True] if m else [False])]
+    net, opt = _plain_loop(_batches(k * STEPS), accumulate=k,
+                           optimizer_cls=secant_ext.SecantAdam, **kwargs)
+    _assert_same_params(module, net)
+    assert torch.equal(module.optimizers().optimizer.last_stats.alpha, opt.last_stats.alpha)
 
 
 # --- (d) an lr scheduler from configure_optimizers ----------------------------------------
