@@ -91,6 +91,8 @@ SECANT_ADAM: Dict[str, Tuple[str, Dict[str, object]]] = {
 # SecantAdam (the package's) with one option changed, by key: levers measured on it
 SECANT_ADAM_LEVERS: Dict[str, Tuple[str, Dict[str, object]]] = {
     "secant-adam-k16": ("SecantAdam k=16", dict(curvature_every=16)),
+    # half the measured step: the measured eta sits ~3x above AdamW's best constant rate
+    "secant-adam-x05": ("SecantAdam lr=0.5", dict(lr=0.5)),
 }
 
 
