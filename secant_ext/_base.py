@@ -424,7 +424,8 @@ class SecantOptimizer(Optimizer):
             rows = [r.cpu() for r in rows]
         rows = torch.stack(rows).tolist()  # the one sync
         stalled = sum(int(r[0]) for r in rows)
-        pinned = self._detects_clipped_closure and any(m and a < 0 < b and abs(2 * a + c) <= 1e-4 * b for _, m, a, b, c in rows)
+        pinned = self._detects_clipped_closure and any(
+            m and a < 0 < b and abs(2 * a + c) <= 1e-4 * b for _, m, a, b, c in rows)
         if stalled and "stalled" not in warned:
             warned.add("stalled")
             warnings.warn(
