@@ -10,9 +10,9 @@ from typing import Sequence
 import pytest
 import torch
 
-from numerics import CPP, DTYPES, F64, FULL, LOW, REFERENCE, TRITON, assert_bitwise, \
-    assert_bitwise_lists, assert_noise_floor, assert_within, compose, compute_dtype, gamma, \
-    stats_tolerance, unit_roundoff
+from numerics import CPP, DTYPES, F64, LOW, REFERENCE, TRITON, assert_bitwise, \
+    assert_bitwise_lists, assert_noise_floor, assert_within, gamma, stats_tolerance, \
+    unit_roundoff
 from secant_ext import _layout as layout
 from secant_ext import reference
 
