@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import secant_ext  # noqa: E402
 
+import host_time  # noqa: E402
 from many_tensors import TimedClosure, torch_case  # noqa: E402
 from report import _table  # noqa: E402
 from timing import interleaved  # noqa: E402
@@ -47,11 +48,8 @@ BYTES = {"AdamW fused": 28, "SecantAdam, plain step": 32,
 
 
 def make_problem(elements: int, tensors: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    size = elements // tensors
-    params = [torch.nn.Parameter(torch.randn(size, generator=gen)) for _ in range(tensors)]
-    grads = [torch.randn(size, generator=gen) * 1e-3 for _ in range(tensors)]
-    return params, (grads, [g * 1.01 for g in grads])
+    """``tensors`` parameters of ``elements // tensors`` each, and two gradient sets."""
+    return host_time.make_problem([elements // tensors] * tensors, seed)
 
 
 def _timed_step(opt, closure) -> Callable[[], float]:
