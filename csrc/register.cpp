@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "flat_lists.h"
+#include "host_passes.h"
 #include "ops.h"
 
 TORCH_LIBRARY(secant_ext, m) {
@@ -42,8 +43,9 @@ TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
 
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "secant_ext._C",
-                               "C++ CPU kernels of the secant_ext ops (torch.ops.secant_ext)",
-                               -1, nullptr};
+                               "C++ CPU kernels of the secant_ext ops (torch.ops.secant_ext), "
+                               "and the step's passes over the parameters (secant_ext._host)",
+                               -1, secant_ext::kHostPasses};
   PyObject* mod = PyModule_Create(&module);
   if (mod == nullptr) return nullptr;
   // The fake kernels size the stats table from this (one row per chunk).

@@ -10,34 +10,34 @@ previous step (the same tensor, unmodified) is stale and dropped.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
+
+from . import _host
 
 
 class GradientLedger:
     """Tells earlier gradients from the ones this optimizer left, step to step."""
 
     def __init__(self):
-        self.left: Dict[int, Tuple[torch.Tensor, int]] = {}  # id(p) -> (grad, its version)
+        # what the last step left: the parameters, their gradients and those gradients'
+        # versions (parallel lists, in the order of the step's buckets)
+        self.left: Tuple[list, list, list] = ([], [], [])
 
     def set_aside(self, params: List[torch.Tensor]):
         """Before the closure runs: drop the stale gradients this optimizer left; set any
         other aside, with ``p.grad`` a zero tensor, so that a closure that accumulates adds
         exactly its own gradient to it, and one that resets the gradients replaces it.
         Returns ``{id(p): (p, earlier gradient, the zero tensor)}``."""
+        foreign = _host.for_params(params).drop_left_grads(params, *self.left)
         earlier = {}
-        for p in params:
+        for i in foreign:
+            p = params[i]
             g = p.grad
-            if g is None:
-                continue
-            left = self.left.get(id(p))
-            if left is not None and left[0] is g and left[1] == g._version:
-                p.grad = None
-            else:
-                zeros = torch.zeros_like(g)
-                earlier[id(p)] = (p, g, zeros)
-                p.grad = zeros
+            zeros = torch.zeros_like(g)
+            earlier[id(p)] = (p, g, zeros)
+            p.grad = zeros
         return earlier
 
     @staticmethod
@@ -66,17 +66,19 @@ class GradientLedger:
         """Put the training gradient of every stepped parameter back in ``p.grad``, and None
         elsewhere (a gradient from the probe or the lookahead alone is dropped); remember
         what was left, to know it as stale next step. One pass over the parameters."""
-        left = {}
+        left_params, left_grads, left_versions = [], [], []
         stepped = 0
         for b in buckets:
-            for p, g in zip(b.params, b.taken_grads):
-                p.grad = g
-                if g is not None:
-                    left[id(p)] = (g, g._version)
+            # (a step that raised before the training gradients were taken has none)
+            ps = b.params if len(b.taken_grads) == len(b.params) else \
+                b.params[:len(b.taken_grads)]
+            left_versions += b.passes.put_grads(ps, b.taken_grads)
+            left_params += ps
+            left_grads += b.taken_grads
             stepped += len(b.params)
         if stepped < len(params):
             ids = {id(p) for b in buckets for p in b.params}
             for p in params:
                 if id(p) not in ids:
                     p.grad = None
-        self.left = left
+        self.left = (left_params, left_grads, left_versions)

@@ -86,8 +86,7 @@ class Lookahead:
                 b.backend.lookahead_inplace(b.tensors, b.offsets, self._buffers(b))
                 moved.append(b)
             for b in swapped:
-                for p, buf in zip(b.params, self._swap_targets(b)):
-                    p.data = buf
+                b.passes.set_data(b.params, self._swap_targets(b))
             rng.restore()
             self.active = True
             with torch.enable_grad(), contextlib.ExitStack() as stack:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import _backends, _layout as layout, distributed as _distributed
+from . import _backends, _host, _layout as layout, distributed as _distributed
 
 
 def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
@@ -90,11 +90,13 @@ class Bucket:
     cache: Dict[str, list] = field(default_factory=dict)
     raw: List[torch.Tensor] = field(default_factory=list)  # taken by take_if_planned
     raw_fits: bool = False  # raw needs no copy nor restriding (checked while taking)
+    # the passes over p.grad and p.data (_host): C++ for plain tensors, else Python
+    passes: SimpleNamespace = field(default_factory=lambda: _host.PYTHON)
 
     def fresh(self) -> "Bucket":
         """This bucket's layout and caches, for the next step (no gradients yet)."""
         return Bucket(self.backend, self.params, self.tensors, self.ptrs,
-                      strides=self.strides, cache=self.cache)
+                      strides=self.strides, cache=self.cache, passes=self.passes)
 
     def take_if_planned(self, check: bool = True) -> bool:
         """Move the closure's gradients out of ``p.grad`` while checking (``check``), in the
@@ -104,28 +106,20 @@ class Bucket:
 
         One pass over the parameters, checks included, rather than one to check and one to
         take: with 10,000 small tensors each pass costs mostly the cache misses of reaching
-        every tensor, which a Python loop body that does more per tensor does not add."""
+        every tensor, which a pass that does more per tensor does not add."""
         if not check:
             self.raw = move_grads_out_raw(self.params)
             self.raw_fits = False
             return True
-        raw, fits = [], self.strides is not None
-        strides = self.strides or self.ptrs  # (compared only while fits)
-        for p, ptr, st in zip(self.params, self.ptrs, strides):
-            g = p.grad
-            if g is None or g.is_sparse or p.data_ptr() != ptr:
-                self.put_back(raw)
-                return False
-            if fits and (g._is_view() or g.stride() != st):
-                fits = False
-            raw.append(g)
-            p.grad = None
-        self.raw, self.raw_fits = raw, fits
+        taken = self.passes.take_grads(self.params, self.ptrs)
+        if taken is None:
+            return False
+        self.raw, fits = taken
+        self.raw_fits = fits and self.strides is not None
         return True
 
     def put_back(self, raw) -> None:
-        for p, g in zip(self.params, raw):
-            p.grad = g
+        self.passes.put_grads(self.params, raw)
 
     def take_training_grads(self, accumulated) -> None:
         """From the gradients ``take_if_planned`` moved out: the closure's own gradients as
@@ -151,15 +145,8 @@ class Bucket:
         """``take_grads`` after a swapped lookahead, with ``p.data`` pointed back at the
         parameters' own storage in the same pass (``Lookahead`` does it again, harmlessly,
         if this raises midway)."""
-        grads, fits = [], self.strides is not None
-        for p, x, st in zip(self.params, self.cache["storage"], self.strides or self.params):
-            g = p.grad
-            if fits and (g is None or g._is_view() or g.stride() != st):
-                fits = False
-            grads.append(g)
-            p.grad = None
-            p.data = x
-        if fits:  # checked in the pass: no view, the kernels' strides
+        grads, fits = self.passes.take_grads_and_set_data(self.params, self.cache["storage"])
+        if fits and self.strides is not None:  # checked in the pass: no view, the strides
             return grads
         return for_kernels(_copied_views(grads), self.tensors, self.strides)
 
@@ -250,7 +237,8 @@ def plan(param_groups, optimizer_sign_mode: int, keep_empty: bool) -> List[Group
                 _backends.resolve(group["backend"], ps[0].device) if dense
                 else _backends.REFERENCE, ps, tensors,
                 [] if any(map(_distributed.is_dtensor, ps)) else [p.data_ptr() for p in ps],
-                strides=[t.stride() for t in tensors] if plain else None))
+                strides=[t.stride() for t in tensors] if plain else None,
+                passes=_host.for_params(ps)))
         if buckets or keep_empty:
             mode = group["lookahead"]
             if mode == "auto":
