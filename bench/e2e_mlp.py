@@ -6,9 +6,19 @@ twice (at ``x_t`` and at the lookahead point); everything else in ``opt.step`` (
 lookahead, statistics, alpha, update, and the Python that drives them) is the
 optimizer's own work. It is measured as the step's time minus the closures' time, and
 split into the phase calls alone (kernels) and the rest (the Python that drives them).
+``torch.optim``'s AdamW and SGD (foreach), whose step calls the closure once, are
+measured the same way for scale.
+
+    python bench/e2e_mlp.py --runs 3 --threads 1
+
+The share moves with what else runs on the machine: a single-threaded job on the other
+core of a 2-core machine (sharing its last-level cache and memory bandwidth) took the
+A-SGD share from about 8% to 12-14% (docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
 from typing import Dict, List
@@ -32,7 +42,9 @@ def optimizer_share(opt_cls, backend: str, steps: int = 60, warmup: int = 10,
                     batch: int = 128, **kwargs) -> Dict[str, float]:
     """Median step time, median closure time per step, and the optimizer's share."""
     model = _model()
-    opt = opt_cls(model.parameters(), backend=backend, **kwargs)
+    if backend is not None:  # (torch.optim's optimizers take none)
+        kwargs = dict(kwargs, backend=backend)
+    opt = opt_cls(model.parameters(), **kwargs)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 784, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
@@ -62,7 +74,8 @@ def optimizer_share(opt_cls, backend: str, steps: int = 60, warmup: int = 10,
     return dict(step_s=step_s, closures_s=statistics.median(closure_times),
                 optimizer_s=statistics.median(own),
                 share=statistics.median(o / s for o, s in zip(own, step_times)),
-                phases_s=_phases_alone(model, backend, kwargs.get("momentum", 0.0)),
+                phases_s=_phases_alone(model, backend, kwargs.get("momentum", 0.0))
+                if backend is not None else None,
                 steps=steps)
 
 
@@ -101,3 +114,38 @@ def run(backends: List[str], thread_counts: List[int]) -> List[dict]:
     finally:
         torch.set_num_threads(before)
     return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs of each case, interleaved")
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per run")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--backend", default="cpp")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = [("SecantSGD", secant_ext.SecantSGD, args.backend, {}),
+             ("SecantSGDM", secant_ext.SecantSGDM, args.backend, dict(momentum=0.9)),
+             ("SecantAdam", secant_ext.SecantAdam, args.backend, {}),
+             ("AdamW foreach", torch.optim.AdamW, None, dict(lr=1e-3, foreach=True)),
+             ("SGD foreach", torch.optim.SGD, None, dict(lr=1e-2, foreach=True))]
+    results = {name: [] for name, *_ in cases}
+    load_before = os.getloadavg()[0]
+    for _ in range(args.runs):
+        for name, cls, backend, kw in cases:
+            results[name].append(optimizer_share(cls, backend, steps=args.steps, **kw))
+    print(f"784-256-256-10 MLP, batch 128, {args.threads} thread(s), {args.runs} runs of "
+          f"{args.steps} steps per case; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
+    print("| optimizer | step ms | closures ms | own us | share (each run) |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("step_s", "closures_s", "optimizer_s")}
+        shares = ", ".join(f"{r['share']:.1%}" for r in runs)
+        print(f"| {name} | {med['step_s'] * 1e3:.2f} | {med['closures_s'] * 1e3:.2f} | "
+              f"{med['optimizer_s'] * 1e6:.0f} | {shares} |")
+
+
+if __name__ == "__main__":
+    main()
