@@ -236,11 +236,15 @@ class SecantOptimizer(Optimizer):
         devices = {p.device for p in params} if torch.cuda.is_initialized() else ()
         rng_before_train = RngState(devices)
         earlier = self._grads.set_aside(params)
-        with self._grads.put_back_on_error(earlier), torch.enable_grad():
-            loss = closure()
+        try:
+            with torch.enable_grad():
+                loss = closure()
             if loss is None:
                 raise TypeError(f"{type(self).__name__}.step(): the closure returned None; "
                                 "it must return the loss it computed")
+        except BaseException:
+            self._grads.put_back(earlier)  # the earlier gradients, with what it added
+            raise
         accumulated = self._grads.accumulated(earlier, self._zeroed_in_step)
         if accelerate_state is not None:
             _callers.refuse_dropped_micro_batches(accelerate_state, accumulated,
@@ -346,19 +350,20 @@ class SecantOptimizer(Optimizer):
     def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
         """The statistics, alpha and the update of every group whose gradients are in.
         ``separate_grads``: the training gradient is not the probe gradient."""
+        options = {}
         for w in work:
             w.state = self._group_state(w.group)
             _write_step_inputs(w.state, w.group, self._inputs_written)
+            options[id(w)] = opts = w.options
             for b in w.buckets:
                 b.momenta = self._kernel_buffers(b, "momentum_buffer") \
-                    if w.options["momentum"] > 0 else []
+                    if opts["momentum"] > 0 else []
                 # x and m form the direction, which only the scaled sign step's sums read:
                 # other steps pass none (each list costs a conversion per tensor)
                 sign = w.sign_mode == layout.SIGN_SCALED
                 b.table = b.backend.secant_stats(
                     b.probes, b.lookahead_grads, b.grads if separate_grads else [],
-                    b.tensors if sign else [], b.momenta if sign else [], w.state,
-                    **w.options)
+                    b.tensors if sign else [], b.momenta if sign else [], w.state, **opts)
         self._reduce_tables(work)
         self._share_grad_norm(work)
         # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
@@ -374,7 +379,7 @@ class SecantOptimizer(Optimizer):
         for w in work:
             for b in w.buckets:
                 b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
-                                 **w.options)
+                                 **options[id(w)])
                 if w.group["average"]:
                     b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
                                       w.state)

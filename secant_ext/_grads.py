@@ -9,8 +9,7 @@ previous step (the same tensor, unmodified) is stale and dropped.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import torch
 
@@ -41,18 +40,13 @@ class GradientLedger:
         return earlier
 
     @staticmethod
-    @contextlib.contextmanager
-    def put_back_on_error(earlier) -> Iterator[None]:
-        """A closure that raises: the earlier gradients are back, with what it added."""
-        try:
-            yield
-        except BaseException:
-            for p, g, zeros in earlier.values():
-                if p.grad is zeros:
-                    p.grad = g.add_(zeros)
-                elif p.grad is None:
-                    p.grad = g
-            raise
+    def put_back(earlier) -> None:
+        """A closure that raised: the earlier gradients are back, with what it added."""
+        for p, g, zeros in earlier.values():
+            if p.grad is zeros:
+                p.grad = g.add_(zeros)
+            elif p.grad is None:
+                p.grad = g
 
     @staticmethod
     def accumulated(earlier, closure_zeroed: bool):

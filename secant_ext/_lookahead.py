@@ -21,7 +21,7 @@ class RngState:
     """The CPU and CUDA generator states, to replay an evaluation's random numbers."""
 
     def __init__(self, devices: Iterable[torch.device]):
-        self.cpu = torch.get_rng_state()
+        self.cpu = torch.default_generator.get_state()  # (torch.get_rng_state, one call less)
         cuda = [d for d in devices if d.type == "cuda"]
         if cuda and torch.cuda.is_current_stream_capturing():
             # PyTorch refuses to read or set a CUDA generator's state during graph capture
@@ -34,7 +34,7 @@ class RngState:
         self.cuda = {d: torch.cuda.get_rng_state(d) for d in cuda}
 
     def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
+        torch.default_generator.set_state(self.cpu)
         for d, st in self.cuda.items():
             torch.cuda.set_rng_state(st, d)
 
@@ -89,10 +89,14 @@ class Lookahead:
                 b.passes.set_data(b.params, self._swap_targets(b))
             rng.restore()
             self.active = True
-            with torch.enable_grad(), contextlib.ExitStack() as stack:
-                for factory in list(self.contexts.values()):
-                    stack.enter_context(factory())
-                closure()
+            with torch.enable_grad():
+                if self.contexts:
+                    with contextlib.ExitStack() as stack:
+                        for factory in list(self.contexts.values()):
+                            stack.enter_context(factory())
+                        closure()
+                else:
+                    closure()
             for b in swapped:  # leaves p.grad None, p.data the parameter's own
                 b.lookahead_grads = b.take_grads_and_point_back()
                 pointed_back += 1

@@ -94,9 +94,12 @@ class Bucket:
     passes: SimpleNamespace = field(default_factory=lambda: _host.PYTHON)
 
     def fresh(self) -> "Bucket":
-        """This bucket's layout and caches, for the next step (no gradients yet)."""
-        return Bucket(self.backend, self.params, self.tensors, self.ptrs,
-                      strides=self.strides, cache=self.cache, passes=self.passes)
+        """This bucket's layout and caches, for the next step (no gradients yet): a shallow
+        copy of a template (a bucket no step has filled). Its per-step lists are the
+        template's empty ones, which are never changed in place: a step assigns new lists."""
+        bucket = object.__new__(Bucket)
+        bucket.__dict__.update(self.__dict__)
+        return bucket
 
     def take_if_planned(self, check: bool = True) -> bool:
         """Move the closure's gradients out of ``p.grad`` while checking (``check``), in the
