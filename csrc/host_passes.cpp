@@ -49,6 +49,23 @@ void check_same_length(const char* name, const Items& a, const Items& b) {
                     " and ", b.size(), " items");
 }
 
+// The two parallel list arguments of a pass (`params` and one more), checked.
+struct ListPair {
+  Items params, other;
+  ListPair(const char* name, PyObject* const* args, Py_ssize_t nargs, const char* other_error)
+      : params((check_arity(name, nargs, 2), args[0]), "params must be a list"),
+        other(args[1], other_error) {
+    check_same_length(name, params, other);
+  }
+};
+
+// A new list of n items, to be filled with PyList_SET_ITEM.
+THPObjectPtr new_list(Py_ssize_t n) {
+  THPObjectPtr list(PyList_New(n));
+  if (!list) throw python_error();
+  return list;
+}
+
 // A parameter: exactly a Tensor or a Parameter (see the header comment).
 const at::Tensor& param(PyObject* obj, const char* name) {
   TORCH_CHECK_TYPE(THPVariable_CheckExact(obj), "secant_ext._C.", name,
@@ -81,12 +98,10 @@ PyObject* wrap(const at::Tensor& g) {
 // them as they are).
 static PyObject* take_grads(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  check_arity("take_grads", nargs, 2);
-  Items params(args[0], "params must be a list"), ptrs(args[1], "ptrs must be a list");
-  check_same_length("take_grads", params, ptrs);
+  const ListPair lists("take_grads", args, nargs, "ptrs must be a list");
+  const Items &params = lists.params, &ptrs = lists.other;
   const Py_ssize_t n = params.size();
-  THPObjectPtr grads(PyList_New(n));
-  if (!grads) throw python_error();
+  THPObjectPtr grads = new_list(n);
   bool fits = true;
   for (Py_ssize_t i = 0; i < n; ++i) {
     const at::Tensor& p = param(params[i], "take_grads");
@@ -111,9 +126,8 @@ static PyObject* take_grads(PyObject*, PyObject* const* args, Py_ssize_t nargs) 
 // set_data(params, targets): `p.data = target` for each.
 static PyObject* set_data(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  check_arity("set_data", nargs, 2);
-  Items params(args[0], "params must be a list"), targets(args[1], "targets must be a list");
-  check_same_length("set_data", params, targets);
+  const ListPair lists("set_data", args, nargs, "targets must be a list");
+  const Items &params = lists.params, &targets = lists.other;
   for (Py_ssize_t i = 0; i < params.size(); ++i) {
     param(params[i], "set_data").set_data(tensor(targets[i], "set_data"));
   }
@@ -128,12 +142,10 @@ static PyObject* set_data(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 // gradient is there, is not a view and has the strides of `storage[i]`.
 static PyObject* take_grads_and_set_data(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  check_arity("take_grads_and_set_data", nargs, 2);
-  Items params(args[0], "params must be a list"), storage(args[1], "storage must be a list");
-  check_same_length("take_grads_and_set_data", params, storage);
+  const ListPair lists("take_grads_and_set_data", args, nargs, "storage must be a list");
+  const Items &params = lists.params, &storage = lists.other;
   const Py_ssize_t n = params.size();
-  THPObjectPtr grads(PyList_New(n));
-  if (!grads) throw python_error();
+  THPObjectPtr grads = new_list(n);
   bool fits = true;
   for (Py_ssize_t i = 0; i < n; ++i) {
     const at::Tensor& p = param(params[i], "take_grads_and_set_data");
@@ -156,12 +168,10 @@ static PyObject* take_grads_and_set_data(PyObject*, PyObject* const* args, Py_ss
 // None), by which the next step tells a gradient left here, unmodified, from a new one.
 static PyObject* put_grads(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  check_arity("put_grads", nargs, 2);
-  Items params(args[0], "params must be a list"), grads(args[1], "grads must be a list");
-  check_same_length("put_grads", params, grads);
+  const ListPair lists("put_grads", args, nargs, "grads must be a list");
+  const Items &params = lists.params, &grads = lists.other;
   const Py_ssize_t n = params.size();
-  THPObjectPtr versions(PyList_New(n));
-  if (!versions) throw python_error();
+  THPObjectPtr versions = new_list(n);
   for (Py_ssize_t i = 0; i < n; ++i) {
     const at::Tensor& p = param(params[i], "put_grads");
     PyObject* g = grads[i];
@@ -201,8 +211,7 @@ static PyObject* drop_left_grads(PyObject*, PyObject* const* args, Py_ssize_t na
   std::unordered_map<PyObject*, Py_ssize_t> index;
   Py_ssize_t next = 0;
   const Py_ssize_t n_left = left_params.size();
-  THPObjectPtr foreign(PyList_New(0));
-  if (!foreign) throw python_error();
+  THPObjectPtr foreign = new_list(0);
   for (Py_ssize_t i = 0; i < params.size(); ++i) {
     PyObject* obj = params[i];
     const at::Tensor& p = param(obj, "drop_left_grads");
