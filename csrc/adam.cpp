@@ -33,7 +33,7 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
     const scalar_t* gpt = kMeasure ? gpp[t] : nullptr;
     const scalar_t* st = sp[t];
     const scalar_t* gt = kHasG ? gp[t] : nullptr;
-    L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
+    sums.add_blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt, typename L::Block* acc) {
       typename L::Block uv, gpv, sv, gv;
       L::load(st + i, cnt, sv);
       if constexpr (kMeasure) {
@@ -41,7 +41,6 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
         L::load(gpt + i, cnt, gpv);
       }
       if constexpr (kHasG) L::load(gt + i, cnt, gv);
-      auto* acc = sums.front();
       for (int j = 0; j < L::kVecs; ++j) {
         if constexpr (kMeasure) {
           const fVec y = gpv[j] - sv[j];
@@ -52,7 +51,6 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
         const fVec& gj = kHasG ? gv[j] : sv[j];
         acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gj * gj;
       }
-      sums.done();
     });
   }
   for (int64_t k = 0; k < layout::NUM_STATS; ++k) row[k] = sums.total(static_cast<int>(k));

@@ -1,6 +1,7 @@
 // Schemas of the secant_ext ops, their CPU kernels, and the Python module secant_ext._C
 // (importing it loads this library and so registers the ops).
 #include <Python.h>
+#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "flat_lists.h"
@@ -50,6 +51,13 @@ PyMODINIT_FUNC PyInit__C(void) {
   if (mod == nullptr) return nullptr;
   // The fake kernels size the stats table from this (one row per chunk).
   if (PyModule_AddIntConstant(mod, "CHUNK_NUMEL", secant_ext::kChunkNumel) < 0) {
+    Py_DECREF(mod);
+    return nullptr;
+  }
+  // The float lanes of a vector (8 on AVX2 and on the generic build): the sums' order is
+  // per lane, which tests/test_cpp_ops.py replays.
+  if (PyModule_AddIntConstant(mod, "FLOAT_LANES",
+                              static_cast<long>(at::vec::Vectorized<float>::size())) < 0) {
     Py_DECREF(mod);
     return nullptr;
   }

@@ -36,13 +36,12 @@ void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_
     const scalar_t* gt = kHasG ? gp[t] : nullptr;
     const scalar_t* xt = kReadsX ? xp[t] : nullptr;
     const scalar_t* mt = kReadsM ? mp[t] : nullptr;
-    CascadeSum<scalar_t, 1> abs_sum;  // sum |v| of this tensor's part of the chunk
-    L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
-      typename L::Block sv, gpv, gv, xv, mv;
+    // the block at i into acc: <s,y>, |s|^2, |y|^2, |g|^2
+    auto add = [&](int64_t i, int64_t cnt, typename L::Block* acc) {
+      typename L::Block sv, gpv, gv;
       L::load(st + i, cnt, sv);
       L::load(gpt + i, cnt, gpv);
       if constexpr (kHasG) L::load(gt + i, cnt, gv);
-      auto* acc = sums.front();
       for (int j = 0; j < L::kVecs; ++j) {
         const fVec y = gpv[j] - sv[j];
         acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + sv[j] * y;
@@ -50,8 +49,17 @@ void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_
         acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
         if constexpr (kHasG) acc[layout::COL_G_SQ][j] = acc[layout::COL_G_SQ][j] + gv[j] * gv[j];
       }
-      sums.done();
-      if constexpr (V::sign) {
+    };
+    if constexpr (!V::sign) {
+      sums.add_blocks(seg->begin, seg->end, add);
+    } else {  // the same sums block by block, beside sum |v| of the direction
+      CascadeSum<scalar_t, 1> abs_sum;  // sum |v| of this tensor's part of the chunk
+      L::blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt) {
+        add(i, cnt, sums.front());
+        sums.done();
+        typename L::Block sv, gv, xv, mv;
+        L::load(st + i, cnt, sv);
+        if constexpr (kHasG) L::load(gt + i, cnt, gv);
         if constexpr (kReadsX) L::load(xt + i, cnt, xv);
         if constexpr (kReadsM) L::load(mt + i, cnt, mv);
         auto* abs_acc = abs_sum.front();
@@ -62,9 +70,9 @@ void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_
           abs_acc[0][j] = abs_acc[0][j] + d.abs();
         }
         abs_sum.done();
-      }
-    });
-    if constexpr (V::sign) row[layout::NUM_STATS + t] = abs_sum.total(0);
+      });
+      row[layout::NUM_STATS + t] = abs_sum.total(0);
+    }
   }
   row[layout::COL_DOT] = sums.total(layout::COL_DOT);
   row[layout::COL_S_SQ] = sums.total(layout::COL_S_SQ);

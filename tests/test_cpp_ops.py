@@ -7,6 +7,7 @@ A failed build must fail these tests loudly, hence the plain import of ``secant_
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,79 @@ def test_fake_table_rows_follow_the_chunks():
         table = ops.secant_stats(s, s, [], s, [], make_state(), momentum=0.0, nesterov=False,
                                  weight_decay=0.0, sign_mode=layout.SIGN_NONE)
         assert table.shape == (rows, layout.NUM_STATS), (numels, tuple(table.shape))
+
+
+def _cascade_rows(columns, numels):
+    """The stats table as the kernels sum it, replayed in float32 with NumPy: per chunk of
+    ``CHUNK_NUMEL`` elements, each tensor's part in blocks of ``FLOAT_LANES`` (a short last
+    block padded with zeros), every block's terms added lane by lane to level 0, level 0
+    folded into level 1 every 16 blocks and level 1 into level 2 every 256, and the lanes of
+    ``(level 2 + level 1) + level 0`` summed in order. ``columns(lo, hi)`` gives the terms of
+    the elements [lo, hi) of the concatenated tensors, one float32 array per column."""
+    lanes, chunk = _C.FLOAT_LANES, _C.CHUNK_NUMEL
+    starts = np.cumsum([0] + numels)
+    rows = []
+    for c0 in range(0, max(starts[-1], 1), chunk):
+        c1 = min(c0 + chunk, starts[-1])
+        k = len(columns(0, 0))
+        level = np.zeros((3, k, lanes), np.float32)
+        blocks = 0
+        for t0, t1 in zip(starts[:-1], starts[1:]):
+            lo, hi = max(t0, c0), min(t1, c1)
+            for b in range(lo, hi, lanes):  # blocks start at the segment's start
+                terms = np.zeros((k, lanes), np.float32)
+                for j, col in enumerate(columns(b, min(b + lanes, hi))):
+                    terms[j, :len(col)] = col
+                level[0] += terms
+                blocks += 1
+                if blocks % 16 == 0:
+                    level[1] += level[0]
+                    level[0] = 0
+                    if blocks % 256 == 0:
+                        level[2] += level[1]
+                        level[1] = 0
+        lane_sums = (level[2] + level[1]) + level[0]
+        row = []
+        for j in range(len(lane_sums)):
+            total = np.float32(0)
+            for v in lane_sums[j]:
+                total = np.float32(total + v)
+            row.append(total)
+        rows.append(row)
+    return np.array(rows, np.float32)
+
+
+# 5 + 300 + 4100 + 40000 + 19 elements: chunks span tensors, segments start mid-group, a
+# segment holds runs of whole groups, and tails are short.
+CASCADE_NUMELS = [5, 300, 4100, 40000, 19]
+
+
+def test_secant_stats_sums_in_the_fixed_cascade_order():
+    gen = torch.Generator().manual_seed(3)
+    s = [torch.randn(n, generator=gen) for n in CASCADE_NUMELS]
+    gp = [t * 1.5 + 0.1 * torch.randn(t.shape, generator=gen) for t in s]
+    g = [torch.randn(t.shape, generator=gen) for t in s]
+    s_all, gp_all, g_all = (torch.cat(ts).numpy() for ts in (s, gp, g))
+
+    def columns(lo, hi):
+        sv, gpv, gv = s_all[lo:hi], gp_all[lo:hi], g_all[lo:hi]
+        y = gpv - sv
+        return [sv * y, sv * sv, y * y, gv * gv]
+    want = _cascade_rows(columns, CASCADE_NUMELS)
+    got = ops.secant_stats(s, gp, g, [], [], make_state(taken=2), momentum=0.0, nesterov=False,
+                           weight_decay=0.0, sign_mode=layout.SIGN_NONE)
+    assert np.array_equal(got[:, :layout.NUM_STATS].numpy(), want)
+
+
+def test_adam_stats_sums_in_the_fixed_cascade_order():
+    gen = torch.Generator().manual_seed(4)
+    u, gp, s = ([torch.randn(n, generator=gen) for n in CASCADE_NUMELS] for _ in range(3))
+    u_all, gp_all, s_all = (torch.cat(ts).numpy() for ts in (u, gp, s))
+
+    def columns(lo, hi):
+        uv, gpv, sv = u_all[lo:hi], gp_all[lo:hi], s_all[lo:hi]
+        y = gpv - sv
+        return [uv * y, uv * sv, y * y, sv * sv]
+    want = _cascade_rows(columns, CASCADE_NUMELS)
+    got = ops.adam_stats(u, gp, s, [], make_state(taken=2))
+    assert np.array_equal(got.numpy(), want)
