@@ -400,13 +400,18 @@ def timing(dev, n):
             ("update sgdm", 20 * N,
              lambda: _triton.update(x, g, m, table, st, **MOMENTUM),
              lambda: reference.update(x, g, m, table, st, **MOMENTUM)),
-            # SecantAdam: the update (x, g, m, v in; x, m, v out; u too on a recording step)
-            # against torch.optim.AdamW(fused=True)'s step on the same sizes
-            ("adam_update", 28 * N, lambda: _triton.adam_update(x, g, m, gp, [], st, **ADAM),
-             lambda: reference.adam_update(x, g, m, gp, [], st, **ADAM)),
+            # SecantAdam: the update (x, g, m, v in; x, m, v out; u too on a recording step,
+            # the average in and out at its defaults) against torch.optim.AdamW(fused=True)'s
+            # step on the same sizes
+            ("adam_update", 28 * N,
+             lambda: _triton.adam_update(x, g, m, gp, [], [], st, **ADAM),
+             lambda: reference.adam_update(x, g, m, gp, [], [], st, **ADAM)),
             ("adam_update + u", 32 * N,
-             lambda: _triton.adam_update(x, g, m, gp, out, st, **ADAM),
-             lambda: reference.adam_update(x, g, m, gp, out, st, **ADAM)),
+             lambda: _triton.adam_update(x, g, m, gp, out, [], st, **ADAM),
+             lambda: reference.adam_update(x, g, m, gp, out, [], st, **ADAM)),
+            ("adam_update + avg", 36 * N,
+             lambda: _triton.adam_update(x, g, m, gp, [], s, st, **ADAM),
+             lambda: reference.adam_update(x, g, m, gp, [], s, st, **ADAM)),
             ("adam_stats", 12 * N, lambda: _triton.adam_stats(out, gp, s, [], st), None),
             ("AdamW(fused=True)", 28 * N, _fused_adamw(x, g), None),
         ]

@@ -3,7 +3,8 @@
 // written in its order of operations.
 //   adam_stats:  per chunk, <u, y>, <u, s>, |y|^2 and |g|^2 with y = g_plus - s
 //   adam_alpha:  the measured step size eta from the averages of a and b, in float64
-//   adam_update: Adam's moments and x <- x - eta (d + wd x), the step kept in u if asked
+//   adam_update: Adam's moments and x <- x - eta (d + wd x), the step kept in u if asked, and
+//                the averaged iterate (average_cpu's arithmetic) in the same pass if given
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
@@ -56,18 +57,19 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
   for (int64_t k = 0; k < layout::NUM_STATS; ++k) row[k] = sums.total(static_cast<int>(k));
 }
 
-// x, m, v (and u when kRecord) over [begin, end) of one tensor. kDecay: weight_decay != 0.
-template <bool kDecay, bool kRecord, typename scalar_t, typename opmath_t>
+// x, m, v (u when kRecord, the average when kAverage) over [begin, end) of one tensor.
+// kDecay: weight_decay != 0.
+template <bool kDecay, bool kRecord, bool kAverage, typename scalar_t, typename opmath_t>
 void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* v, scalar_t* u,
-                         int64_t begin, int64_t end, opmath_t b1, opmath_t omb1, opmath_t b2,
-                         opmath_t omb2, opmath_t c1, opmath_t c2, opmath_t eps, opmath_t wd,
-                         opmath_t step) {
+                         scalar_t* avg, int64_t begin, int64_t end, opmath_t b1, opmath_t omb1,
+                         opmath_t b2, opmath_t omb2, opmath_t c1, opmath_t c2, opmath_t eps,
+                         opmath_t wd, opmath_t step, opmath_t avg_weight) {
   using L = Lanes<scalar_t>;
   using fVec = typename L::fVec;
   const fVec vb1(b1), vomb1(omb1), vb2(b2), vomb2(omb2), vc1(c1), vc2(c2), veps(eps),
-      vwd(wd), vstep(step);
+      vwd(wd), vstep(step), vw(avg_weight);
   L::blocks(begin, end, [&](int64_t i, int64_t cnt) {
-    typename L::Block xv, gv, mv, vv, uv;
+    typename L::Block xv, gv, mv, vv, uv, av;
     L::load(x + i, cnt, xv);
     L::load(g + i, cnt, gv);
     L::load(m + i, cnt, mv);
@@ -84,6 +86,12 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
     L::store(m + i, cnt, mv);
     L::store(v + i, cnt, vv);
     if constexpr (kRecord) L::store(u + i, cnt, uv);
+    if constexpr (kAverage) {  // average_cpu's arithmetic on x as stored (rounded to scalar_t)
+      L::load(x + i, cnt, xv);
+      L::load(avg + i, cnt, av);
+      for (int j = 0; j < L::kVecs; ++j) av[j] = av[j] + vw * (xv[j] - av[j]);
+      L::store(avg + i, cnt, av);
+    }
   });
 }
 
@@ -180,12 +188,12 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
 }
 
 void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::TensorList v,
-                     at::TensorList u, const at::Tensor& state, double beta1, double beta2,
-                     double eps, double weight_decay) {
+                     at::TensorList u, at::TensorList avg, const at::Tensor& state, double beta1,
+                     double beta2, double eps, double weight_decay) {
   const char* op = "secant_ext::adam_update";
   check_state(op, state);
   const auto dtype = check_lists(op, {{"x", x, false}, {"g", g, false}, {"m", m, false},
-                                      {"v", v, false}, {"u", u, true}});
+                                      {"v", v, false}, {"u", u, true}, {"avg", avg, true}});
   const double* st = state.data_ptr<double>();
   if (st[layout::LAST_SKIPPED] != 0) return;
   const ChunkTable chunks = make_chunks(x);
@@ -200,18 +208,23 @@ void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::T
     const auto c2 = static_cast<opmath_t>(1.0 / (1.0 - st[layout::BETA2_POWER]));
     const auto e = static_cast<opmath_t>(eps), wd = static_cast<opmath_t>(weight_decay);
     const auto step = static_cast<opmath_t>(st[layout::STEP_SIZE]);
+    const auto avg_weight = static_cast<opmath_t>(st[layout::AVG_WEIGHT]);
     const auto xp = data_ptrs<scalar_t>(x), gp = data_ptrs<scalar_t>(g);
     const auto mp = data_ptrs<scalar_t>(m), vp = data_ptrs<scalar_t>(v);
-    const auto up = data_ptrs<scalar_t>(u);
+    const auto up = data_ptrs<scalar_t>(u), ap = data_ptrs<scalar_t>(avg);
     with_flag(weight_decay != 0, [&](auto kDecay) {
       with_flag(!u.empty(), [&](auto kRecord) {
-        for_each_chunk(chunks, [&](int64_t, const Segment* seg, const Segment* seg_end) {
-          for (; seg != seg_end; ++seg) {
-            const int64_t t = seg->tensor;
-            adam_update_segment<decltype(kDecay)::value, decltype(kRecord)::value>(
-                xp[t], gp[t], mp[t], vp[t], decltype(kRecord)::value ? up[t] : nullptr,
-                seg->begin, seg->end, b1, omb1, b2, omb2, c1, c2, e, wd, step);
-          }
+        with_flag(!avg.empty(), [&](auto kAverage) {
+          constexpr bool record = decltype(kRecord)::value, average = decltype(kAverage)::value;
+          for_each_chunk(chunks, [&](int64_t, const Segment* seg, const Segment* seg_end) {
+            for (; seg != seg_end; ++seg) {
+              const int64_t t = seg->tensor;
+              adam_update_segment<decltype(kDecay)::value, record, average>(
+                  xp[t], gp[t], mp[t], vp[t], record ? up[t] : nullptr,
+                  average ? ap[t] : nullptr, seg->begin, seg->end, b1, omb1, b2, omb2, c1, c2,
+                  e, wd, step, avg_weight);
+            }
+          });
         });
       });
     });

@@ -31,7 +31,7 @@ void adam_alpha_cpu(const at::Tensor& stats, const at::Tensor& state, double bet
                     double ema, double growth, bool measure, bool record);
 
 void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::TensorList v,
-                     at::TensorList u, const at::Tensor& state, double beta1, double beta2,
-                     double eps, double weight_decay);
+                     at::TensorList u, at::TensorList avg, const at::Tensor& state, double beta1,
+                     double beta2, double eps, double weight_decay);
 
 }  // namespace secant_ext

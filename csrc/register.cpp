@@ -25,8 +25,8 @@ TORCH_LIBRARY(secant_ext, m) {
   m.def("adam_alpha(Tensor stats, Tensor(a!) state, *, float beta1, float beta2, float ema, "
         "float growth, bool measure, bool record) -> ()");
   m.def("adam_update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, "
-        "Tensor(d!)[] u, Tensor state, *, float beta1, float beta2, float eps, "
-        "float weight_decay) -> ()");
+        "Tensor(d!)[] u, Tensor(e!)[] avg, Tensor state, *, float beta1, float beta2, "
+        "float eps, float weight_decay) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {

@@ -86,5 +86,5 @@ def _adam_alpha(stats, state, *, beta1, beta2, ema, growth, measure, record) -> 
 
 
 @torch.library.register_fake("secant_ext::adam_update")
-def _adam_update(x, g, m, v, u, state, *, beta1, beta2, eps, weight_decay) -> None:
+def _adam_update(x, g, m, v, u, avg, state, *, beta1, beta2, eps, weight_decay) -> None:
     return None

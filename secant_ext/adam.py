@@ -143,12 +143,10 @@ class SecantAdam(SecantOptimizer):
         for w in work:
             beta1, beta2 = w.group["betas"]
             for b in w.buckets:
-                b.backend.adam_update(
+                b.backend.adam_update(  # the average in the same pass (4 bytes fewer)
                     b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
                     self._kernel_buffers(b, "exp_avg_sq"),
                     self._kernel_buffers(b, "previous_step") if w.record else [],
+                    self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
                     w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
                     weight_decay=w.group["weight_decay"])
-                if w.group["average"]:
-                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
-                                      w.state)

@@ -305,7 +305,7 @@ def _sqrt_rn(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64).sqrt().to(t.dtype)
 
 
-def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
+def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg: Tensors,
                 state: torch.Tensor, *, beta1: float, beta2: float, eps: float,
                 weight_decay: float) -> None:
     """Adam's moments and the step along its direction, with decoupled weight decay::
@@ -318,7 +318,9 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
     division left is the one by the denominator: divisions bound the kernels' speed.
 
     and, when ``u`` is given, ``u <- eta (d + weight_decay x)``: the step, kept for the next
-    measurement. Nothing changes when the group state says the step was skipped."""
+    measurement; when ``avg`` is given, ``average(avg, x, state)`` on the new ``x`` (in the
+    same pass in the kernels). Nothing changes when the group state says the step was
+    skipped."""
     skip = state[_layout.LAST_SKIPPED] != 0
     for i, (xi, gi, mi, vi) in enumerate(zip(x, g, m, v)):
         dt = xi.dtype
@@ -336,3 +338,5 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
         xi.copy_(torch.where(skip, xi, xi - ui))
         mi.copy_(torch.where(skip, mi, m_new))
         vi.copy_(torch.where(skip, vi, v_new))
+    if len(avg):
+        average(avg, x, state)

@@ -33,7 +33,9 @@ def _lists(sizes, dtype, seed):
               for si in s]
     m = make(0.1)
     v = [t.abs() for t in make(0.01)]
-    return dict(x=x, s=s, g=g, u=u, g_plus=g_plus, m=m, v=v)
+    avg = [(xi.to(F64) + 0.1 * torch.randn(xi.shape, generator=gen, dtype=F64)).to(dtype)
+           for xi in x]
+    return dict(x=x, s=s, g=g, u=u, g_plus=g_plus, m=m, v=v, avg=avg)
 
 
 def _dev(impl):
@@ -53,6 +55,7 @@ def _state(taken=3, scale=2e-3, eta=1e-3, big_a=5.0, big_b=0.01, skipped=False):
     st[layout.ADAM_A], st[layout.ADAM_B] = big_a, big_b
     st[layout.BETA1_POWER], st[layout.BETA2_POWER] = BETAS[0] ** taken, BETAS[1] ** taken
     st[layout.LAST_SKIPPED] = float(skipped)
+    st[layout.AVG_WEIGHT] = 1.0 / taken  # as the alpha phase sets it
     return st
 
 
@@ -181,27 +184,36 @@ def test_adam_alpha_rule_by_hand():
 # --- adam_update --------------------------------------------------------------------------
 def _update_inputs(dtype, seed):
     inp = _lists(SIZES, dtype, seed)
-    return [inp[k] for k in ("x", "g", "m", "v", "u")]
+    return [inp[k] for k in UPDATED]
 
 
-def _run_update(ops, lists, state, record, wd, device="cpu"):
-    x, g, m, v, u = [[t.clone().to(device) for t in ts] for ts in lists]
-    ops.adam_update(x, g, m, v, u if record else [], state.clone().to(device), beta1=BETAS[0],
-                    beta2=BETAS[1], eps=1e-8, weight_decay=wd)
-    return tuple([t.cpu() for t in ts] for ts in (x, m, v, u))
+UPDATED = ("x", "g", "m", "v", "u", "avg")
+WRITTEN = ("x", "m", "v", "u", "avg")  # what _run_update returns
+
+
+def _run_update(ops, lists, state, record, wd, device="cpu", average=True):
+    x, g, m, v, u, avg = [[t.clone().to(device) for t in ts] for ts in lists]
+    ops.adam_update(x, g, m, v, u if record else [], avg if average else [],
+                    state.clone().to(device), beta1=BETAS[0], beta2=BETAS[1], eps=1e-8,
+                    weight_decay=wd)
+    return tuple([t.cpu() for t in ts] for ts in (x, m, v, u, avg))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("record,wd", [(True, 0.0), (False, 0.1), (True, 0.1)])
-def test_adam_update_bitwise_in_float32(impl, record, wd):
+@pytest.mark.parametrize("record,wd,average", [(True, 0.0, True), (False, 0.1, False),
+                                               (True, 0.1, True), (False, 0.0, True)])
+def test_adam_update_bitwise_in_float32(impl, record, wd, average):
     """fp32: the kernels do the reference's operations in its order, each correctly
-    rounded (the division and the square root included), so the bits agree."""
+    rounded (the division and the square root included), so the bits agree; the average
+    fused into the pass too (the reference runs it as a pass of its own)."""
     lists = _update_inputs(torch.float32, seed=5)
     state = _state(taken=4, eta=3e-3)
-    want = _run_update(reference, lists, state, record, wd)
-    got = _run_update(impl.ops(), lists, state, record, wd, _dev(impl))
-    for name, a, b in zip(("x", "m", "v", "u"), got, want):
+    want = _run_update(reference, lists, state, record, wd, average=average)
+    got = _run_update(impl.ops(), lists, state, record, wd, _dev(impl), average=average)
+    for name, a, b in zip(WRITTEN, got, want):
         assert_bitwise_lists(f"{impl.name} {name}", a, b)
+    if not average:
+        assert_bitwise_lists(f"{impl.name} avg untouched", got[4], lists[5])
 
 
 # d = (m c1) / (sqrt(v c2) + eps) + wd x: the casts of c1, c2, eps and wd (4), m c1, v c2,
@@ -224,13 +236,16 @@ def test_adam_update_float64_within_budget(impl):
     assert_bitwise_lists(f"{impl.name} m", got[1], want[1])
     assert_bitwise_lists(f"{impl.name} v", got[2], want[2])
     rel = 2 * gamma(ADAM_UPDATE_ROUNDINGS, unit_roundoff(F64))
-    x0 = lists[0]
+    x0, avg0 = lists[0], lists[5]
     for i, (gx, wx, gu, wu) in enumerate(zip(got[0], want[0], got[3], want[3])):
         direction = (want[1][i].abs() / (1 - BETAS[0] ** 4)) / \
             ((want[2][i] / (1 - BETAS[1] ** 4)).sqrt() + 1e-8)  # the state's powers: step 4
         mag_u = 3e-3 * (direction + 0.1 * x0[i].abs())
         assert_within(f"{impl.name} u[{i}]", gu, wu, rel * mag_u)
         assert_within(f"{impl.name} x[{i}]", gx, wx, rel * (x0[i].abs() + mag_u))
+        # avg + w (x - avg), w = 1/4: x's error, and three roundings of terms below |avg| + |x|
+        assert_within(f"{impl.name} avg[{i}]", got[4][i], want[4][i],
+                      rel * (avg0[i].abs() + x0[i].abs() + mag_u))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -244,7 +259,7 @@ def test_adam_update_low_precision_noise_floor(impl, dtype):
     got = _run_update(impl.ops(), lists, state, True, 0.1, _dev(impl))
     low = _run_update(reference, lists, state, True, 0.1)
     truth = _run_update(reference, [[t.to(F64) for t in ts] for ts in lists], state, True, 0.1)
-    for name, a, r, t in zip(("x", "m", "v", "u"), got, low, truth):
+    for name, a, r, t in zip(WRITTEN, got, low, truth):
         for i, (ai, ri, ti) in enumerate(zip(a, r, t)):
             assert_noise_floor(f"{impl.name} {name}[{i}]", ai, ri, ti, dtype)
 
@@ -253,17 +268,17 @@ def test_adam_update_low_precision_noise_floor(impl, dtype):
 def test_adam_update_skipped_step_writes_nothing(impl):
     lists = _update_inputs(torch.float32, seed=7)
     got = _run_update(impl.ops(), lists, _state(skipped=True), True, 0.1, _dev(impl))
-    for name, a, b in zip(("x", "m", "v", "u"), got, [lists[0], lists[2], lists[3], lists[4]]):
+    for name, a, b in zip(WRITTEN, got, [lists[0], lists[2], lists[3], lists[4], lists[5]]):
         assert_bitwise_lists(f"{impl.name} {name} after a skipped step", a, b)
 
 
 def test_adam_update_matches_float64_formula():
     """The reference itself, in float64, against Adam's formulas written out."""
-    x, g, m, v, u = _update_inputs(F64, seed=8)
+    x, g, m, v, u, avg = _update_inputs(F64, seed=8)
     b1, b2 = BETAS
     bc1, bc2 = 1 - b1 ** 5, 1 - b2 ** 5  # the alpha phase moved the powers to step 5
     st = _state(taken=5, eta=3e-3)
-    got = _run_update(reference, [x, g, m, v, u], st, True, 0.1)
+    got = _run_update(reference, [x, g, m, v, u, avg], st, True, 0.1)
     for i in range(len(x)):
         m_new = b1 * m[i] + (1 - b1) * g[i]
         v_new = b2 * v[i] + (1 - b2) * g[i] * g[i]
@@ -272,3 +287,5 @@ def test_adam_update_matches_float64_formula():
         mag_u = 3e-3 * (adam.abs() + 0.1 * x[i].abs())  # the terms' size: d may cancel
         assert_within(f"x[{i}]", got[0][i], x[i] - 3e-3 * d, 1e-13 * (x[i].abs() + mag_u))
         assert_within(f"u[{i}]", got[3][i], 3e-3 * d, 1e-13 * mag_u)
+        avg_new = avg[i] + 0.2 * (got[0][i] - avg[i])  # w = 1/5 after five applied steps
+        assert_within(f"avg[{i}]", got[4][i], avg_new, 1e-13 * (avg[i].abs() + x[i].abs()))

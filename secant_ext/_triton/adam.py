@@ -4,7 +4,8 @@ and ``adam_update`` (docs/ALGORITHM.md, 'SecantAdam').
 - ``adam_stats``: row ``r`` of the ``[P, NUM_STATS]`` table sums ``<u, y>, <u, s>, |y|^2,
   |g|^2`` (``y = g_plus - s``) over a fixed run of chunks, as ``stats`` does: no atomics.
 - ``adam_alpha``: one program sums the table in float64 and writes the group state.
-- ``adam_update``: one program per chunk: Adam's moments, the step, and the kept step ``u``.
+- ``adam_update``: one program per chunk: Adam's moments, the step, the kept step ``u`` and
+  the averaged iterate.
 
 The update's fp32 divisions and square roots are the correctly rounded ``div_rn`` and
 ``sqrt_rn`` (Triton's fp32 ``/`` and ``sqrt`` are approximate on a GPU), as torch's are.
@@ -242,10 +243,10 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
 
 # --- adam_update --------------------------------------------------------------------------
 @triton.jit
-def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, b1, omb1, b2,
-                       omb2, c1, c2, eps, wd, step, MASKED: tl.constexpr,
+def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, n_left, b1,
+                       omb1, b2, omb2, c1, c2, eps, wd, step, w, MASKED: tl.constexpr,
                        ALIGNED: tl.constexpr, DTYPE: tl.constexpr, ACC: tl.constexpr,
-                       HAS_WD: tl.constexpr, RECORD: tl.constexpr):
+                       HAS_WD: tl.constexpr, RECORD: tl.constexpr, AVERAGE: tl.constexpr):
     x_base = block_base(x_ptr, off, ALIGNED)
     m_base = block_base(m_ptr, off, ALIGNED)
     v_base = block_base(v_ptr, off, ALIGNED)
@@ -262,20 +263,26 @@ def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, b1
     if HAS_WD:
         d = d + wd * x
     u = step * d
-    store_block(x_base, lanes, n_left, x - u, MASKED, DTYPE)
+    x = x - u
+    store_block(x_base, lanes, n_left, x, MASKED, DTYPE)
     store_block(m_base, lanes, n_left, m, MASKED, DTYPE)
     store_block(v_base, lanes, n_left, v, MASKED, DTYPE)
     if RECORD:
         store_block(block_base(u_ptr, off, ALIGNED), lanes, n_left, u, MASKED, DTYPE)
+    if AVERAGE:  # the average kernel's arithmetic, on x as stored (rounded to DTYPE)
+        a_base = block_base(avg_ptr, off, ALIGNED)
+        a = load_block(a_base, lanes, n_left, MASKED, ACC)
+        x = x.to(DTYPE).to(ACC)
+        store_block(a_base, lanes, n_left, a + w * (x - a), MASKED, DTYPE)
 
 
 @triton.jit
 def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, state,
                         DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
-                        HAS_WD: tl.constexpr, RECORD: tl.constexpr,
+                        HAS_WD: tl.constexpr, RECORD: tl.constexpr, AVERAGE: tl.constexpr,
                         STEP_SIZE: tl.constexpr, LAST_SKIPPED: tl.constexpr,
                         BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
-                        CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+                        AVG_WEIGHT: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
     skip = tl.load(state + LAST_SKIPPED) != 0
@@ -292,32 +299,38 @@ def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hype
     c1 = (1.0 / (1.0 - tl.load(state + BETA1_POWER))).to(ACC)  # formed in float64
     c2 = (1.0 / (1.0 - tl.load(state + BETA2_POWER))).to(ACC)
     step = tl.load(state + STEP_SIZE).to(ACC)
+    w = tl.load(state + AVG_WEIGHT).to(ACC)
     x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
     g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
     m_ptr = typed_ptr(ptrs, 2, n_tensors, t, DTYPE)
     v_ptr = typed_ptr(ptrs, 3, n_tensors, t, DTYPE)
     u_ptr = typed_ptr(ptrs, 4 if RECORD else 0, n_tensors, t, DTYPE)
+    # the lists are x, g, m, v, then u if recorded, then avg if averaged
+    avg_ptr = typed_ptr(ptrs, (5 if RECORD else 4) if AVERAGE else 0, n_tensors, t, DTYPE)
     lanes = tl.arange(0, BLOCK)
     full_end = start + (end - start) // BLOCK * BLOCK
     for off in range(start, full_end, BLOCK):
-        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, BLOCK, b1, omb1, b2,
-                           omb2, c1, c2, eps, wd, step, False, ALIGNED, DTYPE, ACC, HAS_WD,
-                           RECORD)
+        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, BLOCK, b1,
+                           omb1, b2, omb2, c1, c2, eps, wd, step, w, False, ALIGNED, DTYPE, ACC,
+                           HAS_WD, RECORD, AVERAGE)
     for off in range(full_end, end, BLOCK):
-        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, off, lanes, end - off, b1, omb1,
-                           b2, omb2, c1, c2, eps, wd, step, True, False, DTYPE, ACC, HAS_WD,
-                           RECORD)
+        _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, end - off,
+                           b1, omb1, b2, omb2, c1, c2, eps, wd, step, w, True, False, DTYPE, ACC,
+                           HAS_WD, RECORD, AVERAGE)
 
 
-def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
+def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg: Tensors,
                 state: torch.Tensor, *, beta1: float, beta2: float, eps: float,
                 weight_decay: float) -> None:
     """Adam's moments and ``x <- x - eta (d + weight_decay x)``, the step written to ``u``
-    when given; nothing changes when the state says the step was skipped."""
-    record = len(u) > 0
+    and the averaged iterate updated in ``avg`` when given; nothing changes when the state
+    says the step was skipped."""
+    record, average = len(u) > 0, len(avg) > 0
     names, lists = ["x", "g", "m", "v"], [x, g, m, v]
     if record:
         names.append("u"), lists.append(u)
+    if average:
+        names.append("avg"), lists.append(avg)
     check_lists(names, lists)
     _check_state(state)
     if not len(x):
@@ -330,6 +343,7 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors,
         _adam_update_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
-            RECORD=record, STEP_SIZE=_layout.STEP_SIZE, LAST_SKIPPED=_layout.LAST_SKIPPED,
-            BETA1_POWER=_layout.BETA1_POWER, BETA2_POWER=_layout.BETA2_POWER,
+            RECORD=record, AVERAGE=average, STEP_SIZE=_layout.STEP_SIZE,
+            LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
+            BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
