@@ -205,32 +205,33 @@ def _cascade_rows(columns, numels):
 CASCADE_NUMELS = [5, 300, 4100, 40000, 19]
 
 
-def test_secant_stats_sums_in_the_fixed_cascade_order():
+def _secant_terms(s, g_plus, g):
+    y = g_plus - s
+    return [s * y, s * s, y * y, g * g]
+
+
+def _adam_terms(s, g_plus, u):
+    y = g_plus - s
+    return [u * y, u * s, y * y, s * s]
+
+
+# op: (its table from s, g_plus and a third list (g, or adam_stats' u), its terms per element)
+CASCADE_OPS = {
+    "secant_stats": (lambda s, gp, g: ops.secant_stats(
+        s, gp, g, [], [], make_state(taken=2), momentum=0.0, nesterov=False, weight_decay=0.0,
+        sign_mode=layout.SIGN_NONE)[:, :layout.NUM_STATS], _secant_terms),
+    "adam_stats": (lambda s, gp, u: ops.adam_stats(u, gp, s, [], make_state(taken=2)),
+                   _adam_terms),
+}
+
+
+@pytest.mark.parametrize("op", list(CASCADE_OPS))
+def test_stats_sum_in_the_fixed_cascade_order(op):
+    table, terms = CASCADE_OPS[op]
     gen = torch.Generator().manual_seed(3)
     s = [torch.randn(n, generator=gen) for n in CASCADE_NUMELS]
     gp = [t * 1.5 + 0.1 * torch.randn(t.shape, generator=gen) for t in s]
-    g = [torch.randn(t.shape, generator=gen) for t in s]
-    s_all, gp_all, g_all = (torch.cat(ts).numpy() for ts in (s, gp, g))
-
-    def columns(lo, hi):
-        sv, gpv, gv = s_all[lo:hi], gp_all[lo:hi], g_all[lo:hi]
-        y = gpv - sv
-        return [sv * y, sv * sv, y * y, gv * gv]
-    want = _cascade_rows(columns, CASCADE_NUMELS)
-    got = ops.secant_stats(s, gp, g, [], [], make_state(taken=2), momentum=0.0, nesterov=False,
-                           weight_decay=0.0, sign_mode=layout.SIGN_NONE)
-    assert np.array_equal(got[:, :layout.NUM_STATS].numpy(), want)
-
-
-def test_adam_stats_sums_in_the_fixed_cascade_order():
-    gen = torch.Generator().manual_seed(4)
-    u, gp, s = ([torch.randn(n, generator=gen) for n in CASCADE_NUMELS] for _ in range(3))
-    u_all, gp_all, s_all = (torch.cat(ts).numpy() for ts in (u, gp, s))
-
-    def columns(lo, hi):
-        uv, gpv, sv = u_all[lo:hi], gp_all[lo:hi], s_all[lo:hi]
-        y = gpv - sv
-        return [uv * y, uv * sv, y * y, sv * sv]
-    want = _cascade_rows(columns, CASCADE_NUMELS)
-    got = ops.adam_stats(u, gp, s, [], make_state(taken=2))
-    assert np.array_equal(got.numpy(), want)
+    third = [torch.randn(t.shape, generator=gen) for t in s]
+    flat = [torch.cat(ts).numpy() for ts in (s, gp, third)]
+    want = _cascade_rows(lambda lo, hi: terms(*(f[lo:hi] for f in flat)), CASCADE_NUMELS)
+    assert np.array_equal(table(s, gp, third).numpy(), want)
