@@ -32,6 +32,7 @@ from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
 from ._stats import SecantStats
+from ._step_hooks import hooked_step
 
 
 _NOT_TRACEABLE = (
@@ -194,6 +195,7 @@ class SecantOptimizer(Optimizer):
         return SecantStats.from_states(stacked[0] if len(states) == 1 else stacked)
 
     # -- the step -----------------------------------------------------------------------
+    @hooked_step
     @torch.compiler.disable(reason=_NOT_TRACEABLE)
     @torch.no_grad()
     def step(self, closure=None, probe_closure=None):

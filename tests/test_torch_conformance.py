@@ -401,6 +401,40 @@ def test_step_hooks_run_once_per_step_in_order(variant):
 
 
 @ONE_PER_CLASS
+def test_a_pre_hook_may_replace_the_steps_arguments(variant):
+    """As torch.optim's step wrapper: a pre hook returning ``(args, kwargs)`` replaces them;
+    any other value is refused."""
+    params, data = problem()
+    opt = build(variant, params)
+    called = []
+
+    def replacement():
+        called.append(1)
+        return closure_for(opt, params, data)()
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: ((args[0], replacement), kwargs))
+    opt.step(closure_for(opt, params, data))
+    assert len(called) >= 2  # the replacement ran, at x_t and at the lookahead point
+    handle.remove()
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: "neither")
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step(closure_for(opt, params, data))
+    handle.remove()
+
+
+@ONE_PER_CLASS
+def test_the_step_is_labelled_in_a_profile(variant):
+    """``Optimizer.step#<class>.step`` in a profiler's trace, as torch.optim's optimizers
+    label theirs (the label is entered only while a profiler runs)."""
+    params, data = problem()
+    opt = build(variant, params)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step(closure_for(opt, params, data))
+    names = {e.name for e in prof.events()}
+    assert f"Optimizer.step#{type(opt).__name__}.step" in names
+    assert type(opt).step.hooked  # torch.optim does not wrap it a second time
+
+
+@ONE_PER_CLASS
 def test_state_dict_hooks(variant):
     """torch's test_state_dict_pre_hook / post_hook / pre_post_hook."""
     params, data = problem()
