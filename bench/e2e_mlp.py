@@ -29,6 +29,7 @@ import secant_ext
 from secant_ext import _backends, _layout
 
 from impls import phase_step
+from timing import TimedLossClosure
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -48,27 +49,17 @@ def optimizer_share(opt_cls, backend: str, steps: int = 60, warmup: int = 10,
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 784, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    spent = [0.0]
-
-    def closure():
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        spent[0] += time.perf_counter() - t0
-        return loss
-
+    closure = TimedLossClosure(opt, model, torch.nn.CrossEntropyLoss(), x, y)
     step_times: List[float] = []
     closure_times: List[float] = []
     for i in range(warmup + steps):
-        spent[0] = 0.0
+        closure.spent = 0.0
         t0 = time.perf_counter()
         opt.step(closure)
         total = time.perf_counter() - t0
         if i >= warmup:
             step_times.append(total)
-            closure_times.append(spent[0])
+            closure_times.append(closure.spent)
     own = [s - c for s, c in zip(step_times, closure_times)]
     step_s = statistics.median(step_times)
     return dict(step_s=step_s, closures_s=statistics.median(closure_times),

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import secant_ext  # noqa: E402
 
 from report import _table  # noqa: E402
-from timing import interleaved  # noqa: E402
+from timing import TimedLossClosure, interleaved  # noqa: E402
 
 
 def _model() -> torch.nn.Module:
@@ -46,16 +46,7 @@ def case(make: Callable, closure_style: bool) -> Callable[[], float]:
     y = torch.randint(0, 10, (128,), generator=gen)
     model = _model()
     opt = make(model.parameters())
-    loss_fn = torch.nn.CrossEntropyLoss()
-    spent = [0.0]
-
-    def closure():
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        spent[0] += time.perf_counter() - t0
-        return loss
+    closure = TimedLossClosure(opt, model, torch.nn.CrossEntropyLoss(), x, y)
 
     def one_step() -> float:
         if not closure_style:
@@ -63,10 +54,10 @@ def case(make: Callable, closure_style: bool) -> Callable[[], float]:
             t0 = time.perf_counter()
             opt.step()
             return time.perf_counter() - t0
-        spent[0] = 0.0
+        closure.spent = 0.0
         t0 = time.perf_counter()
         opt.step(closure)
-        return time.perf_counter() - t0 - spent[0]
+        return time.perf_counter() - t0 - closure.spent
     return one_step
 
 

@@ -96,3 +96,21 @@ def interleaved(cases: "dict[str, Callable[[], float]]", repeats: int,
         gc.enable()
     return {name: dict(median_s=statistics.median(ts), q25_s=quantile(ts, 0.25),
                        q75_s=quantile(ts, 0.75)) for name, ts in times.items()}
+
+
+class TimedLossClosure:
+    """A training closure (``opt.zero_grad()``, the loss of ``model`` on ``x, y``,
+    ``backward()``) that adds its own seconds to ``spent``: the optimizer's own time of a
+    step is the step's time minus ``spent``."""
+
+    def __init__(self, opt, model, loss_fn, x, y):
+        self.opt, self.model, self.loss_fn, self.x, self.y = opt, model, loss_fn, x, y
+        self.spent = 0.0
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        loss.backward()
+        self.spent += time.perf_counter() - t0
+        return loss

@@ -52,6 +52,7 @@ void check_same_length(const char* name, const Items& a, const Items& b) {
 // The two parallel list arguments of a pass (`params` and one more), checked.
 struct ListPair {
   Items params, other;
+  // (the comma runs the arity check before args[0] is read)
   ListPair(const char* name, PyObject* const* args, Py_ssize_t nargs, const char* other_error)
       : params((check_arity(name, nargs, 2), args[0]), "params must be a list"),
         other(args[1], other_error) {
