@@ -39,6 +39,9 @@ void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_
     // the block at i into acc: <s,y>, |s|^2, |y|^2, |g|^2
     auto add = [&](int64_t i, int64_t cnt, typename L::Block* acc) {
       typename L::Block sv, gpv, gv;
+      L::prefetch(st + i);
+      L::prefetch(gpt + i);
+      if constexpr (kHasG) L::prefetch(gt + i);
       L::load(st + i, cnt, sv);
       L::load(gpt + i, cnt, gpv);
       if constexpr (kHasG) L::load(gt + i, cnt, gv);
