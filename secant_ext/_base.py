@@ -27,7 +27,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, _callers, _checkpoint, _layout as layout, _options, _plan
+from . import _backends, _callers, _checkpoint, _grad_mode, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
@@ -197,7 +197,6 @@ class SecantOptimizer(Optimizer):
     # -- the step -----------------------------------------------------------------------
     @hooked_step
     @torch.compiler.disable(reason=_NOT_TRACEABLE)
-    @torch.no_grad()
     def step(self, closure=None, probe_closure=None):
         """One step; returns the loss ``closure()`` returned at ``x_t``.
 
@@ -226,10 +225,13 @@ class SecantOptimizer(Optimizer):
                                "closure of a step that is still running")
         self._stepping, self._zeroed_in_step = True, False
         wrapped_by = _callers.accelerate_gradient_state(self, sys._getframe(1))
+        grad_was = _grad_mode.is_enabled()  # as @torch.no_grad() would (see _grad_mode)
+        _grad_mode.set_enabled(False)
         try:
             return self._step(closure, probe_closure, wrapped_by)
         finally:
             self._stepping = False
+            _grad_mode.set_enabled(grad_was)
 
     def _step(self, closure, probe_closure, accelerate_state=None):
         params = [p for g in self.param_groups for p in g["params"]]
@@ -239,8 +241,7 @@ class SecantOptimizer(Optimizer):
         rng_before_train = RngState(devices)
         earlier = self._grads.set_aside(params)
         try:
-            with torch.enable_grad():
-                loss = closure()
+            loss = _grad_mode.call_with_grad(closure)
             if loss is None:
                 raise TypeError(f"{type(self).__name__}.step(): the closure returned None; "
                                 "it must return the loss it computed")
@@ -260,8 +261,7 @@ class SecantOptimizer(Optimizer):
             rng_paired = rng_before_train
             if probe_closure is not None and measuring:
                 rng_paired = RngState(devices)
-                with torch.enable_grad():
-                    probe_closure()
+                _grad_mode.call_with_grad(probe_closure)
             for b in buckets:
                 b.probes = b.take_grads() if probe_closure is not None and measuring \
                     else b.own_grads

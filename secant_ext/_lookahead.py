@@ -14,7 +14,7 @@ import torch
 from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, distributed as _distributed
+from . import _backends, _grad_mode, distributed as _distributed
 
 
 class RngState:
@@ -89,14 +89,8 @@ class Lookahead:
                 b.passes.set_data(b.params, self._swap_targets(b))
             rng.restore()
             self.active = True
-            with torch.enable_grad():
-                if self.contexts:
-                    with contextlib.ExitStack() as stack:
-                        for factory in list(self.contexts.values()):
-                            stack.enter_context(factory())
-                        closure()
-                else:
-                    closure()
+            _grad_mode.call_with_grad(
+                (lambda: self._in_contexts(closure)) if self.contexts else closure)
             for b in swapped:  # leaves p.grad None, p.data the parameter's own
                 b.lookahead_grads = b.take_grads_and_point_back()
                 pointed_back += 1
@@ -115,6 +109,13 @@ class Lookahead:
             for b in moved:
                 b.backend.restore(b.tensors, b.cache["buffers"])
             fsdp.reshard()  # no module keeps the gathered x_t + s
+
+    def _in_contexts(self, closure: Callable) -> None:
+        """``closure()`` inside the registered contexts, entered in registration order."""
+        with contextlib.ExitStack() as stack:
+            for factory in list(self.contexts.values()):
+                stack.enter_context(factory())
+            closure()
 
     def _swap_targets(self, bucket):
         """What ``p.data`` points at during a swapped lookahead (the buffers; a complex

@@ -38,18 +38,21 @@ def hooked_step(step: Callable) -> Callable:
 
 def _with_hooks(step: Callable, self, args, kwargs):
     """What ``Optimizer.profile_hook_step`` runs inside its label, in its order."""
-    for pre_hook in chain(_torch_optimizer._global_optimizer_pre_hooks.values(),
-                          self._optimizer_step_pre_hooks.values()):
-        result = pre_hook(self, args, kwargs)
-        if result is not None:
-            if isinstance(result, tuple) and len(result) == 2:
-                args, kwargs = result
-            else:
-                raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
-                                   f"new_kwargs), but got {result}.")
+    # (most steps have no hooks: the chains are built only when there are)
+    global_pre = _torch_optimizer._global_optimizer_pre_hooks
+    if global_pre or self._optimizer_step_pre_hooks:
+        for pre_hook in chain(global_pre.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
+                                       f"new_kwargs), but got {result}.")
     out = step(*args, **kwargs)
     self._optimizer_step_code()
-    for post_hook in chain(self._optimizer_step_post_hooks.values(),
-                           _torch_optimizer._global_optimizer_post_hooks.values()):
-        post_hook(self, args, kwargs)
+    global_post = _torch_optimizer._global_optimizer_post_hooks
+    if self._optimizer_step_post_hooks or global_post:
+        for post_hook in chain(self._optimizer_step_post_hooks.values(), global_post.values()):
+            post_hook(self, args, kwargs)
     return out
