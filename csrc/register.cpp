@@ -4,6 +4,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "direct_calls.h"
 #include "flat_lists.h"
 #include "host_passes.h"
 #include "ops.h"
@@ -45,10 +46,15 @@ TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "secant_ext._C",
                                "C++ CPU kernels of the secant_ext ops (torch.ops.secant_ext), "
-                               "and the step's passes over the parameters (secant_ext._host)",
+                               "the same ops callable without the dispatcher, and the "
+                               "step's passes over the parameters (secant_ext._host)",
                                -1, secant_ext::kHostPasses};
   PyObject* mod = PyModule_Create(&module);
   if (mod == nullptr) return nullptr;
+  if (PyModule_AddFunctions(mod, secant_ext::kDirectCalls) < 0) {
+    Py_DECREF(mod);
+    return nullptr;
+  }
   // The fake kernels size the stats table from this (one row per chunk).
   if (PyModule_AddIntConstant(mod, "CHUNK_NUMEL", secant_ext::kChunkNumel) < 0) {
     Py_DECREF(mod);
