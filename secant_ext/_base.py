@@ -302,7 +302,8 @@ class SecantOptimizer(Optimizer):
         them: the last step's layout and caches while the parameters with a gradient and
         their storage are the same (checked while taking them), else planned anew."""
         key = _plan.options_key(self.param_groups)
-        if key == self._plan_key and _plan.idle_still_idle(self._plan_idle):
+        if key == self._plan_key and (not self._plan_idle or
+                                      _plan.idle_still_idle(self._plan_idle)):
             work = [w.fresh() for w in self._plan_template]
             buckets = [b for w in work for b in w.buckets]
             taken = []

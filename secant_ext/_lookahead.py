@@ -22,6 +22,9 @@ class RngState:
 
     def __init__(self, devices: Iterable[torch.device]):
         self.cpu = torch.default_generator.get_state()  # (torch.get_rng_state, one call less)
+        self.cuda = {}
+        if not devices:  # (the CPU alone: most steps on the CPU, so the cheap way out first)
+            return
         cuda = [d for d in devices if d.type == "cuda"]
         if cuda and torch.cuda.is_current_stream_capturing():
             # PyTorch refuses to read or set a CUDA generator's state during graph capture
@@ -75,7 +78,8 @@ class Lookahead:
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.offsets]
         staying = [b for w in work for b in w.buckets if not b.offsets]  # evaluated at x_t
         buckets = swapped + inplace + staying
-        fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params])
+        fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params]) \
+            if inplace else _distributed.NO_RESHARDING
         for b in swapped:
             b.backend.lookahead(b.tensors, b.offsets, self._buffers(b))
         moved = []

@@ -167,8 +167,12 @@ class GroupWork:
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
 
     def fresh(self) -> "GroupWork":
-        return GroupWork(self.group, self.sign_mode, [b.fresh() for b in self.buckets],
-                         self.lookahead)
+        """This group's plan for the next step: a copy of a template (a record no step has
+        filled), with fresh copies of its buckets."""
+        work = object.__new__(GroupWork)
+        work.__dict__.update(self.__dict__)
+        work.buckets = [b.fresh() for b in self.buckets]
+        return work
 
     @property
     def options(self) -> Dict[str, object]:
