@@ -421,6 +421,52 @@ def test_a_pre_hook_may_replace_the_steps_arguments(variant):
     handle.remove()
 
 
+@pytest.mark.parametrize("caller_grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("probe", [False, True], ids=["closure", "probe"])
+def test_closures_run_with_gradients_and_the_callers_grad_mode_comes_back(caller_grad, probe):
+    """As ``@torch.no_grad()`` on ``step`` and ``torch.enable_grad()`` around each closure
+    would have it: every closure (and lookahead context) runs with gradients enabled, and
+    the caller's grad mode is back after the step, also after a closure raised."""
+    params, data = problem()
+    opt = build("sgdm", params)
+    seen = []
+    closure = closure_for(opt, params, data)
+
+    def recording(fn):
+        def wrapped():
+            seen.append(torch.is_grad_enabled())
+            return fn()
+        return wrapped
+
+    class Context:
+        def __enter__(self):
+            seen.append(torch.is_grad_enabled())
+
+        def __exit__(self, *exc):
+            return False
+
+    opt.register_lookahead_context(Context)
+    kwargs = dict(probe_closure=recording(closure)) if probe else {}
+    with torch.set_grad_enabled(caller_grad):
+        opt.step(recording(closure), **kwargs)
+        assert torch.is_grad_enabled() is caller_grad
+        assert seen == [True] * (4 if probe else 3)  # the closures and the context
+
+        def raising():
+            raise ValueError("from the closure")
+        for failing in ("closure", "lookahead"):
+            calls = []
+
+            def fails_at_lookahead():
+                calls.append(1)
+                if len(calls) == 2:
+                    raise ValueError("from the lookahead")
+                return closure()
+            with pytest.raises(ValueError, match="from the"):
+                opt.step(raising if failing == "closure" else fails_at_lookahead)
+            assert torch.is_grad_enabled() is caller_grad
+
+
 @ONE_PER_CLASS
 def test_the_step_is_labelled_in_a_profile(variant):
     """``Optimizer.step#<class>.step`` in a profiler's trace, as torch.optim's optimizers
