@@ -23,7 +23,7 @@ class RngState:
     def __init__(self, devices: Iterable[torch.device]):
         self.cpu = torch.default_generator.get_state()  # (torch.get_rng_state, one call less)
         self.cuda = {}
-        if not devices:  # (the CPU alone: most steps on the CPU, so the cheap way out first)
+        if not devices:  # (CUDA not initialized: no CUDA state to capture)
             return
         cuda = [d for d in devices if d.type == "cuda"]
         if cuda and torch.cuda.is_current_stream_capturing():
