@@ -276,7 +276,11 @@ class SecantOptimizer(Optimizer):
             self._apply(work, separate_grads=(probe_closure is not None and measuring)
                         or bool(accumulated))
         finally:
-            self._grads.after_step(params, buckets)  # p.grad: the training gradients
+            try:
+                self._grads.after_step(params, buckets)  # p.grad: the training gradients
+            finally:
+                for w in work:  # the plan's records, empty again for the next step
+                    w.clear()
         self._warn_if_unmeasured()
         return loss
 
@@ -304,7 +308,7 @@ class SecantOptimizer(Optimizer):
         key = _plan.options_key(self.param_groups)
         if key == self._plan_key and (not self._plan_idle or
                                       _plan.idle_still_idle(self._plan_idle)):
-            work = [w.fresh() for w in self._plan_template]
+            work = self._plan_template
             buckets = [b for w in work for b in w.buckets]
             taken = []
             for b in buckets:
@@ -321,10 +325,9 @@ class SecantOptimizer(Optimizer):
         self._plan_template = template
         self._plan_key = key if reusable else None
         self._plan_idle = _plan.idle_params(self.param_groups)
-        work = [w.fresh() for w in template]
-        for b in (b for w in work for b in w.buckets):
+        for b in (b for w in template for b in w.buckets):
             b.take_if_planned(check=False)
-        return work
+        return template
 
     def _forget_plan(self) -> None:
         """After anything that replaces state or groups (load_state_dict, a new group)."""

@@ -93,13 +93,12 @@ class Bucket:
     # the passes over p.grad and p.data (_host): C++ for plain tensors, else Python
     passes: SimpleNamespace = field(default_factory=lambda: _host.PYTHON)
 
-    def fresh(self) -> "Bucket":
-        """This bucket's layout and caches, for the next step (no gradients yet): a shallow
-        copy of a template (a bucket no step has filled). Its per-step lists are the
-        template's empty ones, which are never changed in place: a step assigns new lists."""
-        bucket = object.__new__(Bucket)
-        bucket.__dict__.update(self.__dict__)
-        return bucket
+    def clear(self) -> None:
+        """Drop what a step put here (gradients, tables), leaving the layout and caches for
+        the next one. A step assigns new lists to these fields, never changes one in place."""
+        self.grads, self.own_grads, self.probes, self.offsets = [], [], [], []
+        self.lookahead_grads, self.taken_grads, self.momenta, self.raw = [], [], [], []
+        self.table, self.raw_fits = None, False
 
     def take_if_planned(self, check: bool = True) -> bool:
         """Move the closure's gradients out of ``p.grad`` while checking (``check``), in the
@@ -166,13 +165,11 @@ class GroupWork:
     state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
     combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
 
-    def fresh(self) -> "GroupWork":
-        """This group's plan for the next step: a copy of a template (a record no step has
-        filled), with fresh copies of its buckets."""
-        work = object.__new__(GroupWork)
-        work.__dict__.update(self.__dict__)
-        work.buckets = [b.fresh() for b in self.buckets]
-        return work
+    def clear(self) -> None:
+        """Drop what a step put here and in the buckets (see ``Bucket.clear``)."""
+        self.measure, self.record, self.state, self.combined = True, False, None, None
+        for b in self.buckets:
+            b.clear()
 
     @property
     def options(self) -> Dict[str, object]:

@@ -64,3 +64,51 @@ def test_the_plan_is_reused_while_nothing_changes():
     a.data = a.data.clone()  # new storage: planned anew
     opt.step(closure)
     assert opt._plan_template is not template
+
+
+@pytest.mark.parametrize("lookahead_raises", [False, True], ids=["step", "raising-lookahead"])
+def test_the_kept_plan_holds_no_gradient_between_steps(lookahead_raises):
+    """The plan's records are reused from step to step, emptied after each: the lookahead
+    gradients and the step's tables are freed when the step ends, also when the lookahead
+    closure raised, and the next step gives the bits of a fresh optimizer's."""
+    import weakref
+
+    def setup():
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(6, 3))
+        return w, secant_ext.SecantSGDM([w], backend="cpp")
+
+    w, opt = setup()
+    seen = []
+
+    def closure(raise_at_lookahead=False):
+        opt.zero_grad()
+        loss = (w.sin() ** 2).sum()
+        loss.backward()
+        if opt.in_lookahead:
+            seen.append(weakref.ref(w.grad))
+            if raise_at_lookahead:
+                raise ValueError("lookahead")
+        return loss
+    opt.step(closure)
+    if lookahead_raises:
+        with pytest.raises(ValueError, match="lookahead"):
+            opt.step(lambda: closure(raise_at_lookahead=True))
+    assert seen and all(ref() is None for ref in seen)  # no lookahead gradient kept
+    for work in opt._plan_template:
+        assert work.state is None and work.combined is None
+        for b in work.buckets:
+            assert b.table is None and not (b.grads or b.probes or b.lookahead_grads
+                                            or b.taken_grads or b.raw)
+    opt.step(closure)
+
+    w2, fresh = setup()
+
+    def closure2():
+        fresh.zero_grad()
+        loss = (w2.sin() ** 2).sum()
+        loss.backward()
+        return loss
+    fresh.step(closure2)
+    fresh.step(closure2)
+    assert torch.equal(w.detach(), w2.detach())
