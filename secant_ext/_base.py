@@ -213,8 +213,8 @@ class SecantOptimizer(Optimizer):
         discards them, as with ``torch.optim.LBFGS``.
 
         If a closure raises, the parameters are back at ``x_t``, ``p.grad`` holds the
-        training gradient (if it was computed), the optimizer state is untouched, and the
-        exception propagates. After a step ``p.grad`` is the training gradient, or None.
+        training gradient (if it was computed), the optimizer state (the step clock of
+        ``curvature_every`` too) is untouched, and the exception propagates. After a step ``p.grad`` is the training gradient, or None.
         """
         self._refuse_unsupported_call(closure)
         if self._training_weights is not None:
@@ -275,6 +275,8 @@ class SecantOptimizer(Optimizer):
                     b.lookahead_grads = b.own_grads
             self._apply(work, separate_grads=(probe_closure is not None and measuring)
                         or bool(accumulated))
+            # a step whose closure raised leaves the clock with the rest of the state
+            self._curvature_clock += 1
         finally:
             try:
                 self._grads.after_step(params, buckets)  # p.grad: the training gradients
@@ -294,8 +296,7 @@ class SecantOptimizer(Optimizer):
         ``curvature_warmup`` steps, then every ``curvature_every``-th step of the
         optimizer); True when any does, and then the step evaluates the lookahead (for every
         group: it is one closure call)."""
-        n = self._curvature_clock
-        self._curvature_clock += 1
+        n = self._curvature_clock  # (advanced by _step once the step is through)
         for w in work:
             g = w.group
             w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0

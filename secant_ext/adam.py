@@ -88,8 +88,7 @@ class SecantAdam(SecantOptimizer):
         return n >= 1 and (n < group["curvature_warmup"] or (n + 1) % group["curvature_every"] == 0)
 
     def _due_to_measure(self, work) -> bool:
-        n = self._curvature_clock
-        self._curvature_clock += 1
+        n = self._curvature_clock  # (advanced by _step once the step is through)
         for w in work:
             w.measure = self._measures(w.group, n)
             w.record = self._measures(w.group, n + 1)  # the next step looks back at this one

@@ -11,9 +11,13 @@ BACKENDS = ["reference", "cpp"]
 
 
 def snapshot(opt, params):
-    """Parameters, gradients-free optimizer state and group state, cloned."""
+    """Parameters, gradients-free optimizer state and group state, cloned, and the run state
+    a checkpoint carries besides them (the step clock of curvature_every)."""
+    full = opt.state_dict()
     state = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()}
-             for k, s in opt.state_dict()["state"].items()}
+             for k, s in full["state"].items()}
+    state["run"] = {k: torch.tensor(v) for k, v in full.items()
+                    if k not in ("state", "param_groups")}
     return [p.detach().clone() for p in params], state
 
 

@@ -58,3 +58,46 @@ def test_closure_returning_none_is_refused():
         (p ** 2).sum().backward()
     with pytest.raises(TypeError, match="returned None"):
         opt.step(closure)
+
+
+@pytest.mark.parametrize("fail_at", [1, 2], ids=["closure", "lookahead"])
+def test_secant_adam_closure_that_raises_leaves_its_state_and_schedule(fail_at):
+    """SecantAdam measures on a schedule of steps (curvature_every): a step whose closure
+    raises leaves the parameters, the state and the schedule's clock as they were, so the
+    run goes on with the bits of one that never tried that step."""
+    def setup():
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3, 2))]
+        return params, secant_ext.SecantAdam(params, backend="cpp", curvature_every=2,
+                                             curvature_warmup=2)
+
+    def closure_of(opt, params):
+        def closure():
+            opt.zero_grad()
+            loss = sum(((p - 0.5) ** 4).sum() for p in params)
+            loss.backward()
+            return loss
+        return closure
+
+    params, opt = setup()
+    ref_params, ref = setup()
+    for _ in range(3):
+        opt.step(closure_of(opt, params))
+        ref.step(closure_of(ref, ref_params))
+    before = snapshot(opt, params)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise ValueError("closure")
+        return closure_of(opt, params)()
+    with pytest.raises(ValueError):
+        opt.step(failing)
+    assert len(calls) == fail_at  # (step 4 measures: the lookahead is its second call)
+    assert_same(before, snapshot(opt, params))
+    for _ in range(4):
+        opt.step(closure_of(opt, params))
+        ref.step(closure_of(ref, ref_params))
+    for p, q in zip(params, ref_params):
+        assert torch.equal(p.detach(), q.detach())
