@@ -4,7 +4,8 @@
 kernels can take in one call (one dtype, dense storage), as torch.optim's
 ``_group_tensors_by_device_and_dtype`` does for its foreach paths; parameters the kernels
 cannot walk as flat storage go to the eager reference. The step then fills the buckets:
-the gradients of each evaluation, the momentum buffers, the stats table.
+the gradients of each evaluation, the momentum buffers, the stats table; it empties them
+when it ends, and the next step reuses the records while the plan holds.
 """
 from __future__ import annotations
 
@@ -82,10 +83,10 @@ class Bucket:
     taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
     momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
     table: Optional[torch.Tensor] = None                               # secant_stats' [P, K] sums
-    # Kept from step to step while the plan is (SecantOptimizer._plan): the strides of
-    # plain tensors (None when some are DTensors or complex views), and ``cache``, shared by
-    # every step's copy of the bucket: the lookahead buffers, the parameters' own storage,
-    # the momentum buffers as the kernels take them.
+    # Kept from step to step while the plan is (SecantOptimizer._plan_template; the fields
+    # above are emptied when each step ends, see ``clear``): the strides of plain tensors
+    # (None when some are DTensors or complex views), and ``cache``: the lookahead buffers,
+    # the parameters' own storage, the momentum buffers as the kernels take them.
     strides: Optional[List[tuple]] = None
     cache: Dict[str, list] = field(default_factory=dict)
     raw: List[torch.Tensor] = field(default_factory=list)  # taken by take_if_planned
