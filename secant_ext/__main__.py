@@ -1,4 +1,5 @@
-"""Command line: ``python -m secant_ext demo`` and ``python -m secant_ext reproduce NAME``.
+"""Command line: ``python -m secant_ext demo``, ``python -m secant_ext suite`` and
+``python -m secant_ext reproduce NAME``.
 
 Each run prints a results table and writes JSON/CSV tables, per-method histories and PNG
 plots to an output folder (``runs/<experiment>-<timestamp>/`` unless ``--out``). The
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, demo.DEFAULTS)
     demo.add_arguments(p)
     p.set_defaults(module=demo)
+    from .suite import cli as suite_cli
+    p = sub.add_parser("suite", help="the workload suite: every optimizer against a "
+                       "calibrated AdamW and the learning-rate-free peers, scored by time to "
+                       "target and performance profiles (--list names the workloads)",
+                       description=suite_cli.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    suite_cli.add_arguments(p)
+    p.set_defaults(module=suite_cli)
     rep = sub.add_parser("reproduce", help="the paper's experiments and more, on real data")
     rsub = rep.add_subparsers(dest="experiment", required=True)
     for name, help_text in EXPERIMENTS.items():
@@ -87,7 +96,7 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        args.module.run(args)
+        status = args.module.run(args)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,7 +104,7 @@ def main(argv=None) -> int:
         print("\ninterrupted: the methods that finished are saved in the output folder",
               file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
