@@ -253,3 +253,22 @@ def test_a_missing_peer_is_named_and_skipped(tmp_path, capsys, monkeypatch):
     assert "skipped sf-adamw: schedulefree is not installed (pip install schedulefree)" in out
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {r["method"] for r in rows} == {"adamw-cosine"}
+
+
+def test_the_demo_is_a_view_of_the_many_epoch_workload():
+    from secant_ext.experiments import demo, models
+    from secant_ext.experiments.datasets import load_digits
+    w = workloads.get("digits-epochs")
+    task = runner.build_task(Job(w.name, "secant-adam", 0, w.budget))
+    data = load_digits(0)
+    torch.manual_seed(0)
+    ours = task.model_fn()
+    torch.manual_seed(0)
+    theirs = models.mlp(data.input_shape[0], 10, workloads.DIGITS_HIDDEN)
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    # the demo's loop: one randperm of the training set per epoch from a generator seeded 0
+    perm = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
+    x, y = next(task.batches(0))
+    assert torch.equal(x, data.x_train[perm[:demo.DEFAULTS["batch_size"]]])
+    per_epoch = len(data.x_train) // demo.DEFAULTS["batch_size"]
+    assert w.budget == demo.DEFAULTS["epochs"] * per_epoch

@@ -10,9 +10,11 @@ from .common import best, floats, print_table, run_mlp_methods, sgd_grid
 from .datasets import load_digits
 from .output import RunDir
 from .plots import alpha_vs_grad_norm, loss_curves
+from ..suite.workloads import DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_HIDDEN
 
-DEFAULTS = dict(epochs=20, batch_size=32, lrs="0.01,0.03,0.1,0.3,1", decay_c="0.1,0.3,1",
-                decay_gamma="0.5,1")
+# the problem is the suite's ``digits-epochs`` workload, declared there
+DEFAULTS = dict(epochs=DIGITS_EPOCHS, batch_size=DIGITS_BATCH, lrs="0.01,0.03,0.1,0.3,1",
+                decay_c="0.1,0.3,1", decay_gamma="0.5,1")
 
 
 def add_arguments(p) -> None:
@@ -22,7 +24,8 @@ def add_arguments(p) -> None:
                    help="SGD decay grid: c of c/(1+t)^gamma, t in epochs (default %(default)s)")
     p.add_argument("--decay-gamma", type=floats, default=floats(DEFAULTS["decay_gamma"]),
                    help="SGD decay grid: gamma (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
+    p.add_argument("--hidden", type=int, default=DIGITS_HIDDEN,
+                   help=f"MLP hidden units (default {DIGITS_HIDDEN})")
 
 
 def run(args) -> RunDir:
