@@ -101,6 +101,10 @@ def test_profile_and_geometric_mean_by_hand():
                             for w, ms in times.items()}, list(times))
     assert summ["a"]["first_on"] == 1 and summ["b"]["first_on"] == 1
     assert summ["c"]["solved"] == 1 and summ["c"]["geomean_ratio"] == pytest.approx(4.0)
+    # a method that did not run on a workload (Muon off the transformers) is scored on
+    # the workloads it ran
+    partial = scoring.ratios({"w1": {"a": 10.0, "m": 5.0}, "w2": {"a": 10.0}})
+    assert scoring.profile(partial, [1.0, 2.0]) == {"a": [0.5, 1.0], "m": [1.0, 1.0]}
 
 
 # -- workloads and runs --------------------------------------------------------------------

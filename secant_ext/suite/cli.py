@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-extensions", type=int, default=3,
                    help="grid points a tuned method may add past an end of its grid "
                         "(default 3)")
+    p.add_argument("--score-only", action="store_true",
+                   help="run nothing: score the runs already in --out (a suite stopped "
+                        "early, or workloads run with different --seeds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -100,13 +103,14 @@ def listing() -> str:
 class Executor:
     """Runs jobs (in ``jobs`` worker processes, or in this one), skipping the finished."""
 
-    def __init__(self, out: str, jobs: int, threads: int, progress: bool):
+    def __init__(self, out: str, jobs: int, threads: int, progress: bool, dry: bool = False):
         self.out, self.jobs, self.threads, self.progress = out, jobs, threads, progress
+        self.dry = dry  # run nothing (--score-only)
         self.failures: Dict[str, str] = {}
 
     def __call__(self, todo: List[Job], desc: str) -> None:
         todo = [j for j in todo if runner.load(j.path(self.out)) is None]
-        if not todo:
+        if not todo or self.dry:
             return
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, dynamic_ncols=True)
@@ -209,10 +213,13 @@ def run(args) -> int:
     seeds = list(range(args.seed, args.seed + n_seeds))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("runs", f"suite-{stamp}")
+    if args.score_only and not (args.out and os.path.isdir(os.path.join(out, "runs"))):
+        raise SystemExit(f"error: --score-only needs the --out folder of an earlier suite "
+                         f"run (one with a runs/ folder); got {args.out!r}")
     os.makedirs(out, exist_ok=True)
     ctx_kw = dict(quick=args.quick, data_dir=args.data_dir,
                   cache_dir=os.path.join(out, "cache"))
-    execute = Executor(out, args.jobs, args.threads, not args.no_progress)
+    execute = Executor(out, args.jobs, args.threads, not args.no_progress, args.score_only)
     started = time.perf_counter()
     tuned = [m for m in chosen if m.tuned]
     grids = plan_grids(ws, tuned, seeds[0], ctx_kw, execute, args.max_extensions)
@@ -264,7 +271,7 @@ def run(args) -> int:
                           "seconds": scoring.summary(scores, main, "seconds_to_target")},
                  "held-out": {"evals": scoring.summary(scores, held, "evals_to_target"),
                               "seconds": scoring.summary(scores, held, "seconds_to_target")}}
-    meta = {"command": "python -m secant_ext suite " + " ".join(
+    meta = {"command": "python -m secant_ext " + " ".join(
                 "--data-dir PATH/TO/MNIST" if a == args.data_dir else a for a in args.argv),
             "started": stamp, "wall_seconds": round(time.perf_counter() - started, 1),
             "seeds": seeds, "quick": args.quick, "jobs": args.jobs,
@@ -295,6 +302,8 @@ def run(args) -> int:
     body = "\n\n".join(text)
     from ..experiments.output import _write_atomic
     _write_atomic(os.path.join(out, "table.txt"), body + "\n")
+    _write_atomic(os.path.join(out, "results.md"),
+                  report.markdown(ws, scores, summaries, labels, meta))
     print(body)
     report.plot_profiles(os.path.join(out, "performance_profile.png"), scores,
                          {"main": main, "held-out": held}, labels)

@@ -96,23 +96,32 @@ def plot_profiles(path: str, scores, groups: Dict[str, Sequence[str]],
         return None
     plt = pyplot()
     taus = scoring.default_taus()
-    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.6 * len(groups)), squeeze=False)
+    palette = plt.get_cmap("tab20").colors
+    color = {k: palette[i % len(palette)] for i, k in enumerate(labels)}
+    fig, axes = plt.subplots(len(groups), 2, figsize=(16, 4.4 * len(groups)), squeeze=False)
+    handles = {}
     for row, (gname, ws) in enumerate(groups.items()):
         for col, (key, cost) in enumerate((("evals_to_target", "gradient evaluations"),
                                            ("seconds_to_target", "training seconds"))):
             ax = axes[row][col]
             curves = scoring.profile_curves(scores, ws, key, taus)
-            for m, ys in sorted(curves.items(), key=lambda kv: -sum(kv[1])):
+            for m, ys in curves.items():
                 style = "-" if m.startswith("secant") else "--" if m in (
                     "adamw-cosine", "muon") else ":"
-                lw = 2.4 if m == "secant-adam" else 1.3
-                ax.step(taus, ys, where="post", ls=style, lw=lw, label=labels.get(m, m))
+                only = " (transformers only)" if m == "muon" else ""
+                line, = ax.step(taus, ys, where="post", ls=style,
+                                lw=3 if m == "secant-adam" else 1.4,
+                                color="black" if m == "secant-adam" else color.get(m),
+                                label=labels.get(m, m) + only)
+                handles[m] = line
             ax.set(xlabel=f"tau (time to target within tau x the best, {cost})",
                    ylabel="fraction of workloads", ylim=(-0.02, 1.02),
                    title=f"{gname} workloads ({len(ws)}), {cost}")
             ax.grid(alpha=0.3)
-        axes[row][1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    order = [k for k in labels if k in handles]
+    fig.legend([handles[k] for k in order], [handles[k].get_label() for k in order],
+               loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.74, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -126,6 +135,9 @@ def plot_anytime(path: str, records_by_workload: Dict[str, List[dict]],
     if not panels:
         return None
     plt = pyplot()
+    from .methods import METHODS
+    palette = plt.get_cmap("tab20").colors
+    color = {m.key: palette[i % len(palette)] for i, m in enumerate(METHODS)}
     n = len(panels)
     cols = min(n, 3)
     nrows = -(-n // cols)
@@ -139,8 +151,9 @@ def plot_anytime(path: str, records_by_workload: Dict[str, List[dict]],
                 ax.plot(xs, ys, color="gray", lw=1, ls="--",
                         label=f"AdamW cosine to {j['budget']}")
             else:
-                ax.plot(xs, ys, lw=2.2 if j["method"] == "secant-adam" else 1.2,
-                        label=r["label"])
+                ax.plot(xs, ys, lw=2.6 if j["method"] == "secant-adam" else 1.2,
+                        color="black" if j["method"] == "secant-adam" else color.get(
+                            j["method"]), label=r["label"])
         finite = [e["metric"] for r in rs for e in r["evals"][len(r["evals"]) // 4:]
                   if math.isfinite(e["metric"])]
         if finite:
@@ -155,3 +168,54 @@ def plot_anytime(path: str, records_by_workload: Dict[str, List[dict]],
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _m(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "never"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def markdown(ws, scores, summaries, labels, meta) -> str:
+    """``results.md``: the run's tables in Markdown, for docs/RESULTS.md."""
+    out = [f"Command: `{meta['command']}`; seeds {meta['seeds']}; images: {meta['images']}; "
+           f"target: the ceiling's final metric + {100 * scoring.TARGET_SLACK:g}%.", ""]
+    for gname, key in (("main", False), ("held-out", True)):
+        names = [w.name for w in ws if w.held_out == key]
+        if not names:
+            continue
+        for cost, title in (("evals", "gradient evaluations"), ("seconds", "seconds")):
+            summ = summaries[gname][cost]
+            out += [f"**{gname.capitalize()} workloads ({len(names)}), time to target in "
+                    f"{title}**", "",
+                    "| method | geomean ratio to best (cap 4) | first on | reached target |",
+                    "| --- | ---: | ---: | ---: |"]
+            for k, v in sorted(summ.items(), key=lambda kv: kv[1]["geomean_ratio"]):
+                out.append(f"| {labels.get(k, k)} | {v['geomean_ratio']:.2f} | "
+                           f"{v['first_on']}/{v['workloads']} | {v['solved']}/{v['workloads']} |")
+            out.append("")
+    for w in ws:
+        s = scores.get(w.name)
+        if s is None:
+            out += [f"**{w.name}**: no score (the ceiling has no finished run)", ""]
+            continue
+        tag = " (held-out)" if w.held_out else ""
+        out += [f"**{w.name}**{tag}: {w.metric}, target {s['target']:.4g} (ceiling lr "
+                f"{s['ceiling_lr']:g})", "",
+                "| method | final (median) | seeds' range | held-out loss | evals to target "
+                "| s to target | seeds |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        order = sorted(s["methods"].items(),
+                       key=lambda kv: (kv[1]["evals_to_target"], kv[1]["final_metric"]))
+        for k, m in order:
+            name = m["label"] + (f" lr={m['lr']:g}" if m["lr"] else "")
+            if k == "secant-adam":
+                name = f"**{name}**"
+            div = f", {m['diverged_seeds']} diverged" if m["diverged_seeds"] else ""
+            out.append(f"| {name} | {_m(m['final_metric'])} | {_m(m['final_metric_min'])}-"
+                       f"{_m(m['final_metric_max'])} | {_m(m['final_loss'])} | "
+                       f"{_m(m['evals_to_target'])} | {_m(m['seconds_to_target'], 3)} | "
+                       f"{m['seeds']}{div} |")
+        out.append("")
+    return "\n".join(out)

@@ -12,6 +12,8 @@ across workloads a performance profile and a geometric mean.
 - The **geometric mean** of a method's ratios to the best, with ratios beyond ``TAU_MAX``
   (and never reaching the target) counted as ``TAU_MAX``: the profile's own horizon.
 
+Both are over the workloads a method ran (every one, but Muon's: the transformers).
+
 A tuned method (the ceiling, Muon) is scored at its best rate, chosen on the first seed's
 final metric; its tuning cost (the runs of its grid) is reported beside it.
 """
@@ -113,12 +115,14 @@ def ratios(times: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
 
 
 def profile(ratio: Dict[str, Dict[str, float]], taus: Sequence[float]) -> Dict[str, List[float]]:
-    """For each method, the fraction of workloads with a ratio at most each ``tau`` (a
-    workload the method did not run counts as unsolved)."""
+    """For each method, the fraction of the workloads it ran with a ratio at most each
+    ``tau`` (Muon runs on the transformers only)."""
     methods = sorted({m for r in ratio.values() for m in r})
-    n = len(ratio)
-    return {m: [sum(r.get(m, math.inf) <= tau for r in ratio.values()) / n if n else 0.0
-                for tau in taus] for m in methods}
+    out = {}
+    for m in methods:
+        mine = [r[m] for r in ratio.values() if m in r]
+        out[m] = [sum(v <= tau for v in mine) / len(mine) for tau in taus]
+    return out
 
 
 def geometric_mean(values: Sequence[float], cap: float = TAU_MAX) -> float:
@@ -138,11 +142,12 @@ def summary(scores: Dict[str, Dict[str, object]], workloads: Sequence[str],
     methods = sorted({m for r in ratio.values() for m in r})
     out = {}
     for m in methods:
-        rs = [ratio[w].get(m, math.inf) for w in ratio]
+        # over the workloads it ran: Muon runs on the transformers only
+        rs = [ratio[w][m] for w in ratio if m in ratio[w]]
         out[m] = {"geomean_ratio": geometric_mean(rs),
                   "first_on": sum(r == 1.0 for r in rs), "workloads": len(rs),
                   "solved": sum(math.isfinite(r) for r in rs),
-                  "ratios": {w: ratio[w].get(m, math.inf) for w in ratio}}
+                  "ratios": {w: ratio[w][m] for w in ratio if m in ratio[w]}}
     return out
 
 
