@@ -39,6 +39,10 @@ def test_grid_extends_past_the_end_holding_the_best(finals, expected):
     assert (got is None) if expected is None else got == pytest.approx(expected)
 
 
+def test_grid_extension_is_rounded_to_the_rate_a_person_would_write():
+    assert methods.grid_extension([0.03, 0.1, 0.3], {0.03: 3, 0.1: 2, 0.3: 1}) == 0.9
+
+
 def test_best_rate_ignores_diverged_runs():
     assert methods.best_rate({1e-2: math.inf, 1e-3: 2.0, 3e-3: 1.5}) == 3e-3
     assert methods.best_rate({1e-2: math.inf}) is None

@@ -274,6 +274,10 @@ def run(args) -> int:
     meta = {"command": "python -m secant_ext " + " ".join(
                 "--data-dir PATH/TO/MNIST" if a == args.data_dir else a for a in args.argv),
             "started": stamp, "wall_seconds": round(time.perf_counter() - started, 1),
+            "score_only": args.score_only,
+            # the runs' own wall time, summed (building, training, evaluating)
+            "run_seconds": round(sum(r.get("wall_seconds", 0.0) for rs in records_by_w.values()
+                                     for r in rs), 1),
             "seeds": seeds, "quick": args.quick, "jobs": args.jobs,
             "threads_per_run": args.threads,
             "images": "MNIST" if args.data_dir else "scikit-learn digits (stand-in)",

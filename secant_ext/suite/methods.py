@@ -210,9 +210,9 @@ def grid_extension(grid: List[float], finals: Dict[float, float]) -> Optional[fl
         return None
     best = min(rates, key=lambda r: (not math.isfinite(finals[r]), finals[r], r))
     if best == rates[0]:
-        return rates[0] * rates[0] / rates[1]
+        return float(f"{rates[0] * rates[0] / rates[1]:.12g}")  # 0.9, not 0.8999999999999999
     if best == rates[-1]:
-        return rates[-1] * rates[-1] / rates[-2]
+        return float(f"{rates[-1] * rates[-1] / rates[-2]:.12g}")
     return None
 
 
