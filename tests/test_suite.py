@@ -280,3 +280,23 @@ def test_the_demo_is_a_view_of_the_many_epoch_workload():
     assert torch.equal(x, data.x_train[perm[:demo.DEFAULTS["batch_size"]]])
     per_epoch = len(data.x_train) // demo.DEFAULTS["batch_size"]
     assert w.budget == demo.DEFAULTS["epochs"] * per_epoch
+
+
+def test_reproduce_lm_is_a_view_of_the_lm_workload():
+    from secant_ext.experiments import lm, textlm
+    w = workloads.get("lm")
+    task = runner.build_task(Job("lm", "secant-adam", 0, w.budget, quick=True))
+    corpus = textlm.load_corpus(max_bytes=2_000_000)
+    torch.manual_seed(0)
+    ours = task.model_fn()
+    torch.manual_seed(0)
+    theirs = textlm.ByteTransformer(workloads.LM_D_MODEL, workloads.LM_LAYERS,
+                                    workloads.LM_HEADS, workloads.LM_CONTEXT)
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    # reproduce lm's batches: window starts from a generator seeded by the seed
+    gen = torch.Generator().manual_seed(0)
+    starts = textlm.batch_starts(len(corpus.train), workloads.LM_CONTEXT,
+                                 lm.DEFAULTS["batch_size"], gen)
+    x, y = next(task.batches(0))
+    assert torch.equal(x, textlm.windows(corpus.train, starts, workloads.LM_CONTEXT)[0])
+    assert lm.FULL_BUDGET == w.budget

@@ -37,9 +37,12 @@ from .training import counting_closure, evaluating, has_eval_mode
 from .textlm import (ByteTransformer, add_model_arguments, bits_per_byte, batch_starts,
                      expected_params, lm_loss, load_corpus, n_params, unigram_bits, val_starts, windows)
 
-FULL_BUDGET = 1500
+from ..suite.workloads import LM_BATCH, LM_BUDGET
+
+# the model, batch and full budget are the suite's lm workload's
+FULL_BUDGET = LM_BUDGET
 DEFAULT_BUDGET = 300
-DEFAULTS = dict(epochs=None, batch_size=32)
+DEFAULTS = dict(epochs=None, batch_size=LM_BATCH)
 UNUSED = ("data_dir", "epochs", "max_train", "max_test")
 
 

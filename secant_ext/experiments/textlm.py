@@ -52,11 +52,16 @@ VAL_FRACTION = 0.1
 
 def add_model_arguments(p) -> None:
     """The options of the corpus, the model and its validation, shared by ``lm`` and
-    ``lm-diagnose``."""
-    p.add_argument("--d-model", type=int, default=128, help="model width (default 128)")
-    p.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--context", type=int, default=64, help="context in bytes (default 64)")
+    ``lm-diagnose``; the model's defaults are the suite's ``lm`` workload."""
+    from ..suite.workloads import LM_CONTEXT, LM_D_MODEL, LM_HEADS, LM_LAYERS
+    p.add_argument("--d-model", type=int, default=LM_D_MODEL,
+                   help=f"model width (default {LM_D_MODEL})")
+    p.add_argument("--layers", type=int, default=LM_LAYERS,
+                   help=f"transformer blocks (default {LM_LAYERS})")
+    p.add_argument("--heads", type=int, default=LM_HEADS,
+                   help=f"attention heads (default {LM_HEADS})")
+    p.add_argument("--context", type=int, default=LM_CONTEXT,
+                   help=f"context in bytes (default {LM_CONTEXT})")
     p.add_argument("--val-windows", type=int, default=1024,
                    help="fixed validation windows (default 1024)")
     p.add_argument("--max-bytes", type=int,

@@ -264,14 +264,20 @@ def _wine(seed: int) -> datasets.Dataset:
 DIGITS_HIDDEN, DIGITS_BATCH, DIGITS_EPOCHS = 64, 32, 20
 DIGITS_TRAIN = 1437  # 80% of the 1,797 digits
 
+# the byte transformer of ``reproduce lm`` (its defaults read these) and of the lm workload
+LM_D_MODEL, LM_LAYERS, LM_HEADS, LM_CONTEXT, LM_BATCH, LM_BUDGET = 128, 2, 4, 64, 32, 1500
+
 _IMAGES = "MNIST with --data-dir, else scikit-learn's 8x8 digits"
 _STDLIB = "the running Python's standard library (*.py)"
 _FINETUNE = "stdlib-pretrained, then the Python C headers"
 _LM_GRID = (1e-3, 3e-3, 1e-2, 2e-2, 3e-2)
 
 WORKLOADS: Tuple[Workload, ...] = (
-    Workload("lm", "byte transformer LM", "2 blocks, d 128, context 64, batch 32", _STDLIB,
-             "val bits/byte", 1500, 60, _byte_lm(128, 2), _LM_GRID, transformer=True),
+    Workload("lm", "byte transformer LM",
+             f"{LM_LAYERS} blocks, d {LM_D_MODEL}, context {LM_CONTEXT}, batch {LM_BATCH}",
+             _STDLIB, "val bits/byte", LM_BUDGET, 60,
+             _byte_lm(LM_D_MODEL, LM_LAYERS, LM_HEADS, LM_CONTEXT, LM_BATCH), _LM_GRID,
+             transformer=True),
     Workload("lm-large", "byte transformer LM", "4 blocks, d 192, context 64, batch 32",
              _STDLIB, "val bits/byte", 800, 40, _byte_lm(192, 4, heads=4), _LM_GRID,
              transformer=True, max_seeds=1),
