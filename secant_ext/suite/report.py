@@ -165,7 +165,7 @@ def plot_anytime(path: str, records_by_workload: Dict[str, List[dict]],
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=60)  # many panels: a small file
     plt.close(fig)
     return path
 
