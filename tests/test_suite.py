@@ -3,7 +3,6 @@
 command end to end under ``--quick``."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest

@@ -72,7 +72,7 @@ def workload_table(name: str, s: dict, metric: str) -> str:
             f"{s['ceiling_lr']:g}, +{100 * scoring.TARGET_SLACK:g}%)")
     return head + "\n" + table(rows_, ["method", "final", "spread", "loss", "evals",
                                        "seconds", "seeds", "diverged", "tuning"],
-                               [f"method", f"final {metric} (median)", "seeds' range",
+                               ["method", f"final {metric} (median)", "seeds' range",
                                 "final held-out loss", "grad evals to target",
                                 "seconds to target", "seeds", "diverged", "tuning runs"])
 

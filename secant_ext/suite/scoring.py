@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from .methods import CEILING, best_rate
 

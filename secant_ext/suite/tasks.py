@@ -22,7 +22,7 @@ from torch import nn
 
 from ..experiments.datasets import Dataset
 from ..experiments.models import cross_entropy, predictions
-from ..experiments.textlm import bits_per_byte, lm_loss, val_starts, windows
+from ..experiments.textlm import bits_per_byte, val_starts, windows
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -235,7 +235,8 @@ def _finetune(lora_targets: Optional[Tuple[str, ...]] = None, rank: int = 8,
                                                     target_modules=list(lora_targets)))
         return Task(model_fn, tasks.window_batches(train, 64, batch), lm_loss,
                     tasks.bpb_eval(val, 64, 128 if ctx.quick else 512),
-                    f"pretrained on the standard library ({PRETRAIN_STEPS} AdamW steps), "
+                    f"pretrained on the standard library "
+                    f"({PRETRAIN_STEPS_QUICK if ctx.quick else PRETRAIN_STEPS} AdamW steps), "
                     f"then {what}",
                     muon_split=None if lora_targets else tasks.hidden_matrices)
     return build
