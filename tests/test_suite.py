@@ -134,9 +134,10 @@ def test_batches_are_the_same_for_every_method_of_a_seed():
 
 def test_logreg_optimum_matches_scikit_learn():
     from sklearn.linear_model import LogisticRegression
-    data = workloads._breast_cancer(0)
+    from secant_ext.experiments.datasets import load_breast_cancer
+    data = load_breast_cancer(0)
     n = len(data.x_train)
-    task = workloads._logreg(workloads._breast_cancer)(workloads.Context(0))
+    task = workloads._logreg(load_breast_cancer)(workloads.Context(0))
     best = workloads.optimum(task.model_fn, task.loss_fn, task.penalty, data.x_train,
                              data.y_train)
     assert f"the objective's minimum {best:.6f}" in task.data
@@ -185,7 +186,7 @@ def test_the_ceiling_follows_its_schedule():
 @pytest.mark.parametrize("name", [w.name for w in workloads.WORKLOADS])
 def test_every_workload_builds_and_trains(name, tmp_path):
     w = workloads.get(name)
-    if any(methods.Method(p, p, "", None, package=p).missing() for p in w.requires):
+    if any(methods.missing_package(p) for p in w.requires):
         pytest.skip(f"{name} needs {w.requires}")  # requirements-dev installs them
     job = Job(name, "secant-adam", 0, 3, quick=True, cache_dir=str(tmp_path))
     task = runner.build_task(job)

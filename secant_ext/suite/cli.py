@@ -139,7 +139,17 @@ class Executor:
         bar.update(1)
 
 
-def plan_grids(ws, tuned, seed, ctx_kw, execute, max_extensions) -> Dict[Tuple[str, str], List[float]]:
+def grid_finals(out: str, workload: str, method: str, seed: int, lrs,
+                ctx_kw) -> Dict[float, float]:
+    """The final metric of each finished run of a tuned method's grid, by rate."""
+    budget = workloads_mod.get(workload).budget_for(ctx_kw["quick"])
+    records = {lr: runner.load(Job(workload, method, seed, budget, lr, **ctx_kw).path(out))
+               for lr in lrs}
+    return {lr: r["final_metric"] for lr, r in records.items() if r is not None}
+
+
+def plan_grids(ws, tuned, seed, ctx_kw, execute,
+               max_extensions) -> Dict[Tuple[str, str], List[float]]:
     """Run the tuned methods' grids on the first seed, extending each grid past an end
     while its best point is there; the final grid of each (workload, method)."""
     grids = {(w.name, m.key): list(w.lr_grid) for w in ws for m in tuned
@@ -148,27 +158,18 @@ def plan_grids(ws, tuned, seed, ctx_kw, execute, max_extensions) -> Dict[Tuple[s
         jobs = [Job(w, m, seed, workloads_mod.get(w).budget_for(ctx_kw["quick"]), lr,
                     **ctx_kw) for (w, m), lrs in grids.items() for lr in lrs]
         execute(jobs, "grids" if round_ == 0 else f"grid extensions ({round_})")
-        grown = False
         if round_ == max_extensions:
             break
+        grown = False
         for (w, m), lrs in grids.items():
-            finals = {}
-            for lr in lrs:
-                rec = execute_load(execute.out, Job(w, m, seed, workloads_mod.get(w).budget_for(
-                    ctx_kw["quick"]), lr, **ctx_kw))
-                if rec is not None:
-                    finals[lr] = rec["final_metric"]
-            nxt = methods_mod.grid_extension(lrs, finals)
+            nxt = methods_mod.grid_extension(
+                lrs, grid_finals(execute.out, w, m, seed, lrs, ctx_kw))
             if nxt is not None:
                 lrs.append(nxt)
                 grown = True
         if not grown:
             break
     return grids
-
-
-def execute_load(out: str, job: Job) -> Optional[dict]:
-    return runner.load(job.path(out))
 
 
 def run(args) -> int:
@@ -196,8 +197,7 @@ def run(args) -> int:
     ws = []
     for n in names:
         w = workloads_mod.get(n)
-        missing = [p for p in w.requires if methods_mod.Method(p, p, "", None,
-                                                                package=p).missing()]
+        missing = [p for p in w.requires if methods_mod.missing_package(p)]
         if missing:
             skipped[n] = f"needs {', '.join(missing)} (pip install {' '.join(missing)})"
         else:
@@ -225,15 +225,8 @@ def run(args) -> int:
 
     def budget(w):
         return w.budget_for(args.quick)
-    best: Dict[Tuple[str, str], Optional[float]] = {}
-    for (w, m), lrs in grids.items():
-        finals = {}
-        for lr in lrs:
-            rec = runner.load(Job(w, m, seeds[0], budget(workloads_mod.get(w)), lr,
-                                  **ctx_kw).path(out))
-            if rec is not None:
-                finals[lr] = rec["final_metric"]
-        best[(w, m)] = methods_mod.best_rate(finals)
+    best = {(w, m): methods_mod.best_rate(grid_finals(out, w, m, seeds[0], lrs, ctx_kw))
+            for (w, m), lrs in grids.items()}
     rest: List[Job] = []
     anytime: List[Job] = []
     for w in ws:

@@ -90,63 +90,62 @@ class Method:
 
     def missing(self) -> Optional[str]:
         """Why it cannot run here (its package is not installed), or None."""
-        if self.package is None:
-            return None
-        try:
-            importlib.import_module(IMPORT_NAMES.get(self.package, self.package))
-        except ImportError:
-            return f"{self.package} is not installed (pip install {self.package})"
-        return None
+        return missing_package(self.package) if self.package else None
 
 
 # pip name -> module name, where they differ
 IMPORT_NAMES = {"prodigy-plus-schedule-free": "prodigyplus"}
 
 
-def _params(model, task):
-    return trainable(model)
+def missing_package(pip_name: str) -> Optional[str]:
+    """Why the optional package ``pip_name`` cannot be used (not installed), or None."""
+    try:
+        importlib.import_module(IMPORT_NAMES.get(pip_name, pip_name))
+    except ImportError:
+        return f"{pip_name} is not installed (pip install {pip_name})"
+    return None
 
 
 def _adamw(model, task, budget, lr):
-    return torch.optim.AdamW(_params(model, task), lr=lr)
+    return torch.optim.AdamW(trainable(model), lr=lr)
 
 
 def _nadamw(model, task, budget, lr):
-    return torch.optim.NAdam(_params(model, task), lr=1.75e-3, betas=(0.933, 0.9955),
+    return torch.optim.NAdam(trainable(model), lr=1.75e-3, betas=(0.933, 0.9955),
                              weight_decay=0.081, decoupled_weight_decay=True)
 
 
 def _sf_algoperf(model, task, budget, lr):
     from schedulefree import AdamWScheduleFree
-    return AdamWScheduleFree(_params(model, task), lr=2.5e-3, betas=(0.9, 0.9955),
+    return AdamWScheduleFree(trainable(model), lr=2.5e-3, betas=(0.9, 0.9955),
                              weight_decay=0.081,
                              warmup_steps=int(math.ceil(ALGOPERF_WARMUP * budget)))
 
 
 def _sf(model, task, budget, lr):
     from schedulefree import AdamWScheduleFree
-    return AdamWScheduleFree(_params(model, task))
+    return AdamWScheduleFree(trainable(model))
 
 
 def _prodigy(model, task, budget, lr):
     from prodigyopt import Prodigy
-    return Prodigy(_params(model, task), lr=1.0)
+    return Prodigy(trainable(model), lr=1.0)
 
 
 def _prodigy_advised(model, task, budget, lr):
     from prodigyopt import Prodigy
-    return Prodigy(_params(model, task), lr=1.0, safeguard_warmup=True,
+    return Prodigy(trainable(model), lr=1.0, safeguard_warmup=True,
                    use_bias_correction=True)
 
 
 def _dadapt_adam(model, task, budget, lr):
     from dadaptation import DAdaptAdam
-    return DAdaptAdam(_params(model, task), lr=1.0)
+    return DAdaptAdam(trainable(model), lr=1.0)
 
 
 def _prodigy_plus(model, task, budget, lr):
     from prodigyplus import ProdigyPlusScheduleFree
-    return ProdigyPlusScheduleFree(_params(model, task), lr=1.0)
+    return ProdigyPlusScheduleFree(trainable(model), lr=1.0)
 
 
 def _muon(model, task, budget, lr):
@@ -156,7 +155,7 @@ def _muon(model, task, budget, lr):
 
 def _secant(cls, **kw):
     def make(model, task, budget, lr):
-        return cls(_params(model, task), **kw)
+        return cls(trainable(model), **kw)
     return make
 
 

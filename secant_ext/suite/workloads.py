@@ -242,14 +242,6 @@ def _finetune(lora_targets: Optional[Tuple[str, ...]] = None, rank: int = 8,
     return build
 
 
-def _digits(seed: int) -> datasets.Dataset:
-    return datasets.load_digits(seed)
-
-
-def _breast_cancer(seed: int) -> datasets.Dataset:
-    return datasets.load_breast_cancer(seed)
-
-
 def _wine(seed: int) -> datasets.Dataset:
     import numpy as np
     from sklearn.datasets import load_wine
@@ -293,7 +285,7 @@ WORKLOADS: Tuple[Workload, ...] = (
              _IMAGES, "test error %", 1000, 60, _vit(), transformer=True),
     Workload("logreg", "convex: logistic regression", f"linear, L2 {L2:g}, batch 32",
              "scikit-learn's breast cancer set", "train objective", 600, 100,
-             _logreg(_breast_cancer), (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
+             _logreg(datasets.load_breast_cancer), (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
     Workload("autoencoder", "regression: autoencoder (MSE)",
              "MLP 64-32-8-32-64, ReLU, batch 32", "scikit-learn's digits", "test MSE", 1500,
              100, _autoencoder()),
@@ -301,7 +293,7 @@ WORKLOADS: Tuple[Workload, ...] = (
              f"MLP 64-{DIGITS_HIDDEN}-10, ReLU, batch {DIGITS_BATCH}, {DIGITS_EPOCHS} epochs "
              "(the demo's)", "scikit-learn's digits", "test error %",
              DIGITS_EPOCHS * (DIGITS_TRAIN // DIGITS_BATCH),
-             5 * (DIGITS_TRAIN // DIGITS_BATCH), _small_data(_digits, DIGITS_HIDDEN,
+             5 * (DIGITS_TRAIN // DIGITS_BATCH), _small_data(datasets.load_digits, DIGITS_HIDDEN,
                                                               DIGITS_BATCH)),
     Workload("finetune", "fine-tuning, full", "the lm model, every weight, batch 32",
              _FINETUNE, "val bits/byte", 600, 40, _finetune(), _LM_GRID, transformer=True),
@@ -329,7 +321,7 @@ WORKLOADS: Tuple[Workload, ...] = (
              _autoencoder(batch=128), held_out=True, base="autoencoder"),
     Workload("cancer-epochs", "small data, many epochs",
              "MLP 30-64-2, ReLU, batch 32, 40 epochs", "scikit-learn's breast cancer set",
-             "test error %", 560, 140, _small_data(_breast_cancer), held_out=True,
+             "test error %", 560, 140, _small_data(datasets.load_breast_cancer), held_out=True,
              base="digits-epochs"),
     Workload("lora-r16-mlp", "fine-tuning, LoRA (peft)",
              "the lm model, LoRA r 16 on every linear layer of the blocks", _FINETUNE,
