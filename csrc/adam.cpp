@@ -19,6 +19,11 @@ namespace secant_ext {
 
 namespace {
 
+// eta takes this multiple of the measured step to the minimum along d (the largest step a
+// quadratic along d is stable under; the averaged iterate takes the middle): layout's
+// ADAM_REACH, which the tests compare with the reference.
+constexpr double kAdamReach = 2.0;
+
 // One table row of adam_stats. kMeasure: u and g_plus are given (else only |g|^2); kHasG: a
 // separate g (else g = s).
 template <bool kMeasure, bool kHasG, typename scalar_t, typename opmath_t>
@@ -142,13 +147,21 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
   double* st = state.data_ptr<double>();
   const double scale = st[layout::PREV_STEP_SCALE];
   const bool valid = finite && scale > 0 && measure;
+  // per unit step along d: the curvature a, the descent left b, the slope at the previous
+  // iterate c; a and c divided by n = |c| + scale |a| before they are averaged
   const double a = uy / (scale * scale), b = us / scale;
-  const double big_a = ema * st[layout::ADAM_A] + (1 - ema) * a;
-  const double big_b = ema * st[layout::ADAM_B] + (1 - ema) * b;
-  const bool positive = big_a > 0 && big_b > 0;
+  const double c = (uy + us) / scale;
+  const double n = (std::abs(uy + us) + std::abs(uy)) / scale;
+  const double a_n = n > 0 ? a / n : 0.0, c_n = n > 0 ? c / n : 0.0;
+  const double big_a = ema * st[layout::ADAM_A] + (1 - ema) * a_n;
+  const double big_c = ema * st[layout::ADAM_B] + (1 - ema) * c_n;
+  const bool positive = big_a > 0 && big_c > 0;
   const double prev = st[layout::ALPHA];
-  const double ratio = big_b / big_a, cap = growth * prev;
-  const double eta = ratio < cap ? ratio : cap;  // both finite when it is used
+  const double grown = growth * prev;
+  const double ratio = kAdamReach * big_c / big_a;
+  // 2 C / A (capped) with a minimum ahead; grow without one; shrink when the step went uphill
+  const double eta = big_c > 0 ? (big_a > 0 ? (ratio < grown ? ratio : grown) : grown)
+                               : prev / growth;
 
   st[layout::STEP] += 1;
   st[layout::TAKEN] += finite ? 1.0 : 0.0;
@@ -165,8 +178,8 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
     st[layout::Y_SQ] = y_sq;
     st[layout::STALLED] += y_sq == 0 ? 1.0 : 0.0;
     st[layout::ADAM_A] = big_a;
-    st[layout::ADAM_B] = big_b;
-    if (positive) st[layout::ALPHA] = eta;
+    st[layout::ADAM_B] = big_c;
+    st[layout::ALPHA] = eta;
   }
   if (finite) {
     st[layout::BETA1_POWER] *= beta1;

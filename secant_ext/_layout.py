@@ -50,9 +50,10 @@ CLIP_G_SQ_OTHERS = 23  # input: |g|^2 of the optimizer's other param groups (0 w
 # SecantAdam (docs/ALGORITHM.md, 'SecantAdam'): ALPHA is the measured step size eta of Adam's
 # direction d; a measurement looks back along the previous step u = x_(t-1) - x_t, taken
 # with step size PREV_STEP_SCALE, and gives a = <u, y> / scale^2 (the curvature along d),
-# b = <u, g> / scale (the descent left along d); eta follows ADAM_B / ADAM_A.
-ADAM_A = 24        # EMA of a (weight ADAM_EMA on the old value)
-ADAM_B = 25        # EMA of b
+# c = <u, g_plus> / scale (the slope at the previous iterate); both divided by
+# n = |c| + scale |a| before they are averaged; eta follows ADAM_REACH * ADAM_B / ADAM_A.
+ADAM_A = 24        # EMA of a / n (weight ADAM_EMA on the old value)
+ADAM_B = 25        # EMA of c / n
 PREV_STEP_SCALE = 26  # step size of the kept previous step u (0: none kept, no measurement)
 BETA1_POWER = 27   # beta1 ** (applied steps): Adam's bias corrections, as running products
 BETA2_POWER = 28   # beta2 ** (applied steps)
@@ -72,11 +73,14 @@ SIGN_SCALED = 1    # alpha * mean(|v|) * sign(v), per tensor
 SIGN_UNSCALED = 2  # alpha * sign(v)
 
 
-# SecantAdam's rule: the averages' weight, the largest growth of eta per measurement, and
-# eta before the first measurement (docs/ALGORITHM.md, 'SecantAdam').
-ADAM_EMA = 0.98
+# SecantAdam's rule: the averages' weight, the largest growth (and shrink) of eta per
+# measurement, eta before the first measurement, and the multiple of the measured step to
+# the minimum that eta takes (docs/ALGORITHM.md, 'SecantAdam'). ADAM_REACH is written into
+# the kernels' formulas (csrc/adam.cpp, _triton/adam.py); tests check they agree.
+ADAM_EMA = 0.9
 ADAM_GROWTH = 1.1
 ADAM_ETA0 = 1e-5
+ADAM_REACH = 2.0
 
 CARRY_BETA_DEFAULT = 0.9
 AVG_FLOOR_DEFAULT = 0.01

@@ -22,11 +22,16 @@ class SecantAdam(SecantOptimizer):
               a = \frac{\langle u, g(x_t + u) - g(x_t)\rangle}{\eta'^2}
 
     (``eta'`` the step size ``u`` was taken with) are the descent still left along ``d``
-    and the curvature along it. Their averages (weight 0.98) give
-    ``eta <- min(B / A, 1.1 eta)`` while both are positive: the greedy step along ``d`` for
-    the expected loss, allowed to grow by 10% per measurement from 1e-5. Each of the first
-    ``curvature_warmup`` steps measures, then every ``curvature_every``-th; a measuring step
-    costs two evaluations of the closure, any other one.
+    and the curvature along it; ``c = eta' a + b`` is the slope at ``x_(t-1)``, so
+    ``c / a`` is the step from there to the minimum of the measured quadratic. Each
+    measurement is divided by ``|c| + eta' |a|`` (it weighs the same however large the
+    gradients were) and averaged (weight 0.9), and ``eta <- min(2 C / A, 1.1 eta)``:
+    twice the step to the minimum, the largest that quadratic is stable under, with the
+    averaged iterate in the middle; allowed to grow by 10% per measurement from 1e-5. With
+    negative curvature and descent ahead (LoRA's saddle) eta grows by 10%; when the step
+    went uphill it shrinks by 10%. Each of the first ``curvature_warmup`` steps measures,
+    then every ``curvature_every``-th; a measuring step costs two evaluations of the
+    closure, any other one.
 
     Args:
         params: parameters or param groups, as for ``torch.optim.AdamW``.
@@ -57,7 +62,7 @@ class SecantAdam(SecantOptimizer):
     parameter (AdamW keeps 2). ``last_stats.alpha`` is eta, ``step_size`` the applied
     step (``eta * lr * clip``), ``curvature`` and ``dot`` the measured ``a``, ``s_sq`` the
     measured ``b``, ``measured`` whether the step measured, ``clipped`` whether a
-    measurement kept eta because an average was not positive.
+    measurement moved eta by the growth factor because an average was not positive.
     """
 
     _variant_options = ("betas", "eps")

@@ -42,7 +42,7 @@ except ImportError as err:  # an optional extra
 
 from . import _layout as layout
 from ._base import SecantOptimizer
-from .sgd import SecantSGD
+from .adam import SecantAdam
 
 __all__ = ["SecantTrainer", "secant_optimizer_of", "log_values"]
 
@@ -81,9 +81,9 @@ def log_values(optimizer: SecantOptimizer) -> Dict[str, float]:
 
 class SecantTrainer(Trainer):
     """A ``transformers.Trainer`` that drives the Secant optimizers (a drop-in: the same
-    arguments). Pass the optimizer as usual, ``optimizers=(SecantSGD(model.parameters()),
+    arguments). Pass the optimizer as usual, ``optimizers=(SecantAdam(model.parameters()),
     None)``, or let it build one: ``optimizer_cls_and_kwargs=(SecantSGDM, {"momentum":
-    0.9})``, ``SecantSGD()`` by default, one param group, or Trainer's decay and no-decay
+    0.9})``, ``SecantAdam()`` by default, one param group, or Trainer's decay and no-decay
     groups when ``weight_decay`` is set (then each group measures its own alpha)."""
 
     # -- the optimizer and the schedule ----------------------------------------------------
@@ -104,7 +104,7 @@ class SecantTrainer(Trainer):
         return self.optimizer
 
     def _build_secant_optimizer(self, model) -> SecantOptimizer:
-        cls, kwargs = self.optimizer_cls_and_kwargs or (SecantSGD, {})
+        cls, kwargs = self.optimizer_cls_and_kwargs or (SecantAdam, {})
         if not (isinstance(cls, type) and issubclass(cls, SecantOptimizer)):
             raise TypeError(f"SecantTrainer's optimizer_cls_and_kwargs must name a secant_ext "
                             f"optimizer class, got {cls!r}")

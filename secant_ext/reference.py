@@ -236,13 +236,18 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
                ema: float, growth: float, measure: bool, record: bool) -> None:
     """Sum the stats table (float64, row order), apply SecantAdam's rule, update ``state``.
 
-    A measurement (``measure``, a kept previous step, finite sums) gives the curvature and
-    the descent along Adam's direction per unit step, ``a = <u, y> / scale^2`` and
-    ``b = <u, s> / scale`` (``scale = PREV_STEP_SCALE``, the step size ``u`` was taken
-    with), and moves their averages ``A <- ema A + (1 - ema) a``, ``B`` likewise. While
-    both are positive, ``eta <- min(B / A, growth * eta)``; otherwise eta is kept (counted
-    in ``CLIPPED``). The step applies ``eta * lr * clip``. ``record``: the update keeps this
-    step as the next measurement's ``u``. A non-finite sum skips the step."""
+    A measurement (``measure``, a kept previous step, finite sums) gives, per unit step
+    along Adam's direction ``d``, the curvature ``a = <u, y> / scale^2`` and the slope at
+    the previous iterate ``c = <u, g_plus> / scale = (<u, y> + <u, s>) / scale``
+    (``scale = PREV_STEP_SCALE``, the step size ``u`` was taken with), so ``c / a`` is the
+    step along ``d`` from ``x_(t-1)`` to the minimum of the measured quadratic. Both are
+    divided by ``n = |c| + scale |a|`` (each measurement weighs the same, however large the
+    gradients were when it was taken) and averaged: ``A <- ema A + (1 - ema) a / n``, ``C``
+    likewise. Then ``eta <- min(2 C / A, growth * eta)`` while both are positive,
+    ``growth * eta`` when only ``C`` is (negative curvature: descent with no minimum in
+    sight), and ``eta / growth`` when ``C`` is not (the step went uphill); the last two
+    are counted in ``CLIPPED``. The step applies ``eta * lr * clip``. ``record``: the update
+    keeps this step as the next measurement's ``u``. A non-finite sum skips the step."""
     sums = stats.to(torch.float64).sum(dim=0)
     uy, us, y_sq, g_sq = (sums[k] for k in (_layout.COL_DOT, _layout.COL_S_SQ,
                                              _layout.COL_Y_SQ, _layout.COL_G_SQ))
@@ -251,11 +256,20 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     valid = finite & (scale > 0) & measure
     a = uy / (scale * scale)
     b = us / scale
-    big_a = ema * state[_layout.ADAM_A] + (1 - ema) * a
-    big_b = ema * state[_layout.ADAM_B] + (1 - ema) * b
-    positive = (big_a > 0) & (big_b > 0)
+    c = (uy + us) / scale
+    n = (torch.abs(uy + us) + torch.abs(uy)) / scale
+    some = n > 0
+    a_n = torch.where(some, a / n, torch.zeros_like(a))
+    c_n = torch.where(some, c / n, torch.zeros_like(c))
+    big_a = ema * state[_layout.ADAM_A] + (1 - ema) * a_n
+    big_c = ema * state[_layout.ADAM_B] + (1 - ema) * c_n
+    positive = (big_a > 0) & (big_c > 0)
     prev = state[_layout.ALPHA]
-    eta = torch.minimum(big_b / big_a, growth * prev)
+    grown = growth * prev
+    ratio = _layout.ADAM_REACH * big_c / big_a
+    eta = torch.where(big_c > 0,
+                      torch.where(big_a > 0, torch.minimum(ratio, grown), grown),
+                      prev / growth)
 
     new = state.clone()
     new[_layout.STEP] += 1
@@ -272,8 +286,8 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     new[_layout.Y_SQ] = torch.where(valid, y_sq, state[_layout.Y_SQ])
     new[_layout.STALLED] += (valid & (y_sq == 0)).to(torch.float64)
     new[_layout.ADAM_A] = torch.where(valid, big_a, state[_layout.ADAM_A])
-    new[_layout.ADAM_B] = torch.where(valid, big_b, state[_layout.ADAM_B])
-    new[_layout.ALPHA] = torch.where(valid & positive, eta, prev)
+    new[_layout.ADAM_B] = torch.where(valid, big_c, state[_layout.ADAM_B])
+    new[_layout.ALPHA] = torch.where(valid, eta, prev)
     new[_layout.BETA1_POWER] = torch.where(finite, state[_layout.BETA1_POWER] * beta1,
                                            state[_layout.BETA1_POWER])
     new[_layout.BETA2_POWER] = torch.where(finite, state[_layout.BETA2_POWER] * beta2,

@@ -136,11 +136,12 @@ class SpecAdam:
     max_grad_norm: Optional[float] = None
     curvature_every: int = 8
     curvature_warmup: int = 50
-    ema: float = 0.98
+    ema: float = 0.9
     growth: float = 1.1
+    reach: float = 2.0
     eta: float = 1e-5
     A: float = 0.0
-    B: float = 0.0
+    C: float = 0.0
     average: bool = True
     avg: Optional[List[np.ndarray]] = None
     m: Optional[List[np.ndarray]] = None
@@ -163,13 +164,23 @@ class SpecAdam:
             pairs = problem.probe_rows(t) if probe else train
             s = problem.grad(x, pairs) if probe else g
             g_back = problem.grad([xi + ui for xi, ui in zip(x, self.u)], pairs)
+            # the curvature along d and the slope at the previous iterate, per unit step
             a = sum(float(np.sum(ui * (gb - si))) for ui, gb, si in zip(self.u, g_back, s)) \
                 / self.u_scale ** 2
-            b = sum(float(np.sum(ui * si)) for ui, si in zip(self.u, s)) / self.u_scale
+            c = sum(float(np.sum(ui * gb)) for ui, gb in zip(self.u, g_back)) / self.u_scale
+            n = abs(c) + self.u_scale * abs(a)  # every measurement weighs the same
+            if n > 0:
+                a, c = a / n, c / n
+            else:
+                a = c = 0.0
             self.A = self.ema * self.A + (1 - self.ema) * a
-            self.B = self.ema * self.B + (1 - self.ema) * b
-            if self.A > 0 and self.B > 0:
-                self.eta = min(self.B / self.A, self.growth * self.eta)
+            self.C = self.ema * self.C + (1 - self.ema) * c
+            if self.C > 0 and self.A > 0:
+                self.eta = min(self.reach * self.C / self.A, self.growth * self.eta)
+            elif self.C > 0:
+                self.eta = self.growth * self.eta
+            else:
+                self.eta = self.eta / self.growth
         if earlier is not None:
             g = [gi + ei for gi, ei in zip(g, earlier)]
         self.alphas.append(self.eta)

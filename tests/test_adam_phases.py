@@ -46,13 +46,13 @@ def _to(device, lists):
     return [t.to(device) for t in lists]
 
 
-def _state(taken=3, scale=2e-3, eta=1e-3, big_a=5.0, big_b=0.01, skipped=False):
+def _state(taken=3, scale=2e-3, eta=1e-3, big_a=5.0, big_c=0.01, skipped=False):
     st = torch.tensor(layout.initial_state_values(), dtype=F64)
     st[layout.ALPHA] = eta
     st[layout.STEP] = st[layout.TAKEN] = float(taken)
     st[layout.STEP_SIZE] = eta
     st[layout.PREV_STEP_SCALE] = scale
-    st[layout.ADAM_A], st[layout.ADAM_B] = big_a, big_b
+    st[layout.ADAM_A], st[layout.ADAM_B] = big_a, big_c
     st[layout.BETA1_POWER], st[layout.BETA2_POWER] = BETAS[0] ** taken, BETAS[1] ** taken
     st[layout.LAST_SKIPPED] = float(skipped)
     st[layout.AVG_WEIGHT] = 1.0 / taken  # as the alpha phase sets it
@@ -133,8 +133,11 @@ def _exact_table(rows, values, dtype=torch.float32):
 ALPHA_CASES = {
     # name: (column sums <u,y>, <u,s>, |y|^2, |g|^2; state kwargs; measure; record)
     "measure-grow-capped": ((2.0 ** -10, 2.0 ** -8, 0.25, 4.0), {}, True, True),
-    "measure-ratio": ((2.0 ** -3, 2.0 ** -12, 0.25, 4.0), dict(big_a=0.0, big_b=0.0), True, True),
-    "negative-curvature": ((-1.0, 2.0 ** -8, 0.25, 4.0), dict(big_a=0.0, big_b=0.0), True, False),
+    "measure-ratio": ((2.0 ** -3, 2.0 ** -12, 0.25, 4.0), dict(big_a=0.0, big_c=0.0), True, True),
+    "negative-curvature": ((-2.0 ** -10, 2.0 ** -4, 0.25, 4.0), dict(big_a=0.0, big_c=0.0),
+                           True, False),
+    "uphill": ((-1.0, 2.0 ** -8, 0.25, 4.0), dict(big_a=0.0, big_c=0.0), True, False),
+    "zero-measurement": ((0.0, 0.0, 0.0, 4.0), {}, True, True),
     "no-previous-step": ((2.0 ** -10, 2.0 ** -8, 0.25, 4.0), dict(scale=0.0), True, True),
     "not-measuring": ((0.0, 0.0, 0.0, 4.0), {}, False, True),
     "stalled": ((0.0, 2.0 ** -8, 0.0, 4.0), {}, True, False),
@@ -163,22 +166,50 @@ def test_adam_alpha_matches_reference_bitwise(impl, case, lr, max_norm):
 
 
 def test_adam_alpha_rule_by_hand():
-    """The rule on numbers worked out by hand: a = <u,y>/scale^2, b = <u,s>/scale, the
-    averages, eta = min(B/A, 1.1 eta), the step and the kept step's scale."""
-    st = _state(scale=0.5, eta=0.01, big_a=0.0, big_b=0.0)
-    reference.adam_alpha(_exact_table(1, (0.25, 0.125, 1.0, 16.0)), st, beta1=0.9, beta2=0.999,
-                         ema=0.5, growth=100.0, measure=True, record=True)
-    a, b = 0.25 / 0.25, 0.125 / 0.5          # 1.0 and 0.25
-    big_a, big_b = 0.5 * a, 0.5 * b           # the averages from 0
+    """The rule on numbers worked out by hand: a = <u,y>/scale^2, c = <u,g_plus>/scale,
+    both over n = |c| + scale |a|, the averages, eta = min(2 C/A, growth eta), the step and
+    the kept step's scale."""
+    sums = (0.125, 0.25, 1.0, 16.0)           # <u,y>, <u,s>, |y|^2, |g|^2
+    st = _state(scale=0.5, eta=0.01, big_a=0.0, big_c=0.0)
+    reference.adam_alpha(_exact_table(1, sums), st, beta1=0.9, beta2=0.999,
+                         ema=0.5, growth=1000.0, measure=True, record=True)
+    a, b, c = 0.125 / 0.25, 0.25 / 0.5, 0.375 / 0.5  # 0.5, 0.5, 0.75
+    n = abs(c) + 0.5 * abs(a)                 # 1.0
+    big_a, big_c = 0.5 * a / n, 0.5 * c / n   # the averages from 0: 0.25, 0.375
     assert st[layout.DOT] == a and st[layout.S_SQ] == b
-    assert st[layout.ADAM_A] == big_a and st[layout.ADAM_B] == big_b
-    assert st[layout.ALPHA] == big_b / big_a == 0.25
-    assert st[layout.STEP_SIZE] == 0.25 and st[layout.PREV_STEP_SCALE] == 0.25
+    assert st[layout.ADAM_A] == big_a and st[layout.ADAM_B] == big_c
+    assert st[layout.ALPHA] == 2 * big_c / big_a == 3.0
+    assert st[layout.STEP_SIZE] == 3.0 and st[layout.PREV_STEP_SCALE] == 3.0
     assert st[layout.G_SQ] == 16.0 and st[layout.LAST_MEASURED] == 1
-    st2 = _state(scale=0.5, eta=0.01, big_a=0.0, big_b=0.0)
-    reference.adam_alpha(_exact_table(1, (0.25, 0.125, 1.0, 16.0)), st2, beta1=0.9,
+    assert st[layout.LAST_CLIPPED] == 0
+    st2 = _state(scale=0.5, eta=0.01, big_a=0.0, big_c=0.0)
+    reference.adam_alpha(_exact_table(1, sums), st2, beta1=0.9,
                          beta2=0.999, ema=0.5, growth=1.1, measure=True, record=False)
     assert st2[layout.ALPHA] == 1.1 * 0.01 and st2[layout.PREV_STEP_SCALE] == 0
+
+
+@pytest.mark.parametrize("uy,us,expected", [
+    # negative curvature with descent ahead (LoRA's saddle): eta grows
+    (-0.125, 0.5, 1.1 * 0.01),
+    # the slope at the previous iterate points uphill: eta shrinks
+    (0.125, -0.5, 0.01 / 1.1)])
+def test_adam_alpha_grows_at_negative_curvature_and_shrinks_uphill(uy, us, expected):
+    st = _state(scale=0.5, eta=0.01, big_a=0.0, big_c=0.0)
+    reference.adam_alpha(_exact_table(1, (uy, us, 1.0, 1.0)), st, beta1=0.9, beta2=0.999,
+                         ema=0.5, growth=1.1, measure=True, record=True)
+    assert st[layout.ALPHA] == expected
+    assert st[layout.LAST_CLIPPED] == 1 and st[layout.CLIPPED] == 1
+
+
+def test_adam_reach_is_the_kernels():
+    """ADAM_REACH is written into the C++ and Triton formulas: the constant the tests and
+    docs read is theirs."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cpp = (root / "csrc" / "adam.cpp").read_text()
+    assert f"constexpr double kAdamReach = {layout.ADAM_REACH};" in cpp
+    from secant_ext._triton import adam as triton_adam  # noqa: F401 (needs triton)
+    assert triton_adam._ALPHA_CONSTEXPRS["REACH"] == layout.ADAM_REACH
 
 
 # --- adam_update --------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_defaults_take_the_rules_own_step_and_a_constant_schedule(tmp_path):
                             callbacks=[rec])
     trainer.train()
     opt = huggingface.secant_optimizer_of(trainer.optimizer)
-    assert isinstance(opt, secant_ext.SecantSGD) and len(opt.param_groups) == 1
+    assert isinstance(opt, secant_ext.SecantAdam) and len(opt.param_groups) == 1
     assert [float(st["lr"]) for st in rec.stats] == [1.0] * STEPS
     assert [e["learning_rate"] for e in trainer.state.log_history if "loss" in e] == [1.0] * 3
 

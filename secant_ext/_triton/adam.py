@@ -137,7 +137,7 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
                        ADAM_B: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
                        BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
                        COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
-                       COL_G_SQ: tl.constexpr):
+                       COL_G_SQ: tl.constexpr, REACH: tl.constexpr):
     uy, us, y_sq, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK, COL_DOT,
                                      COL_S_SQ, COL_Y_SQ, COL_G_SQ)
     b1 = f64_from_bits(beta1)
@@ -149,15 +149,22 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     valid = finite & (scale > 0) & MEASURE
     a = uy / (scale * scale)
     b = us / scale
+    c = (uy + us) / scale
+    n = (tl.abs(uy + us) + tl.abs(uy)) / scale
+    some = n > 0
+    n_or_one = tl.where(some, n, 1.0)  # (no 0 / 0 computed where n is 0)
+    a_n = tl.where(some, a / n_or_one, 0.0)
+    c_n = tl.where(some, c / n_or_one, 0.0)
     old_a = tl.load(state + ADAM_A)
-    old_b = tl.load(state + ADAM_B)
-    big_a = w * old_a + (1.0 - w) * a
-    big_b = w * old_b + (1.0 - w) * b
-    positive = (big_a > 0) & (big_b > 0)
+    old_c = tl.load(state + ADAM_B)
+    big_a = w * old_a + (1.0 - w) * a_n
+    big_c = w * old_c + (1.0 - w) * c_n
+    positive = (big_a > 0) & (big_c > 0)
     prev = tl.load(state + ALPHA)
-    ratio = big_b / big_a
-    cap = grow * prev
-    eta = tl.where(ratio < cap, ratio, cap)
+    grown = grow * prev
+    ratio = REACH * big_c / big_a
+    eta = tl.where(big_c > 0, tl.where(big_a > 0, tl.where(ratio < grown, ratio, grown), grown),
+                   prev / grow)
     one = tl.full([], 1.0, tl.float64)
     zero = tl.full([], 0.0, tl.float64)
     kept_eta = valid & ~positive
@@ -176,8 +183,8 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     tl.store(state + Y_SQ, tl.where(valid, y_sq, tl.load(state + Y_SQ)))
     tl.store(state + STALLED, tl.load(state + STALLED) + (valid & (y_sq == 0)).to(tl.float64))
     tl.store(state + ADAM_A, tl.where(valid, big_a, old_a))
-    tl.store(state + ADAM_B, tl.where(valid, big_b, old_b))
-    new_eta = tl.where(valid & positive, eta, prev)
+    tl.store(state + ADAM_B, tl.where(valid, big_c, old_c))
+    new_eta = tl.where(valid, eta, prev)
     tl.store(state + ALPHA, new_eta)
     p1 = tl.load(state + BETA1_POWER)
     p2 = tl.load(state + BETA2_POWER)
@@ -206,6 +213,7 @@ _ALPHA_CONSTEXPRS = {name: getattr(_layout, name) for name in (
     "MAX_GRAD_NORM", "STEP_SIZE", "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "ADAM_A",
     "ADAM_B", "PREV_STEP_SCALE", "BETA1_POWER", "BETA2_POWER", "COL_DOT", "COL_S_SQ",
     "COL_Y_SQ", "COL_G_SQ")}
+_ALPHA_CONSTEXPRS["REACH"] = _layout.ADAM_REACH
 
 
 _hyper_cache: dict = {}
