@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated workload names, or 'main', 'held-out', 'all' "
                         "(default all)")
     p.add_argument("--methods", default="all",
-                   help="comma-separated method keys, or 'all' (default); the calibrated "
-                        "ceiling (adamw-cosine) always runs: it sets the targets")
+                   help="comma-separated method keys and groups: 'all' (default), 'rules' "
+                        "(SecantAdam's rule variants, not in 'all'); the calibrated ceiling "
+                        "(adamw-cosine) always runs: it sets the targets")
     p.add_argument("--seeds", type=int,
                    help=f"seeds per method: --seed, --seed+1, ... (default {DEFAULT_SEEDS}, "
                         f"{QUICK_SEEDS} with --quick); tuned methods search their grid on "
@@ -70,9 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pick(spec: str, names: Sequence[str], groups: Dict[str, Sequence[str]], what: str):
-    if spec in groups:
-        return list(groups[spec])
-    picked = [s.strip() for s in spec.split(",") if s.strip()]
+    """Names and group names, comma-separated, in order, each once."""
+    picked: List[str] = []
+    for s in (s.strip() for s in spec.split(",")):
+        for n in groups.get(s, [s] if s else []):
+            if n not in picked:
+                picked.append(n)
     unknown = [s for s in picked if s not in names]
     if unknown:
         raise SystemExit(f"error: unknown {what} {', '.join(map(repr, unknown))}; choose "
@@ -180,7 +184,9 @@ def run(args) -> int:
               "main": [w.name for w in workloads_mod.WORKLOADS if not w.held_out],
               "held-out": [w.name for w in workloads_mod.WORKLOADS if w.held_out]}
     names = _pick(args.workloads, groups["all"], groups, "workload")
-    keys = _pick(args.methods, list(methods_mod.BY_KEY), {"all": list(methods_mod.BY_KEY)},
+    rules = [m.key for m in methods_mod.METHODS if m.group == "rules"]
+    keys = _pick(args.methods, list(methods_mod.BY_KEY),
+                 {"all": [k for k in methods_mod.BY_KEY if k not in rules], "rules": rules},
                  "method")
     if methods_mod.CEILING not in keys:
         keys.insert(0, methods_mod.CEILING)

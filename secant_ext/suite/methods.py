@@ -13,6 +13,9 @@
   transformers (its rate tuned like the ceiling). Their packages are optional: a missing
   one is named and skipped.
 - ``secant``: this package's optimizers at their defaults.
+
+and, outside ``all``, the group ``rules``: ``SecantAdam`` with the variants of its
+step-size rule in ``experiments.adam_rules`` (the research behind its defaults).
 """
 from __future__ import annotations
 
@@ -159,6 +162,19 @@ def _secant(cls, **kw):
     return make
 
 
+def _rule(name: str):
+    def make(model, task, budget, lr):
+        from ..experiments.adam_rules import VARIANTS, SecantAdamRule
+        return SecantAdamRule(trainable(model), VARIANTS[name])
+    return make
+
+
+def _rule_methods() -> Tuple[Method, ...]:
+    from ..experiments.adam_rules import VARIANTS
+    return tuple(Method(f"rule-{name}", f"SecantAdam rule {name}", "rules", _rule(name))
+                 for name in VARIANTS)
+
+
 METHODS: Tuple[Method, ...] = (
     Method("adamw-cosine", "AdamW warm-up+cosine (tuned)", "ceiling", _adamw, warmup=WARMUP,
            tuned=True),
@@ -182,6 +198,7 @@ METHODS: Tuple[Method, ...] = (
     Method("secant-signsgd", "SecantSignSGD", "secant", _secant(secant_ext.SecantSignSGD)),
 )
 
+METHODS += _rule_methods()
 BY_KEY: Dict[str, Method] = {m.key: m for m in METHODS}
 CEILING = "adamw-cosine"
 

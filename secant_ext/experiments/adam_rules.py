@@ -1,0 +1,268 @@
+"""SecantAdam's step-size rule, varied: the research behind its defaults.
+
+``RuleVariant`` describes a rule for ``eta`` from the measurements SecantAdam already
+makes (docs/ALGORITHM.md, 'SecantAdam'): per unit step along Adam's direction ``d``, the
+curvature ``a = <u, y> / eta'^2``, the descent left at ``x_t`` ``b = <u, s> / eta'`` and
+the slope at the previous iterate ``c = <u, g_plus> / eta' = eta' a + b``.
+``SecantAdamRule`` is ``SecantAdam`` with that rule applied in Python (float64) between
+the package's own statistics and update kernels, so a variant differs from the package's
+optimizer in the rule alone. ``VARIANTS`` holds the rules docs/RESULTS.md ('SecantAdam at
+its defaults') reports; ``now`` is the package's rule, to the bit (tests check it). The
+workload suite races them as the methods ``rule-<name>``::
+
+    python -m secant_ext suite --methods all,rules --jobs 2 --out runs/adam-rules \\
+        --workloads mlp,resnet-bn,vit,logreg,autoencoder,digits-epochs
+    python -m secant_ext.experiments.adam_rules runs/adam-rules   # the table
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+
+from .. import _layout as layout
+from .._base import _write_step_inputs
+from ..adam import SecantAdam
+
+
+@dataclass(frozen=True)
+class RuleVariant:
+    """One rule for ``eta``. ``estimate``: ``"left"`` (``B / A``, the step left from
+    ``x_t``) or ``"previous"`` (``C / A``, the step to the minimum from ``x_(t-1)``);
+    ``normalize``: each measurement as it is (``"none"``), over the gradient's norm
+    (``"grad"``), or over ``|c| + eta' |a|`` (``"measurement"``, with the ``b`` of ``"left"``
+    in place of ``c``); ``reach``: the multiple of the estimate ``eta`` takes;
+    ``negative``: what a positive ``B`` (or ``C``) with ``A <= 0`` does (``"keep"`` eta or
+    ``"grow"`` it); ``uphill``: what ``B <= 0`` does (``"keep"`` or ``"shrink"``)."""
+    description: str
+    ema: float = 0.9
+    growth: float = 1.1
+    warmup_growth: float = 0.0  # growth during the warm-up (0: ``growth``)
+    eta0: float = layout.ADAM_ETA0
+    reach: float = 2.0
+    estimate: str = "previous"
+    normalize: str = "measurement"
+    negative: str = "grow"
+    uphill: str = "shrink"
+    warmup: int = 50            # curvature_warmup
+    every: int = 8              # curvature_every
+
+
+BEFORE = dict(ema=0.98, reach=1.0, estimate="left", normalize="none", negative="keep",
+              uphill="keep")
+VARIANTS: Dict[str, RuleVariant] = {
+    "before": RuleVariant("min(B/A, 1.1 eta), raw averages, weight 0.98", **BEFORE),
+    "before-w0.9": RuleVariant("same, weight 0.9", **dict(BEFORE, ema=0.9)),
+    "before-grad-w0.9": RuleVariant("same, each measurement over |g|, weight 0.9",
+                                    **dict(BEFORE, ema=0.9, normalize="grad")),
+    "previous-raw": RuleVariant("C/A, raw averages, weight 0.98",
+                                **dict(BEFORE, estimate="previous")),
+    "previous-n": RuleVariant("C/A, each over n, weight 0.98",
+                              **dict(BEFORE, estimate="previous", normalize="measurement")),
+    "previous-n-w0.9": RuleVariant("C/A, each over n, weight 0.9",
+                                   **dict(BEFORE, estimate="previous",
+                                          normalize="measurement", ema=0.9)),
+    "now": RuleVariant("2 C/A, each over n, weight 0.9, grows at negative curvature, "
+                       "shrinks uphill (the package's rule)"),
+    "now-reach1": RuleVariant("now, C/A once (reach 1)", reach=1.0),
+    "now-keep-uphill": RuleVariant("now, eta kept (not shrunk) when C <= 0", uphill="keep"),
+    "now-w0.95": RuleVariant("now, weight 0.95", ema=0.95),
+    "now-w0.8": RuleVariant("now, weight 0.8", ema=0.8),
+    "now-growth1.15": RuleVariant("now, growth x1.15", growth=1.15),
+    "now-warmup-growth1.2": RuleVariant("now, growth x1.2 in the warm-up", warmup_growth=1.2),
+    "now-warmup100": RuleVariant("now, 100 measuring steps of warm-up", warmup=100),
+    "now-every4": RuleVariant("now, a measurement every 4th step", every=4),
+    "now-eta0-1e-4": RuleVariant("now, starting at 1e-4", eta0=1e-4),
+    "now-growth2": RuleVariant("now, growth x2 a measurement", growth=2.0),
+}
+
+
+class SecantAdamRule(SecantAdam):
+    """``SecantAdam`` whose ``eta`` follows ``variant`` (one rule for every param group;
+    the averages live in ``self.rule_state``, per group, not in checkpoints)."""
+
+    def __init__(self, params, variant: RuleVariant, **kwargs):
+        super().__init__(params, curvature_warmup=variant.warmup,
+                         curvature_every=variant.every, **kwargs)
+        self.variant = variant
+        self.rule_state: Dict[int, Dict[str, float]] = {}
+
+    def _group_state(self, group):
+        fresh = "secant_state" not in self.state[group["params"][0]]
+        st = super()._group_state(group)
+        if fresh:
+            st[layout.ALPHA] = self.variant.eta0
+        return st
+
+    def _apply(self, work, separate_grads: bool) -> None:
+        # SecantAdam's _apply with the rule in Python between the statistics and the update
+        for w in work:
+            w.state = self._group_state(w.group)
+            _write_step_inputs(w.state, w.group, self._inputs_written)
+            for b in w.buckets:
+                u = self._kernel_buffers(b, "previous_step") if w.measure else []
+                b.table = b.backend.adam_stats(
+                    u, b.lookahead_grads if w.measure else [], b.probes,
+                    b.grads if separate_grads else [], w.state)
+        self._reduce_tables(work)
+        self._share_grad_norm(work)
+        for i, w in enumerate(work):
+            self._rule(i, w.combined, w.state, w.group["betas"], w.measure, w.record)
+        for w in work:
+            if w.group["nonfinite"] == "raise":
+                self._raise_if_skipped(w.state, work)
+        for w in work:
+            beta1, beta2 = w.group["betas"]
+            for b in w.buckets:
+                b.backend.adam_update(
+                    b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
+                    self._kernel_buffers(b, "exp_avg_sq"),
+                    self._kernel_buffers(b, "previous_step") if w.record else [],
+                    self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
+                    w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
+                    weight_decay=w.group["weight_decay"])
+
+    def _next_eta(self, mine: Dict[str, float], eta: float, scale: float, uy: float,
+                  us: float, g_sq: float) -> float:
+        """The variant's rule on one valid measurement: the arithmetic, in its order, of
+        the kernels' ``adam_alpha`` for ``now``."""
+        v = self.variant
+        a = uy / (scale * scale)
+        if v.estimate == "previous":
+            c = (uy + us) / scale
+            n = (abs(uy + us) + abs(uy)) / scale
+        else:
+            c = us / scale
+            n = (abs(us) + abs(uy)) / scale
+        if v.normalize == "grad":
+            n = math.sqrt(g_sq)
+        if v.normalize != "none":
+            a, c = (a / n, c / n) if n > 0 else (0.0, 0.0)
+        mine["A"] = v.ema * mine["A"] + (1 - v.ema) * a
+        mine["C"] = v.ema * mine["C"] + (1 - v.ema) * c
+        growth = v.warmup_growth if v.warmup_growth and mine["n"] < v.warmup else v.growth
+        mine["n"] += 1
+        big_a, big_c = mine["A"], mine["C"]
+        grown = growth * eta
+        if big_c > 0 and big_a > 0:
+            ratio = v.reach * big_c / big_a
+            return ratio if ratio < grown else grown
+        if big_c > 0:
+            return grown if v.negative == "grow" else eta
+        return eta / growth if v.uphill == "shrink" else eta
+
+    def _rule(self, i: int, stats: torch.Tensor, state: torch.Tensor, betas, measure: bool,
+              record: bool) -> None:
+        """``adam_alpha`` with the variant's rule for ``eta``; every other field as the
+        kernels write it."""
+        sums = stats.to(torch.float64).sum(dim=0).tolist()
+        uy, us, y_sq, g_sq = (sums[k] for k in (layout.COL_DOT, layout.COL_S_SQ,
+                                                 layout.COL_Y_SQ, layout.COL_G_SQ))
+        finite = all(math.isfinite(x) for x in sums[: layout.NUM_STATS])
+        st = state.tolist()
+        scale = st[layout.PREV_STEP_SCALE]
+        valid = finite and scale > 0 and measure
+        mine = self.rule_state.setdefault(i, {"A": 0.0, "C": 0.0, "n": 0})
+        eta = st[layout.ALPHA]
+        positive = True
+        if valid:
+            eta = self._next_eta(mine, eta, scale, uy, us, g_sq)
+            positive = mine["A"] > 0 and mine["C"] > 0
+        new = list(st)
+        new[layout.STEP] += 1
+        new[layout.TAKEN] += float(finite)
+        new[layout.SKIPPED] += float(not finite)
+        new[layout.LAST_SKIPPED] = float(not finite)
+        new[layout.LAST_MEASURED] = float(valid)
+        new[layout.LAST_CLIPPED] = float(valid and not positive)
+        new[layout.CLIPPED] += float(valid and not positive)
+        new[layout.MEASURED] += float(valid)
+        new[layout.G_SQ] = g_sq
+        if valid:
+            new[layout.DOT] = uy / (scale * scale)
+            new[layout.S_SQ] = us / scale
+            new[layout.Y_SQ] = y_sq
+            new[layout.STALLED] += float(y_sq == 0)
+            new[layout.ADAM_A], new[layout.ADAM_B] = mine["A"], mine["C"]
+        new[layout.ALPHA] = eta
+        if finite:
+            new[layout.BETA1_POWER] *= betas[0]
+            new[layout.BETA2_POWER] *= betas[1]
+        clip_g_sq = g_sq + st[layout.CLIP_G_SQ_OTHERS]
+        clip = st[layout.MAX_GRAD_NORM] / (math.sqrt(clip_g_sq) + 1e-6) \
+            if clip_g_sq >= 0 else math.nan
+        clip = clip if clip < 1 else 1.0  # NaN and inf / inf give 1, as in the kernels
+        step = eta * st[layout.LR] * clip
+        new[layout.STEP_SIZE] = step
+        if finite:
+            new[layout.PREV_STEP_SCALE] = step if record else 0.0
+        taken = new[layout.TAKEN]
+        weight = 1 / taken if taken > 0 else 1.0
+        new[layout.AVG_WEIGHT] = weight if weight > st[layout.AVG_FLOOR] else st[layout.AVG_FLOOR]
+        state.copy_(torch.tensor(new, dtype=state.dtype))
+
+
+SMALL_WORKLOADS = ("mlp", "resnet-bn", "vit", "logreg", "autoencoder", "digits-epochs")
+WITH_LOSS = ("mlp", "digits-epochs")  # where the error alone would hide a runaway
+
+
+def variants_table(scores: Dict[str, object]) -> List[str]:
+    """docs/RESULTS.md's table of the variants, from a scored suite folder's
+    ``scores.json``: per variant the median final metric of each small workload (and the
+    held-out loss where the error alone hides a runaway), the geomean of evaluations to
+    target and the diverged runs."""
+    from ..suite.workloads import WORKLOADS
+    metric = {w.name: w.metric for w in WORKLOADS}
+    summary = scores["summary"]["main"]["evals"]
+    rows = ["| rule | " + " | ".join(
+                f"{w}: {metric[w]}" + (" / held-out loss" if w in WITH_LOSS else "")
+                for w in SMALL_WORKLOADS) + " | geomean | diverged runs |",
+            "| --- |" + " ---: |" * (len(SMALL_WORKLOADS) + 2)]
+    for name, v in VARIANTS.items():
+        key = f"rule-{name}"
+        if key not in summary:
+            continue
+        cells, diverged = [], 0
+        for w in SMALL_WORKLOADS:
+            m = scores["workloads"][w]["methods"][key]
+            diverged += m["diverged_seeds"]
+            cell = f"{m['final_metric']:.3g}"
+            if w in WITH_LOSS:
+                cell += f" / {m['final_loss']:.2g}"
+            cells.append(cell)
+        text = f"`{name}`: " + v.description.replace("|", "\\|")
+        if name == "now":
+            text = f"**{text}**"
+        rows.append(f"| {text} | " + " | ".join(cells)
+                    + f" | {summary[key]['geomean_ratio']:.2f} | {diverged} |")
+    return rows
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import os
+
+    from ..suite.runner import _from_json
+    p = argparse.ArgumentParser(
+        prog="python -m secant_ext.experiments.adam_rules",
+        description="Print the table of SecantAdam's rule variants from a suite folder "
+                    "scored with --methods all,rules on the six small main workloads.")
+    p.add_argument("out", help="the suite's --out folder (holds scores.json)")
+    args = p.parse_args(argv)
+    path = os.path.join(args.out, "scores.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no scores.json in {args.out!r}; run the suite there first")
+    with open(path) as f:
+        scores = _from_json(json.load(f))
+    missing = [w for w in SMALL_WORKLOADS if w not in scores["workloads"]]
+    if missing:
+        raise SystemExit(f"error: {path} has no scores for {', '.join(missing)}")
+    print("\n".join(variants_table(scores)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
