@@ -76,6 +76,17 @@ VARIANTS: Dict[str, RuleVariant] = {
     "now-every4": RuleVariant("now, a measurement every 4th step", every=4),
     "now-eta0-1e-4": RuleVariant("now, starting at 1e-4", eta0=1e-4),
     "now-growth2": RuleVariant("now, growth x2 a measurement", growth=2.0),
+    "now-growth1.15-w0.8": RuleVariant("now, growth x1.15, weight 0.8", growth=1.15,
+                                       ema=0.8),
+    "now-growth1.15-w0.7": RuleVariant("now, growth x1.15, weight 0.7", growth=1.15,
+                                       ema=0.7),
+    "now-growth1.2-w0.8": RuleVariant("now, growth x1.2, weight 0.8", growth=1.2, ema=0.8),
+    "now-growth1.2-w0.7": RuleVariant("now, growth x1.2, weight 0.7", growth=1.2, ema=0.7),
+    "now-growth1.15-reach1.5": RuleVariant("now, growth x1.15, reach 1.5", growth=1.15,
+                                           reach=1.5),
+    "now-eta0-3e-5": RuleVariant("now, starting at 3e-5", eta0=3e-5),
+    "now-every4-warmup25": RuleVariant("now, every 4th step after 25 measuring steps",
+                                       every=4, warmup=25),
 }
 
 
