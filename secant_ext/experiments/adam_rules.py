@@ -41,6 +41,7 @@ class RuleVariant:
     growth: float = 1.1
     warmup_growth: float = 0.0  # growth during the warm-up (0: ``growth``)
     eta0: float = layout.ADAM_ETA0
+    eta_max: float = math.inf   # a ceiling on eta
     reach: float = 2.0
     estimate: str = "previous"
     normalize: str = "measurement"
@@ -85,6 +86,9 @@ VARIANTS: Dict[str, RuleVariant] = {
     "now-growth1.15-reach1.5": RuleVariant("now, growth x1.15, reach 1.5", growth=1.15,
                                            reach=1.5),
     "now-eta0-3e-5": RuleVariant("now, starting at 3e-5", eta0=3e-5),
+    "now-max0.1": RuleVariant("now, eta at most 0.1", eta_max=0.1),
+    "now-eta0-1e-4-max0.1": RuleVariant("now, starting at 1e-4, eta at most 0.1", eta0=1e-4,
+                                        eta_max=0.1),
     "now-every4-warmup25": RuleVariant("now, every 4th step after 25 measuring steps",
                                        every=4, warmup=25),
 }
@@ -157,6 +161,8 @@ class SecantAdamRule(SecantAdam):
         mine["n"] += 1
         big_a, big_c = mine["A"], mine["C"]
         grown = growth * eta
+        if grown > v.eta_max:
+            grown = v.eta_max
         if big_c > 0 and big_a > 0:
             ratio = v.reach * big_c / big_a
             return ratio if ratio < grown else grown
