@@ -1,5 +1,5 @@
 """The optimizers under Hugging Face ``accelerate`` (docs/INTEGRATIONS.md, 'accelerate'):
-a loop on ``accelerator.accumulate`` that trains on every micro-batch equals the README's
+a loop on ``accelerator.accumulate`` that trains on every micro-batch equals docs/USAGE.md's
 accumulation loop bit for bit; the loop that hands ``step`` a closure on every micro-batch,
 which accelerate's wrapper calls on the syncing one only, is refused instead of training on
 one micro-batch in k; the wrapper's lost return value and attributes are reached through
@@ -46,7 +46,7 @@ def _loss(net, batch):
 
 
 def _readme_loop(batches):
-    """The README's accumulation loop: earlier micro-batches backward outside the step, the
+    """docs/USAGE.md's accumulation loop: earlier micro-batches backward outside the step, the
     last one in a closure that does not zero, every loss divided by k."""
     net = _net()
     opt = secant_ext.SecantSGD(net.parameters())
@@ -122,7 +122,7 @@ def test_the_wrapper_step_also_works_but_drops_the_loss():
 
 
 def test_a_closure_on_every_micro_batch_is_refused_not_silently_halved():
-    """The README's plain closure handed to the wrapper on every micro-batch: accelerate
+    """The plain closure of docs/USAGE.md handed to the wrapper on every micro-batch: accelerate
     skips the call on the micro-batches that do not sync, so the first step would hold one
     micro-batch's gradient in K. It raises instead, and the parameters do not move."""
     accelerator, net, opt = _prepared()

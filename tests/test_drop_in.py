@@ -570,7 +570,7 @@ def test_eval_without_averaged_weights_is_a_no_op():
 
 # --- clipping inside the closure is noticed ----------------------------------------------
 def test_clip_grad_norm_inside_the_closure_warns_once():
-    """Clipping both gradients to one norm pins alpha at 1 (README, 'Caveats'); the
+    """Clipping both gradients to one norm pins alpha at 1 (docs/USAGE.md, 'Caveats'); the
     optimizer notices the signature (negative curvature, two gradients of the same norm) on
     its periodic read and says so once; clipping with max_grad_norm does not warn."""
     def run(clip_inside, **options):

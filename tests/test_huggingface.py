@@ -2,7 +2,7 @@
 config (a two-layer GPT-2, nothing downloaded), on the CPU (docs/INTEGRATIONS.md, 'Hugging
 Face Trainer'):
 
-- a run equals the README's loop on the same batches, bit for bit, with and without
+- a run equals docs/USAGE.md's loop on the same batches, bit for bit, with and without
   gradient accumulation (the loop computes each micro-batch's loss as Trainer does: the
   token sum over the whole accumulated batch);
 - ``TrainingArguments.max_grad_norm`` is the optimizer's, over the whole model across
@@ -96,7 +96,7 @@ def _batches_seen(trainer_cls, optimizer):
 
 
 def _readme_loop(seen, k, steps=STEPS, **options):
-    """The README's loop (accumulation when k > 1) on the batches Trainer used."""
+    """docs/USAGE.md's loop (accumulation when k > 1) on the batches Trainer used."""
     model = _model()
     opt = secant_ext.SecantSGD(model.parameters(), **options)
     losses = []   # per step: the losses of all its micro-batches at x_t, summed

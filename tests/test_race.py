@@ -273,7 +273,7 @@ def test_race_lm_leg_times_each_method_to_a_bits_per_byte_target(tmp_path, capsy
 
 
 def test_fast_setting_lever_builds_the_readme_options():
-    """The setting the README recommends, as the race and lm build it."""
+    """docs/USAGE.md's 'A faster setting', as the race and lm build it."""
     m = _lever("asgd-x2-k8-avg-clip")
     assert m.family == "A-SGD" and m.hyper == {"lr": 2.0, "curvature_every": 8,
                                                "average": True, "max_grad_norm": 1.0}
