@@ -3,9 +3,9 @@
 //
 // Why: a torch.ops call goes through the Python op object, the schema's argument parser, the
 // search for __torch_function__ overrides in every list, and the boxed dispatcher (the
-// autograd fallback, then the CPU kernel's unboxing). On the caches a training closure leaves
-// behind, that took 11-16 us per call of tiny tensors, against 2-4 us for these (measured on
-// an MNIST-sized MLP: docs/PERFORMANCE.md, 'The step's fixed cost'); a step makes four calls.
+// autograd fallback, then the CPU kernel's unboxing): several times the cost of these calls
+// for tiny tensors, on the caches a training closure leaves behind (numbers in
+// docs/PERFORMANCE.md, 'The step's fixed cost'); a step makes four calls.
 //
 // What they keep of the op: the same kernel function, its checks and errors, the profiler
 // event under the op's name, and the GIL released while the kernel runs. Whenever the

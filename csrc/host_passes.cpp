@@ -3,10 +3,10 @@
 // in Python: they run where the extension is not built, and they are the specification these
 // are tested against.
 //
-// Why in C++: with 10,000 small tensors a Python loop costs about 1 us a tensor, mostly the
-// interpreter reaching each tensor's objects (attribute lookups, the grad and data setters'
-// argument checks), against the ops' 2-3 us a tensor for all of a step's memory traffic.
-// Here a pass costs a pointer walk.
+// Why in C++: with many small tensors a Python loop costs more than all of a step's memory
+// traffic, mostly the interpreter reaching each tensor's objects (attribute lookups, the grad
+// and data setters' argument checks); here a pass costs a pointer walk (numbers in
+// docs/PERFORMANCE.md, 'The step's fixed cost').
 //
 // They take only parameters whose Python type is exactly torch.Tensor or torch.nn.Parameter:
 // a subclass may override `.grad` or `.data` (`__torch_function__`), which only the Python

@@ -23,20 +23,15 @@ from types import SimpleNamespace
 
 import torch
 
-from . import reference as _reference
+from . import _ops, reference as _reference
 
 BACKENDS = ("auto", "triton", "cpp", "reference")
 
 
-@functools.lru_cache(maxsize=None)
 def cpp_available() -> bool:
     """True when the compiled extension ``secant_ext._C`` loads. Only a question: the
     kernels are registered by ``_ops.load_cpp()``, which ``_cpp()`` calls."""
-    try:
-        importlib.import_module("secant_ext._C")
-    except ImportError:
-        return False
-    return True
+    return _ops.compiled() is not None
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,12 +69,13 @@ REFERENCE = _namespace("reference", _reference)
 def _cpp() -> SimpleNamespace:
     if not cpp_available():
         raise ImportError("the C++ extension secant_ext._C is not built")
-    from ._ops import extension, load_cpp
-    ops = load_cpp()  # checks the layout, registers the fake and CUDA kernels
+    ops = _ops.load_cpp()  # checks the layout, registers the fake kernels
+    if triton_available():  # the Triton launchers as the ops' CUDA kernels
+        importlib.import_module("secant_ext._cuda_registration")
     # The same ops as functions of the extension, which call the CPU kernels without the
-    # dispatcher (about 10 us less per call on a training step's caches) and hand any call
-    # the dispatcher could treat otherwise to the op itself (csrc/direct_calls.cpp).
-    direct = extension()
+    # dispatcher (cheaper per call: docs/PERFORMANCE.md, 'The step's fixed cost') and hand
+    # any call the dispatcher could treat otherwise to the op itself (csrc/direct_calls.cpp).
+    direct = _ops.extension()
     return _namespace("cpp", direct if all(hasattr(direct, p) for p in PHASES) else ops)
 
 

@@ -1,4 +1,4 @@
-"""The step shared by the three optimizers (docs/ALGORITHM.md, 'The step').
+"""The step shared by the four optimizers (docs/ALGORITHM.md, 'The step').
 
 For each param group:
 
@@ -11,7 +11,8 @@ For each param group:
    not measure (``curvature_every`` > 1) skip 2 and 3.
 4. ``secant_stats`` sums ``<s,y>, |s|^2, |y|^2`` (``y = g_plus - s``), ``secant_alpha``
    turns them into alpha (or the carried alpha) and the step size on the device,
-   ``update`` moves the parameters, and ``average`` the averaged iterate.
+   ``update`` moves the parameters, and ``average`` the averaged iterate. ``SecantAdam``
+   (``adam.py``) measures along its previous step instead, with its own three phases.
 
 The buckets the kernels take come from ``_plan`` (kept from step to step while nothing
 changes). Gradients are *moved* out of ``p.grad`` after each evaluation, never copied;
@@ -51,8 +52,9 @@ def _write_step_inputs(state: torch.Tensor, group, written: dict) -> None:
     reads them (a tensor ``lr`` is copied on the device, a number without a sync).
 
     ``written`` remembers, per state tensor, the numbers last written to it: the same
-    numbers are not written again (two ``fill_`` calls are about 20 us a step on a small
-    model). Only ``secant_alpha``'s caller writes these fields, and a state tensor that
+    numbers are not written again (two ``fill_`` calls a step are measurable on a small
+    model: docs/PERFORMANCE.md, 'The step's fixed cost'). Only the step-size phase's
+    caller writes these fields, and a state tensor that
     is replaced (a checkpoint loaded, the model moved) is a new key."""
     lr, max_norm = group["lr"], group["max_grad_norm"]
     if isinstance(lr, torch.Tensor):
@@ -68,8 +70,9 @@ def _write_step_inputs(state: torch.Tensor, group, written: dict) -> None:
 
 
 class SecantOptimizer(Optimizer):
-    """Base class: the learning rate alpha of each param group comes from the regularized
-    stochastic secant equation. Use ``SecantSGD``, ``SecantSGDM`` or ``SecantSignSGD``."""
+    """Base class: each param group's step size is measured by a secant along a step, on
+    the device, with no learning rate to set. Use ``SecantAdam``, ``SecantSGD``,
+    ``SecantSGDM`` or ``SecantSignSGD``."""
 
     _sign_mode = layout.SIGN_NONE
     # The options only some variants have; a param group carries those of its optimizer
@@ -493,9 +496,6 @@ class SecantOptimizer(Optimizer):
             buffers = [_plan.local(self._buffer(p, name)) for p in bucket.params]
             bucket.cache[name] = buffers
         return buffers
-
-    def _momentum_buffer(self, p):
-        return self._buffer(p, "momentum_buffer")
 
     def _buffer(self, p, name: str):
         """The buffer ``name`` of ``p``, following its dtype, device and layout: momentum

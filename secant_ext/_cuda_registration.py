@@ -7,7 +7,7 @@ fake kernels of ``_fake``. The launchers are not wrapped with ``torch.library.wr
 / ``triton_op``: they build their pointer tables from ``data_ptr()`` on the host, which
 has no meaning on the fake tensors of a trace, so the ops must stay opaque to the tracer.
 
-Imported by ``_ops.load_cpp()`` once the extension loads and triton is installed.
+Imported by ``_backends._cpp()`` once the extension loads and triton is installed.
 Importing it touches no GPU; a CPU-only machine simply never dispatches here.
 """
 import torch

@@ -2,11 +2,12 @@
 
 Only ``secant_stats`` returns a tensor: the ``[P, K]`` table, whose row count P is each
 backend's own choice (a function of the tensor sizes only). The C++ kernels cut all
-elements of a call, end to end, into chunks of ``_C.CHUNK_NUMEL`` elements, one row each;
+elements of a call, end to end, into chunks of ``_layout.CHUNK_NUMEL`` elements, one row each;
 the Triton kernels say theirs through ``secant_ext._triton.num_partial_rows``.
 
-Importing this module loads the extension (through ``_ops.extension()``, which checks its
-layout) and registers the fake kernels; ``_ops.load_cpp()`` imports it.
+Importing this module registers the fake kernels, so the ops must exist:
+``_ops.load_cpp()`` imports it once the extension has loaded (and its layout, chunk size
+included, has been checked against ``_layout``).
 """
 from __future__ import annotations
 
@@ -15,14 +16,11 @@ from typing import Sequence
 import torch
 
 from . import _layout
-from ._ops import extension
-
-_C = extension()
 
 
 def _cpu_rows(numels: Sequence[int]) -> int:
     total = sum(numels)
-    return torch.sym_max(1, (total + _C.CHUNK_NUMEL - 1) // _C.CHUNK_NUMEL)
+    return torch.sym_max(1, (total + _layout.CHUNK_NUMEL - 1) // _layout.CHUNK_NUMEL)
 
 
 def num_partial_rows(numels: Sequence[int], device: torch.device) -> int:

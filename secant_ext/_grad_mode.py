@@ -3,10 +3,9 @@
 
 Entering and leaving one of those runs four or five Python frames (the decorator's
 wrapper, ``__new__``, ``__init__``, ``__enter__``, ``__exit__``, and for ``no_grad``
-``torch.set_grad_enabled``, a class too). On the caches a training closure leaves behind,
-replacing the step's four uses of them by these calls (with torch.optim's hook chains
-built only when there are hooks) took about 25 us off an MNIST-sized MLP step
-(docs/PERFORMANCE.md, 'The step's fixed cost'). The behaviour is theirs: the previous
+``torch.set_grad_enabled``, a class too), a measurable share of a small model's step on
+the caches a training closure leaves behind (docs/PERFORMANCE.md, 'The step's fixed
+cost'). The behaviour is theirs: the previous
 mode comes back on the way out, also when the call raises.
 """
 from __future__ import annotations

@@ -5,18 +5,20 @@ Each function walks its lists once. They are written here in Python, which is th
 specification and what runs without the compiled extension, or for parameters of any type
 other than exactly ``torch.Tensor`` or ``torch.nn.Parameter`` (a subclass may override
 ``.grad`` or ``.data``). ``secant_ext._C`` has the same functions in C++
-(``csrc/host_passes.cpp``), which the step uses for plain parameters: on 10,000 small tensors
-a Python pass costs about 1 us a tensor (the interpreter reaching each tensor's objects),
-the C++ one a small fraction of that (docs/PERFORMANCE.md, 'The step's fixed cost').
+(``csrc/host_passes.cpp``), which the step uses for plain parameters: a Python pass pays
+for the interpreter reaching each tensor's objects, which on many small tensors costs more
+than the kernels' memory traffic; the C++ one is a pointer walk (numbers in
+docs/PERFORMANCE.md, 'The step's fixed cost').
 ``for_params`` chooses; ``tests/test_host_passes.py`` holds the two to each other.
 """
 from __future__ import annotations
 
-import importlib
 from types import ModuleType, SimpleNamespace
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+
+from . import _ops
 
 _PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
 _NAMES = ("take_grads", "set_data", "take_grads_and_set_data", "put_grads", "drop_left_grads")
@@ -105,10 +107,7 @@ def _compiled_passes() -> Optional[SimpleNamespace]:
     """The C++ passes, or None without the extension (or with one built before them)."""
     global _COMPILED
     if _COMPILED is None:
-        try:
-            ext: Optional[ModuleType] = importlib.import_module("secant_ext._C")
-        except ImportError:
-            ext = None
+        ext: Optional[ModuleType] = _ops.compiled()
         _COMPILED = SimpleNamespace(name="cpp", **{n: getattr(ext, n) for n in _NAMES}) \
             if ext is not None and all(hasattr(ext, n) for n in _NAMES) else False
     return _COMPILED or None

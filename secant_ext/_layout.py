@@ -85,6 +85,10 @@ ADAM_REACH = 2.0
 CARRY_BETA_DEFAULT = 0.9
 AVG_FLOOR_DEFAULT = 0.01
 
+# The C++ kernels cut a call's elements, end to end, into chunks of this many: one row of
+# the stats table each (csrc/flat_lists.h, kChunkNumel; the Triton kernels chunk their own way)
+CHUNK_NUMEL = 1 << 15
+
 
 def initial_state_values():
     """Values of a fresh group state (alpha starts at 1.0, counters at 0)."""

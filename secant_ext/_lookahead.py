@@ -42,9 +42,6 @@ class RngState:
             torch.cuda.set_rng_state(st, d)
 
 
-LOOKAHEAD_MODES = ("auto", "swap", "inplace")
-
-
 class Lookahead:
     """Runs a closure at ``x_t + s`` and restores ``x_t`` exactly, in one of two ways:
 

@@ -1,21 +1,21 @@
-"""Loading the C++ extension ``secant_ext._C``, explicitly and in one place.
+"""Loading the C++ extension ``secant_ext._C``: the one module that imports it, and a leaf
+(it imports ``_layout`` alone at load time).
 
-``load_cpp()`` imports the extension (which defines the ``torch.ops.secant_ext`` schemas and
-their CPU kernels), checks that the layout constants it was compiled with are those of
-``_layout``, registers the fake kernels of ``_fake`` and, when triton is installed, the
-Triton launchers as the ops' CUDA kernels (``_cuda_registration``). It returns
-``torch.ops.secant_ext``. ``_backends._cpp()`` calls it; ``_backends.cpp_available()`` only
-asks whether the extension imports.
-
-``extension()`` is the first two steps alone (import and check), for code that needs
-``_C``'s constants without registering anything.
+``compiled()`` is the extension as it imports, or None when it is not built: the question
+"is it built?" (``_backends.cpp_available``) and the host passes (``_host``), which read
+no layout. ``extension()`` imports it and checks that the layout constants it was
+compiled with are those of ``_layout`` (RuntimeError naming each one that differs).
+``load_cpp()`` does that and registers the fake kernels of ``_fake``; it returns
+``torch.ops.secant_ext``, whose schemas and CPU kernels importing the extension defined.
+``_backends._cpp()`` calls it, and registers the Triton launchers as the ops' CUDA kernels
+when triton is installed.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 from types import ModuleType
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -29,13 +29,14 @@ _STATE_FIELDS = ("ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED",
                  "STATE_SIZE")
 _STATS_COLUMNS = ("COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ", "NUM_STATS")
 _SIGN_MODES = ("SIGN_NONE", "SIGN_SCALED", "SIGN_UNSCALED")
+_CHUNKING = ("CHUNK_NUMEL",)
 
 
 def expected_constants() -> Dict[str, int]:
     """The name and value of every layout constant ``_C`` exports, as ``_layout`` says.
 
     The rule codes of ``_layout.RULES`` are exported as ``RULE_<NAME>`` (``RULE_SECANT``...)."""
-    names = _STATE_FIELDS + _STATS_COLUMNS + _SIGN_MODES
+    names = _STATE_FIELDS + _STATS_COLUMNS + _SIGN_MODES + _CHUNKING
     constants = {name: getattr(_layout, name) for name in names}
     constants.update({f"RULE_{rule.upper()}": code for rule, code in _layout.RULES.items()})
     return constants
@@ -60,21 +61,30 @@ def check_layout(module: ModuleType) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def compiled() -> Optional[ModuleType]:
+    """``secant_ext._C`` as it imports, unchecked, or None when it is not built."""
+    try:
+        return importlib.import_module("secant_ext._C")
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
 def extension() -> ModuleType:
     """``secant_ext._C``, imported (ImportError when not built) and checked against
     ``_layout`` (RuntimeError naming the mismatched constant)."""
-    module = importlib.import_module("secant_ext._C")
+    module = compiled()
+    if module is None:
+        raise ImportError("the C++ extension secant_ext._C is not built; build it with "
+                          "`pip install --no-build-isolation -e .`")
     check_layout(module)
     return module
 
 
 @functools.lru_cache(maxsize=None)
 def load_cpp():
-    """Load the extension and register every kernel of the ``secant_ext`` ops; returns
+    """Load the extension and register the fake kernels of the ``secant_ext`` ops; returns
     ``torch.ops.secant_ext``. ImportError when the extension is not built."""
     extension()
     importlib.import_module("secant_ext._fake")  # the fake (meta) kernels
-    from ._backends import triton_available
-    if triton_available():  # the Triton launchers as the ops' CUDA kernels
-        importlib.import_module("secant_ext._cuda_registration")
     return torch.ops.secant_ext

@@ -4,9 +4,8 @@ profiler runs.
 ``torch.optim.Optimizer`` wraps every subclass's ``step`` (``Optimizer.profile_hook_step``):
 the global and per-optimizer step pre- and post-hooks, ``_optimizer_step_code`` (the
 profiler's entry point), and a ``record_function`` label ``Optimizer.step#<class>.step``
-around it all. The label costs two op calls every step, profiler or not: measured on an
-MNIST-sized MLP, about 50 us of the step on the caches a training step leaves, which is 10%
-of the whole Secant step there (docs/PERFORMANCE.md, 'The step's fixed cost'). Outside a
+around it all. The label costs two op calls every step, profiler or not, a measurable
+share of a small model's step (docs/PERFORMANCE.md, 'The step's fixed cost'). Outside a
 profiler the label records nothing, so this wrapper enters it only inside one; the hooks run
 exactly as torch.optim runs them. A step marked ``hooked`` is left as it is by
 ``Optimizer._patch_step_function``.

@@ -47,6 +47,14 @@ def test_check_names_a_mismatched_constant():
         _ops.check_layout(_copy_of_extension(G_SQ=12))
 
 
+def test_check_covers_the_chunk_size_the_fake_kernels_read():
+    """The fake kernels size the C++ stats table from ``_layout.CHUNK_NUMEL``: an extension
+    built with another chunk size does not load."""
+    assert _extension().CHUNK_NUMEL == _layout.CHUNK_NUMEL
+    with pytest.raises(RuntimeError, match=r"CHUNK_NUMEL = 16384 in the extension, 32768 in "):
+        _ops.check_layout(_copy_of_extension(CHUNK_NUMEL=1 << 14))
+
+
 def test_check_names_a_missing_constant():
     with pytest.raises(RuntimeError, match=r"SIGN_UNSCALED is missing"):
         _ops.check_layout(_copy_of_extension(SIGN_UNSCALED=None))
