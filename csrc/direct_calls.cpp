@@ -209,8 +209,8 @@ PyObject* direct(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* 
   END_HANDLE_TH_ERRORS
 }
 
-// The schemas of register.cpp (keep them in step; tests/test_direct_calls.py compares each
-// call with torch.ops).
+// The schemas of secant_ext/_op_table.py (tests/test_op_table.py checks each against it, and
+// tests/test_direct_calls.py compares each call with torch.ops).
 using K = Kind;
 const Signature kLookahead{"lookahead", "secant_ext::lookahead", 3,
                            {{"x", K::kTensors}, {"s", K::kTensors}, {"out", K::kTensors}}};

@@ -9,6 +9,7 @@
 #include "host_passes.h"
 #include "ops.h"
 
+// The schemas are secant_ext/_op_table.py's (tests/test_op_table.py checks each line).
 TORCH_LIBRARY(secant_ext, m) {
   m.def("lookahead(Tensor[] x, Tensor[] s, Tensor(a!)[] out) -> ()");
   m.def("lookahead_inplace(Tensor(a!)[] x, Tensor[] s, Tensor(b!)[] backup) -> ()");

@@ -1,8 +1,7 @@
 """Which implementation runs the phases of a step, and how it is chosen.
 
-A backend is a namespace with the functions of ``PHASES``, of the signatures of
-``reference``: ``lookahead`` (or ``lookahead_inplace`` and ``restore``), ``secant_stats``,
-``secant_alpha`` and ``update``. There are three:
+A backend is a namespace with one function per op of ``_op_table`` (``PHASES``), of the
+signatures of ``reference``. There are three:
 
 - ``reference``: eager PyTorch (``secant_ext.reference``), any device.
 - ``cpp``: the ``torch.ops.secant_ext`` custom ops, CPU kernels in ``csrc/`` (called
@@ -23,7 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
-from . import _ops, reference as _reference
+from . import _op_table, _ops, reference as _reference
 
 BACKENDS = ("auto", "triton", "cpp", "reference")
 
@@ -53,8 +52,7 @@ def triton_runs_on(device: torch.device) -> bool:
                                    (device.type == "cpu" and triton_interpreter_on()))
 
 
-PHASES = ("lookahead", "lookahead_inplace", "restore", "secant_stats", "secant_alpha",
-          "update", "average", "adam_stats", "adam_alpha", "adam_update")
+PHASES = _op_table.NAMES  # every op of the table, under its name
 
 
 def _namespace(name: str, functions) -> SimpleNamespace:

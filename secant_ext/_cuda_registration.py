@@ -12,10 +12,7 @@ Importing it touches no GPU; a CPU-only machine simply never dispatches here.
 """
 import torch
 
-from . import _triton
+from . import _op_table, _triton
 
-OPS = ("lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update",
-       "adam_stats", "adam_alpha", "adam_update")
-
-for _name in OPS:
+for _name in _op_table.NAMES:
     torch.library.register_kernel(f"secant_ext::{_name}", "cuda", getattr(_triton, _name))

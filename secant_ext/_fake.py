@@ -1,4 +1,5 @@
-"""Fake (meta) kernels of the ``secant_ext`` ops, for ``torch.compile`` and ``opcheck``.
+"""Fake (meta) kernels of the ``secant_ext`` ops, for ``torch.compile`` and ``opcheck``: one
+for each op of ``_op_table`` (tests/test_op_table.py checks).
 
 Only ``secant_stats`` returns a tensor: the ``[P, K]`` table, whose row count P is each
 backend's own choice (a function of the tensor sizes only). The C++ kernels cut all
