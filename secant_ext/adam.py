@@ -134,13 +134,8 @@ class SecantAdam(SecantOptimizer):
                     b.grads if separate_grads else [], w.state)
         self._reduce_tables(work)
         self._share_grad_norm(work)
-        for w in work:
-            backend = w.buckets[0].backend if w.buckets else \
-                _backends.resolve(w.group["backend"], w.state.device)
-            beta1, beta2 = w.group["betas"]
-            backend.adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
-                               ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
-                               measure=w.measure, record=w.record)
+        for i, w in enumerate(work):
+            self._step_size(i, w)
         for w in work:
             if w.group["nonfinite"] == "raise":
                 self._raise_if_skipped(w.state, work)
@@ -154,3 +149,13 @@ class SecantAdam(SecantOptimizer):
                     self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
                     w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
                     weight_decay=w.group["weight_decay"])
+
+    def _step_size(self, i: int, w: _plan.GroupWork) -> None:
+        """The step-size phase of the ``i``-th group's work: ``adam_alpha`` on the device,
+        from the group's summed statistics ``w.combined``."""
+        backend = w.buckets[0].backend if w.buckets else \
+            _backends.resolve(w.group["backend"], w.state.device)
+        beta1, beta2 = w.group["betas"]
+        backend.adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
+                           ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
+                           measure=w.measure, record=w.record)

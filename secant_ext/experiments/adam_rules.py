@@ -4,8 +4,8 @@
 makes (docs/ALGORITHM.md, 'SecantAdam'): per unit step along Adam's direction ``d``, the
 curvature ``a = <u, y> / eta'^2``, the descent left at ``x_t`` ``b = <u, s> / eta'`` and
 the slope at the previous iterate ``c = <u, g_plus> / eta' = eta' a + b``.
-``SecantAdamRule`` is ``SecantAdam`` with that rule applied in Python (float64) between
-the package's own statistics and update kernels, so a variant differs from the package's
+``SecantAdamRule`` is ``SecantAdam`` with that rule applied in Python (float64) in place
+of its step-size phase, between the package's own statistics and update kernels, so a variant differs from the package's
 optimizer in the rule alone. ``VARIANTS`` holds the rules docs/RESULTS.md ('SecantAdam at
 its defaults') reports; ``now`` is the package's rule, to the bit (tests check it). The
 workload suite races them as the methods ``rule-<name>``::
@@ -23,7 +23,6 @@ from typing import Dict, List
 import torch
 
 from .. import _layout as layout
-from .._base import _write_step_inputs
 from ..adam import SecantAdam
 
 
@@ -111,33 +110,8 @@ class SecantAdamRule(SecantAdam):
             st[layout.ALPHA] = self.variant.eta0
         return st
 
-    def _apply(self, work, separate_grads: bool) -> None:
-        # SecantAdam's _apply with the rule in Python between the statistics and the update
-        for w in work:
-            w.state = self._group_state(w.group)
-            _write_step_inputs(w.state, w.group, self._inputs_written)
-            for b in w.buckets:
-                u = self._kernel_buffers(b, "previous_step") if w.measure else []
-                b.table = b.backend.adam_stats(
-                    u, b.lookahead_grads if w.measure else [], b.probes,
-                    b.grads if separate_grads else [], w.state)
-        self._reduce_tables(work)
-        self._share_grad_norm(work)
-        for i, w in enumerate(work):
-            self._rule(i, w.combined, w.state, w.group["betas"], w.measure, w.record)
-        for w in work:
-            if w.group["nonfinite"] == "raise":
-                self._raise_if_skipped(w.state, work)
-        for w in work:
-            beta1, beta2 = w.group["betas"]
-            for b in w.buckets:
-                b.backend.adam_update(
-                    b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
-                    self._kernel_buffers(b, "exp_avg_sq"),
-                    self._kernel_buffers(b, "previous_step") if w.record else [],
-                    self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
-                    w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
-                    weight_decay=w.group["weight_decay"])
+    def _step_size(self, i: int, w) -> None:
+        self._rule(i, w.combined, w.state, w.group["betas"], w.measure, w.record)
 
     def _next_eta(self, mine: Dict[str, float], eta: float, scale: float, uy: float,
                   us: float, g_sq: float) -> float:
