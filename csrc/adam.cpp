@@ -14,6 +14,7 @@
 #include "float_lanes.h"
 #include "flat_lists.h"
 #include "ops.h"
+#include "step_size_end.h"
 
 namespace secant_ext {
 
@@ -163,15 +164,11 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
   const double eta = big_c > 0 ? (big_a > 0 ? (ratio < grown ? ratio : grown) : grown)
                                : prev / growth;
 
-  st[layout::STEP] += 1;
-  st[layout::TAKEN] += finite ? 1.0 : 0.0;
-  st[layout::SKIPPED] += finite ? 0.0 : 1.0;
-  st[layout::LAST_SKIPPED] = finite ? 0.0 : 1.0;
+  count_step(st, finite, g_sq);
   st[layout::LAST_MEASURED] = valid ? 1.0 : 0.0;
   st[layout::LAST_CLIPPED] = valid && !positive ? 1.0 : 0.0;
   st[layout::CLIPPED] += valid && !positive ? 1.0 : 0.0;
   st[layout::MEASURED] += valid ? 1.0 : 0.0;
-  st[layout::G_SQ] = g_sq;
   if (valid) {
     st[layout::DOT] = a;
     st[layout::S_SQ] = b;
@@ -185,19 +182,10 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
     st[layout::BETA1_POWER] *= beta1;
     st[layout::BETA2_POWER] *= beta2;
   }
-  // The applied step, clipped by the whole model's gradient norm as secant_alpha does.
-  const double clip_g_sq = g_sq + st[layout::CLIP_G_SQ_OTHERS];
-  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(clip_g_sq) + 1e-6);
-  clip = clip < 1.0 ? clip : 1.0;
-  const double step = st[layout::ALPHA] * st[layout::LR] * clip;
-  st[layout::STEP_SIZE] = step;
+  const double step = finish_step_size(st, g_sq, st[layout::ALPHA]);
   // The kept previous step: this one when recorded, none after an applied step that is not
   // (x moved away from it); a skipped step leaves x, and so u, as they were.
   if (finite) st[layout::PREV_STEP_SCALE] = record ? step : 0.0;
-  const double taken = st[layout::TAKEN];
-  double weight = taken > 0 ? 1.0 / taken : 1.0;
-  weight = weight > st[layout::AVG_FLOOR] ? weight : st[layout::AVG_FLOOR];
-  st[layout::AVG_WEIGHT] = weight;
 }
 
 void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::TensorList v,

@@ -13,6 +13,7 @@
 
 #include "flat_lists.h"
 #include "ops.h"
+#include "step_size_end.h"
 
 namespace secant_ext {
 
@@ -54,13 +55,9 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
   clipped = clipped && finite && b != 0 && measure;
 
   st[layout::MOMENTUM_READY] = st[layout::TAKEN] >= 1 ? 1.0 : 0.0;  // before TAKEN moves
-  st[layout::STEP] += 1;
-  st[layout::TAKEN] += finite ? 1.0 : 0.0;
-  st[layout::SKIPPED] += finite ? 0.0 : 1.0;
-  st[layout::LAST_SKIPPED] = finite ? 0.0 : 1.0;
+  count_step(st, finite, sums[layout::COL_G_SQ]);
   st[layout::LAST_CLIPPED] = clipped ? 1.0 : 0.0;
   st[layout::LAST_MEASURED] = measure ? 1.0 : 0.0;
-  st[layout::G_SQ] = sums[layout::COL_G_SQ];
   double step;  // the alpha the update applies, before lr and clipping
   if (measure) {
     st[layout::ALPHA] = finite ? alpha : prev;
@@ -80,19 +77,7 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
     step = st[layout::MEASURED] > 0 ? st[layout::ALPHA_EMA] / (1.0 - st[layout::BETA_POWER])
                                     : st[layout::ALPHA];
   }
-  // The applied step: alpha times the user's lr, clipped by the gradient norm (torch's
-  // clip_grad_norm_ coefficient); alpha itself is measured on the unclipped gradients.
-  // NaN (a skipped step) and inf / inf give 1, as in the reference: clip < 1 is false. The
-  // norm is the whole model's: the other param groups' |g|^2 is added (0 with one group).
-  const double clip_g_sq = sums[layout::COL_G_SQ] + st[layout::CLIP_G_SQ_OTHERS];
-  double clip = st[layout::MAX_GRAD_NORM] / (std::sqrt(clip_g_sq) + 1e-6);
-  clip = clip < 1.0 ? clip : 1.0;
-  st[layout::STEP_SIZE] = step * st[layout::LR] * clip;
-  // The averaged iterate's weight for this step: 1 / steps taken, floored (average=True).
-  const double taken = st[layout::TAKEN];
-  double weight = taken > 0 ? 1.0 / taken : 1.0;
-  weight = weight > st[layout::AVG_FLOOR] ? weight : st[layout::AVG_FLOOR];
-  st[layout::AVG_WEIGHT] = weight;
+  finish_step_size(st, sums[layout::COL_G_SQ], step);
 }
 
 }  // namespace secant_ext

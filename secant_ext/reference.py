@@ -102,6 +102,36 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
     return torch.stack([dot, s_sq, y_sq, g_sq, *abs_sums]).unsqueeze(0)
 
 
+def _count_step(new: torch.Tensor, finite: torch.Tensor, g_sq: torch.Tensor) -> None:
+    """What every step-size phase counts: the step, taken or skipped (a non-finite sum),
+    and the training gradient's ``|g|^2``."""
+    new[_layout.STEP] += 1
+    new[_layout.TAKEN] += finite.to(torch.float64)
+    new[_layout.SKIPPED] += (~finite).to(torch.float64)
+    new[_layout.LAST_SKIPPED] = (~finite).to(torch.float64)
+    new[_layout.G_SQ] = g_sq
+
+
+def _finish_step_size(new: torch.Tensor, state: torch.Tensor, g_sq: torch.Tensor,
+                      eta: torch.Tensor) -> torch.Tensor:
+    """The end every step-size phase shares, after ``_count_step``: the applied step
+    ``eta * lr * clip`` into ``STEP_SIZE`` (returned), and the averaged iterate's weight.
+
+    ``clip`` is torch's ``clip_grad_norm_`` coefficient over the whole model (the other
+    param groups' ``|g|^2`` added; 0 with one group); ``eta`` is measured on the unclipped
+    gradients. The weight is ``1 / steps taken``, floored at ``AVG_FLOOR``."""
+    clip_g_sq = g_sq + state[_layout.CLIP_G_SQ_OTHERS]
+    clip = state[_layout.MAX_GRAD_NORM] / (clip_g_sq.sqrt() + 1e-6)
+    clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
+    step = eta * state[_layout.LR] * clip
+    new[_layout.STEP_SIZE] = step
+    taken = new[_layout.TAKEN]
+    weight = torch.where(taken > 0, 1 / taken, torch.ones_like(taken))
+    new[_layout.AVG_WEIGHT] = torch.where(weight > state[_layout.AVG_FLOOR], weight,
+                                          state[_layout.AVG_FLOOR])
+    return step
+
+
 def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
                  safeguard: bool, measure: bool = True) -> None:
     """Sum the stats table (float64, row order), apply the rule, update ``state`` in place.
@@ -142,14 +172,10 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     clipped = clipped & finite & (b != 0) & measure
 
     new = state.clone()
-    new[_layout.STEP] += 1
+    _count_step(new, finite, sums[_layout.COL_G_SQ])
     new[_layout.MOMENTUM_READY] = (state[_layout.TAKEN] >= 1).to(torch.float64)
-    new[_layout.TAKEN] += finite.to(torch.float64)
-    new[_layout.SKIPPED] += (~finite).to(torch.float64)
-    new[_layout.LAST_SKIPPED] = (~finite).to(torch.float64)
     new[_layout.LAST_CLIPPED] = clipped.to(torch.float64)
     new[_layout.LAST_MEASURED] = float(measure)
-    new[_layout.G_SQ] = sums[_layout.COL_G_SQ]
     if measure:
         new[_layout.ALPHA] = torch.where(finite, alpha, prev)
         new[_layout.CLIPPED] += clipped.to(torch.float64)
@@ -166,18 +192,7 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
     else:
         carry = state[_layout.ALPHA_EMA] / (1 - state[_layout.BETA_POWER])
         step = torch.where(state[_layout.MEASURED] > 0, carry, state[_layout.ALPHA])
-    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient); alpha is
-    # measured on the unclipped gradients. The clip's norm is the whole model's: the other
-    # param groups' |g|^2 is added (0 with one group).
-    clip_g_sq = sums[_layout.COL_G_SQ] + state[_layout.CLIP_G_SQ_OTHERS]
-    clip = state[_layout.MAX_GRAD_NORM] / (clip_g_sq.sqrt() + 1e-6)
-    clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
-    new[_layout.STEP_SIZE] = step * state[_layout.LR] * clip
-    # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
-    taken = new[_layout.TAKEN]
-    weight = torch.where(taken > 0, 1 / taken, torch.ones_like(taken))
-    new[_layout.AVG_WEIGHT] = torch.where(weight > state[_layout.AVG_FLOOR], weight,
-                                          state[_layout.AVG_FLOOR])
+    _finish_step_size(new, state, sums[_layout.COL_G_SQ], step)
     state.copy_(new)
 
 
@@ -272,15 +287,11 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
                       prev / growth)
 
     new = state.clone()
-    new[_layout.STEP] += 1
-    new[_layout.TAKEN] += finite.to(torch.float64)
-    new[_layout.SKIPPED] += (~finite).to(torch.float64)
-    new[_layout.LAST_SKIPPED] = (~finite).to(torch.float64)
+    _count_step(new, finite, g_sq)
     new[_layout.LAST_MEASURED] = valid.to(torch.float64)
     new[_layout.LAST_CLIPPED] = (valid & ~positive).to(torch.float64)
     new[_layout.CLIPPED] += (valid & ~positive).to(torch.float64)
     new[_layout.MEASURED] += valid.to(torch.float64)
-    new[_layout.G_SQ] = g_sq
     new[_layout.DOT] = torch.where(valid, a, state[_layout.DOT])
     new[_layout.S_SQ] = torch.where(valid, b, state[_layout.S_SQ])
     new[_layout.Y_SQ] = torch.where(valid, y_sq, state[_layout.Y_SQ])
@@ -292,20 +303,11 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
                                            state[_layout.BETA1_POWER])
     new[_layout.BETA2_POWER] = torch.where(finite, state[_layout.BETA2_POWER] * beta2,
                                            state[_layout.BETA2_POWER])
-    # the applied step, clipped as secant_alpha clips it (the whole model's gradient norm)
-    clip_g_sq = g_sq + state[_layout.CLIP_G_SQ_OTHERS]
-    clip = state[_layout.MAX_GRAD_NORM] / (clip_g_sq.sqrt() + 1e-6)
-    clip = torch.where(clip < 1, clip, torch.ones_like(clip))  # NaN and inf / inf give 1
-    step = new[_layout.ALPHA] * state[_layout.LR] * clip
-    new[_layout.STEP_SIZE] = step
+    step = _finish_step_size(new, state, g_sq, new[_layout.ALPHA])
     # the kept previous step: this one when recorded; none after an applied step that is
     # not (x moved away from it); a skipped step leaves x, and so u, as they were
     kept = step if record else torch.zeros_like(step)
     new[_layout.PREV_STEP_SCALE] = torch.where(finite, kept, state[_layout.PREV_STEP_SCALE])
-    taken = new[_layout.TAKEN]
-    weight = torch.where(taken > 0, 1 / taken, torch.ones_like(taken))
-    new[_layout.AVG_WEIGHT] = torch.where(weight > state[_layout.AVG_FLOOR], weight,
-                                          state[_layout.AVG_FLOOR])
     state.copy_(new)
 
 
