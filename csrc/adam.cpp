@@ -155,7 +155,7 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
   const double n = (std::abs(uy + us) + std::abs(uy)) / scale;
   const double a_n = n > 0 ? a / n : 0.0, c_n = n > 0 ? c / n : 0.0;
   const double big_a = ema * st[layout::ADAM_A] + (1 - ema) * a_n;
-  const double big_c = ema * st[layout::ADAM_B] + (1 - ema) * c_n;
+  const double big_c = ema * st[layout::ADAM_C] + (1 - ema) * c_n;
   const bool positive = big_a > 0 && big_c > 0;
   const double prev = st[layout::ALPHA];
   const double grown = growth * prev;
@@ -175,7 +175,7 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
     st[layout::Y_SQ] = y_sq;
     st[layout::STALLED] += y_sq == 0 ? 1.0 : 0.0;
     st[layout::ADAM_A] = big_a;
-    st[layout::ADAM_B] = big_c;
+    st[layout::ADAM_C] = big_c;
     st[layout::ALPHA] = eta;
   }
   if (finite) {

@@ -32,7 +32,7 @@ constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST
                   G_SQ = 11, STALLED = 12, LR = 13, MAX_GRAD_NORM = 14, STEP_SIZE = 15,
                   ALPHA_EMA = 16, BETA_POWER = 17, MEASURED = 18, LAST_MEASURED = 19,
                   CARRY_BETA = 20, AVG_WEIGHT = 21, AVG_FLOOR = 22,
-                  CLIP_G_SQ_OTHERS = 23, ADAM_A = 24, ADAM_B = 25, PREV_STEP_SCALE = 26,
+                  CLIP_G_SQ_OTHERS = 23, ADAM_A = 24, ADAM_C = 25, PREV_STEP_SCALE = 26,
                   BETA1_POWER = 27, BETA2_POWER = 28, STATE_SIZE = 29;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
 // _layout.RULES["secant"], ["steffensen"], ["bb2"]
@@ -52,7 +52,7 @@ constexpr NamedConstant kExported[] = {
     {"STEP_SIZE", STEP_SIZE}, {"ALPHA_EMA", ALPHA_EMA}, {"BETA_POWER", BETA_POWER},
     {"MEASURED", MEASURED}, {"LAST_MEASURED", LAST_MEASURED}, {"CARRY_BETA", CARRY_BETA},
     {"AVG_WEIGHT", AVG_WEIGHT}, {"AVG_FLOOR", AVG_FLOOR},
-    {"CLIP_G_SQ_OTHERS", CLIP_G_SQ_OTHERS}, {"ADAM_A", ADAM_A}, {"ADAM_B", ADAM_B},
+    {"CLIP_G_SQ_OTHERS", CLIP_G_SQ_OTHERS}, {"ADAM_A", ADAM_A}, {"ADAM_C", ADAM_C},
     {"PREV_STEP_SCALE", PREV_STEP_SCALE}, {"BETA1_POWER", BETA1_POWER},
     {"BETA2_POWER", BETA2_POWER}, {"STATE_SIZE", STATE_SIZE},
     {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},

@@ -12,17 +12,19 @@ statistics; ``K = NUM_STATS`` plus one column per tensor for the sign variant.
 """
 
 # --- group state fields -------------------------------------------------------------
-ALPHA = 0          # current learning rate alpha_t (1.0 before the first step)
+# Where a field means something else for SecantAdam, the comment says so ("Adam:").
+ALPHA = 0          # current learning rate alpha_t (1.0 before the first step); Adam: eta
 STEP = 1           # steps attempted (skipped ones included)
 TAKEN = 2          # steps whose update was applied
 SKIPPED = 3        # steps skipped for a non-finite statistic
-CLIPPED = 4        # steps whose curvature was clipped by the safeguard
+CLIPPED = 4        # steps whose curvature was clipped by the safeguard; Adam: measurements
+                   # whose averages A, C were not both positive (eta grown or shrunk x growth)
 LAST_SKIPPED = 5   # 1.0 if the latest step was skipped
-LAST_CLIPPED = 6   # 1.0 if the latest step's curvature was clipped
+LAST_CLIPPED = 6   # 1.0 if the latest step's curvature was clipped (Adam: as CLIPPED)
 MOMENTUM_READY = 7 # 1.0 if the momentum buffer held an average before the latest step
-DOT = 8            # a = <s, y> of the latest step
-S_SQ = 9           # b = |s|^2
-Y_SQ = 10          # c = |y|^2
+DOT = 8            # a = <s, y> of the latest step; Adam: a = <u, y> / scale^2
+S_SQ = 9           # b = |s|^2; Adam: b = <u, s> / scale
+Y_SQ = 10          # c = |y|^2 (Adam too)
 G_SQ = 11          # |g|^2 of the training gradient
 STALLED = 12       # steps whose lookahead did not move: |s|^2 > 0 but |y|^2 == 0 exactly
                    # (the evaluation never saw x + s; see SecantOptimizer's lookahead option)
@@ -51,19 +53,19 @@ CLIP_G_SQ_OTHERS = 23  # input: |g|^2 of the optimizer's other param groups (0 w
 # direction d; a measurement looks back along the previous step u = x_(t-1) - x_t, taken
 # with step size PREV_STEP_SCALE, and gives a = <u, y> / scale^2 (the curvature along d),
 # c = <u, g_plus> / scale (the slope at the previous iterate); both divided by
-# n = |c| + scale |a| before they are averaged; eta follows ADAM_REACH * ADAM_B / ADAM_A.
+# n = |c| + scale |a| before they are averaged; eta follows ADAM_REACH * ADAM_C / ADAM_A.
 ADAM_A = 24        # EMA of a / n (weight ADAM_EMA on the old value)
-ADAM_B = 25        # EMA of c / n
+ADAM_C = 25        # EMA of c / n
 PREV_STEP_SCALE = 26  # step size of the kept previous step u (0: none kept, no measurement)
 BETA1_POWER = 27   # beta1 ** (applied steps): Adam's bias corrections, as running products
 BETA2_POWER = 28   # beta2 ** (applied steps)
 STATE_SIZE = 29
 
 # --- stats table columns -------------------------------------------------------------
-COL_DOT = 0
-COL_S_SQ = 1
-COL_Y_SQ = 2
-COL_G_SQ = 3
+COL_DOT = 0        # <s, y>; Adam (adam_stats): <u, y>
+COL_S_SQ = 1       # |s|^2; Adam: <u, s>
+COL_Y_SQ = 2       # |y|^2
+COL_G_SQ = 3       # |g|^2 of the training gradient
 NUM_STATS = 4      # column NUM_STATS + i: sum |v_i| of tensor i (sign variant only)
 
 # --- codes passed to the ops ---------------------------------------------------------

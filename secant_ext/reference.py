@@ -277,7 +277,7 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     a_n = torch.where(some, a / n, torch.zeros_like(a))
     c_n = torch.where(some, c / n, torch.zeros_like(c))
     big_a = ema * state[_layout.ADAM_A] + (1 - ema) * a_n
-    big_c = ema * state[_layout.ADAM_B] + (1 - ema) * c_n
+    big_c = ema * state[_layout.ADAM_C] + (1 - ema) * c_n
     positive = (big_a > 0) & (big_c > 0)
     prev = state[_layout.ALPHA]
     grown = growth * prev
@@ -297,7 +297,7 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     new[_layout.Y_SQ] = torch.where(valid, y_sq, state[_layout.Y_SQ])
     new[_layout.STALLED] += (valid & (y_sq == 0)).to(torch.float64)
     new[_layout.ADAM_A] = torch.where(valid, big_a, state[_layout.ADAM_A])
-    new[_layout.ADAM_B] = torch.where(valid, big_c, state[_layout.ADAM_B])
+    new[_layout.ADAM_C] = torch.where(valid, big_c, state[_layout.ADAM_C])
     new[_layout.ALPHA] = torch.where(valid, eta, prev)
     new[_layout.BETA1_POWER] = torch.where(finite, state[_layout.BETA1_POWER] * beta1,
                                            state[_layout.BETA1_POWER])

@@ -97,7 +97,7 @@ def test_eta_reaches_the_measured_step_on_a_quadratic():
     assert (ratios < 1).any()  # the averages, not the growth limit, set eta at times
     st = opt.state[params[0]]["secant_state"]
     from secant_ext import _layout as layout
-    big_a, big_c = float(st[layout.ADAM_A]), float(st[layout.ADAM_B])
+    big_a, big_c = float(st[layout.ADAM_A]), float(st[layout.ADAM_C])
     assert big_a > 0 and big_c > 0
     assert alphas[-1] == pytest.approx(min(2 * big_c / big_a, 1.1 * alphas[-2]), rel=1e-12)
     assert alphas[-1] > 1e-3

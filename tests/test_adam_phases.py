@@ -52,7 +52,7 @@ def _state(taken=3, scale=2e-3, eta=1e-3, big_a=5.0, big_c=0.01, skipped=False):
     st[layout.STEP] = st[layout.TAKEN] = float(taken)
     st[layout.STEP_SIZE] = eta
     st[layout.PREV_STEP_SCALE] = scale
-    st[layout.ADAM_A], st[layout.ADAM_B] = big_a, big_c
+    st[layout.ADAM_A], st[layout.ADAM_C] = big_a, big_c
     st[layout.BETA1_POWER], st[layout.BETA2_POWER] = BETAS[0] ** taken, BETAS[1] ** taken
     st[layout.LAST_SKIPPED] = float(skipped)
     st[layout.AVG_WEIGHT] = 1.0 / taken  # as the alpha phase sets it
@@ -177,7 +177,7 @@ def test_adam_alpha_rule_by_hand():
     n = abs(c) + 0.5 * abs(a)                 # 1.0
     big_a, big_c = 0.5 * a / n, 0.5 * c / n   # the averages from 0: 0.25, 0.375
     assert st[layout.DOT] == a and st[layout.S_SQ] == b
-    assert st[layout.ADAM_A] == big_a and st[layout.ADAM_B] == big_c
+    assert st[layout.ADAM_A] == big_a and st[layout.ADAM_C] == big_c
     assert st[layout.ALPHA] == 2 * big_c / big_a == 3.0
     assert st[layout.STEP_SIZE] == 3.0 and st[layout.PREV_STEP_SCALE] == 3.0
     assert st[layout.G_SQ] == 16.0 and st[layout.LAST_MEASURED] == 1

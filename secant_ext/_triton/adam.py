@@ -134,7 +134,7 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
                        MAX_GRAD_NORM: tl.constexpr, STEP_SIZE: tl.constexpr,
                        AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
                        CLIP_G_SQ_OTHERS: tl.constexpr, ADAM_A: tl.constexpr,
-                       ADAM_B: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
+                       ADAM_C: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
                        BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
                        COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
                        COL_G_SQ: tl.constexpr, REACH: tl.constexpr):
@@ -156,7 +156,7 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     a_n = tl.where(some, a / n_or_one, 0.0)
     c_n = tl.where(some, c / n_or_one, 0.0)
     old_a = tl.load(state + ADAM_A)
-    old_c = tl.load(state + ADAM_B)
+    old_c = tl.load(state + ADAM_C)
     big_a = w * old_a + (1.0 - w) * a_n
     big_c = w * old_c + (1.0 - w) * c_n
     positive = (big_a > 0) & (big_c > 0)
@@ -183,7 +183,7 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     tl.store(state + Y_SQ, tl.where(valid, y_sq, tl.load(state + Y_SQ)))
     tl.store(state + STALLED, tl.load(state + STALLED) + (valid & (y_sq == 0)).to(tl.float64))
     tl.store(state + ADAM_A, tl.where(valid, big_a, old_a))
-    tl.store(state + ADAM_B, tl.where(valid, big_c, old_c))
+    tl.store(state + ADAM_C, tl.where(valid, big_c, old_c))
     new_eta = tl.where(valid, eta, prev)
     tl.store(state + ALPHA, new_eta)
     p1 = tl.load(state + BETA1_POWER)
@@ -211,7 +211,7 @@ _ALPHA_CONSTEXPRS = {name: getattr(_layout, name) for name in (
     "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
     "LAST_MEASURED", "MEASURED", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR",
     "MAX_GRAD_NORM", "STEP_SIZE", "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "ADAM_A",
-    "ADAM_B", "PREV_STEP_SCALE", "BETA1_POWER", "BETA2_POWER", "COL_DOT", "COL_S_SQ",
+    "ADAM_C", "PREV_STEP_SCALE", "BETA1_POWER", "BETA2_POWER", "COL_DOT", "COL_S_SQ",
     "COL_Y_SQ", "COL_G_SQ")}
 _ALPHA_CONSTEXPRS["REACH"] = _layout.ADAM_REACH
 
