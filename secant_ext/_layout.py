@@ -83,6 +83,7 @@ ADAM_EMA = 0.9
 ADAM_GROWTH = 1.1
 ADAM_ETA0 = 1e-5
 ADAM_REACH = 2.0
+ADAM_AVG_FLOOR = 0.03  # SecantAdam's averaged iterate: about the last 33 iterates
 
 CARRY_BETA_DEFAULT = 0.9
 AVG_FLOOR_DEFAULT = 0.01

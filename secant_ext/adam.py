@@ -48,9 +48,10 @@ class SecantAdam(SecantOptimizer):
         curvature_warmup: measure on each of the first this many steps, from the second on
             (the first has no previous step to look back along; default 50).
         average: keep the averaged iterate (``avg <- avg + w (x - avg)``, ``w`` = max(1 /
-            steps, 0.01)); ``opt.eval()`` puts it into the parameters for evaluation,
-            ``opt.train()`` puts the training iterate back. Default True: the average is
-            what wins on the benchmarks (docs/RESULTS.md).
+            steps, 0.03): about the last 33 iterates); ``opt.eval()`` puts it into the
+            parameters for evaluation, ``opt.train()`` puts the training iterate back.
+            Default True: on the workload suite the language models end worse without it
+            (docs/RESULTS.md, 'SecantAdam at its defaults').
         nonfinite: ``"skip"`` a step with a non-finite gradient (state unchanged, counted)
             or ``"raise"`` ``FloatingPointError`` naming the parameter.
         backend: ``"auto"``, ``"triton"``, ``"cpp"`` or ``"reference"``.
@@ -115,6 +116,7 @@ class SecantAdam(SecantOptimizer):
         if fresh:
             st[layout.ALPHA] = layout.ADAM_ETA0
             st[layout.STEP_SIZE] = 0.0
+            st[layout.AVG_FLOOR] = layout.ADAM_AVG_FLOOR
         return st
 
     def _buffer(self, p, name: str):

@@ -143,6 +143,7 @@ class SpecAdam:
     A: float = 0.0
     C: float = 0.0
     average: bool = True
+    avg_floor: float = 0.03  # the average's weight: max(1 / steps taken, avg_floor)
     avg: Optional[List[np.ndarray]] = None
     m: Optional[List[np.ndarray]] = None
     v: Optional[List[np.ndarray]] = None
@@ -204,7 +205,7 @@ class SpecAdam:
         self.u_scale = step if record else 0.0
         for xi, di in zip(x, d):
             xi -= step * di
-        if self.average:  # avg <- avg + w (x - avg), w = max(1 / steps taken, 0.01)
-            w = max(1.0 / self.taken, 0.01)
+        if self.average:  # avg <- avg + w (x - avg), w = max(1 / steps taken, avg_floor)
+            w = max(1.0 / self.taken, self.avg_floor)
             self.avg = [xi.copy() for xi in x] if self.avg is None else \
                 [ai + w * (xi - ai) for ai, xi in zip(self.avg, x)]

@@ -1,12 +1,12 @@
-"""SecantAdam's rule variants (experiments.adam_rules): the variant ``now`` is the
-package's rule to the bit, the ``before`` rule is the old one on numbers worked out by
+"""SecantAdam's rule variants (experiments.adam_rules): the variant ``PACKAGE`` is
+SecantAdam to the bit, the ``before`` rule is the old one on numbers worked out by
 hand, and the suite races them as the ``rules`` group, outside ``all``."""
 import pytest
 import torch
 
 import secant_ext
 from secant_ext import _layout as layout
-from secant_ext.experiments.adam_rules import VARIANTS, RuleVariant, SecantAdamRule
+from secant_ext.experiments.adam_rules import PACKAGE, VARIANTS, RuleVariant, SecantAdamRule
 from secant_ext.suite import cli, methods
 
 
@@ -34,16 +34,24 @@ def _run(make, steps, backend, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_the_now_variant_is_the_packages_rule_to_the_bit(backend):
+def test_the_package_variant_is_secant_adam_to_the_bit(backend):
     """70 steps (the warm-up and after, measuring and not): every field of the group state
     and every parameter equal, so a variant differs from SecantAdam in its rule alone."""
-    mine = _run(lambda p, **kw: SecantAdamRule(p, VARIANTS["now"], **kw), 70, backend)
+    mine = _run(lambda p, **kw: SecantAdamRule(p, VARIANTS[PACKAGE], **kw), 70, backend)
     theirs = _run(secant_ext.SecantAdam, 70, backend)
     assert len(set(mine[0])) > 20  # eta moved: the comparison covers the rule
     for i, (a, b) in enumerate(zip(mine[1], theirs[1])):
         assert torch.equal(a, b), f"group state differs after step {i}"
     for a, b in zip(mine[2], theirs[2]):
         assert torch.equal(a, b)
+
+
+def test_now_is_the_packages_rule_with_the_averaging_the_variants_were_raced_with():
+    import dataclasses
+    now = VARIANTS["now"]
+    assert dataclasses.replace(now, avg_floor=layout.ADAM_AVG_FLOOR,
+                               description=VARIANTS[PACKAGE].description) == VARIANTS[PACKAGE]
+    assert now.avg_floor == 0.01 != layout.ADAM_AVG_FLOOR
 
 
 def test_the_before_rule_by_hand():
@@ -84,15 +92,15 @@ def test_the_variants_table_reads_a_scored_suite(tmp_path, capsys):
     a clear error on a folder the suite has not scored."""
     from secant_ext.experiments import adam_rules
     workloads = {w: {"methods": {f"rule-{n}": {"final_metric": 1.5 + i, "final_loss": 0.25,
-                                              "diverged_seeds": int(n == "now")}
-                                 for n in ("before", "now")}}
+                                              "diverged_seeds": int(n == PACKAGE)}
+                                 for n in ("before", PACKAGE)}}
                  for i, w in enumerate(adam_rules.SMALL_WORKLOADS)}
     scores = {"workloads": workloads, "summary": {"main": {"evals": {
-        "rule-before": {"geomean_ratio": 3.5}, "rule-now": {"geomean_ratio": 2.25}}}}}
+        "rule-before": {"geomean_ratio": 3.5}, f"rule-{PACKAGE}": {"geomean_ratio": 2.25}}}}}
     rows = adam_rules.variants_table(scores)
     assert len(rows) == 4 and rows[0].startswith("| rule | mlp: test error % / held-out")
     assert rows[2].startswith("| `before`: ") and rows[2].endswith(" | 3.50 | 0 |")
-    assert rows[3].startswith("| **`now`: ") and rows[3].endswith(" | 2.25 | 6 |")
+    assert rows[3].startswith(f"| **`{PACKAGE}`: ") and rows[3].endswith(" | 2.25 | 6 |")
     assert "| 1.5 / 0.25 | 2.5 | 3.5 |" in rows[3]
     with pytest.raises(SystemExit, match="no scores.json"):
         adam_rules.main([str(tmp_path)])

@@ -5,9 +5,10 @@ makes (docs/ALGORITHM.md, 'SecantAdam'): per unit step along Adam's direction ``
 curvature ``a = <u, y> / eta'^2``, the descent left at ``x_t`` ``b = <u, s> / eta'`` and
 the slope at the previous iterate ``c = <u, g_plus> / eta' = eta' a + b``.
 ``SecantAdamRule`` is ``SecantAdam`` with that rule applied in Python (float64) in place
-of its step-size phase, between the package's own statistics and update kernels, so a variant differs from the package's
-optimizer in the rule alone. ``VARIANTS`` holds the rules docs/RESULTS.md ('SecantAdam at
-its defaults') reports; ``now`` is the package's rule, to the bit (tests check it). The
+of its step-size phase, between the package's own statistics and update kernels, so a
+variant differs from the package's optimizer in the rule (and the averaging) alone.
+``VARIANTS`` holds the rules docs/RESULTS.md ('SecantAdam at its defaults') reports;
+``PACKAGE`` names the one that is ``SecantAdam()``, to the bit (tests check it). The
 workload suite races them as the methods ``rule-<name>``::
 
     python -m secant_ext suite --methods all,rules --jobs 2 --out runs/adam-rules \\
@@ -41,6 +42,10 @@ class RuleVariant:
     warmup_growth: float = 0.0  # growth during the warm-up (0: ``growth``)
     eta0: float = layout.ADAM_ETA0
     eta_max: float = math.inf   # a ceiling on eta
+    average: bool = True        # evaluate at the averaged iterate
+    # its weight's floor (about the last 1 / floor iterates): 0.01, as SecantAdam had when
+    # the variants were raced; the package now uses layout.ADAM_AVG_FLOOR (0.03)
+    avg_floor: float = 0.01
     reach: float = 2.0
     estimate: str = "previous"
     normalize: str = "measurement"
@@ -65,7 +70,7 @@ VARIANTS: Dict[str, RuleVariant] = {
                                    **dict(BEFORE, estimate="previous",
                                           normalize="measurement", ema=0.9)),
     "now": RuleVariant("2 C/A, each over n, weight 0.9, grows at negative curvature, "
-                       "shrinks uphill (the package's rule)"),
+                       "shrinks uphill (the package's rule; averaged over ~100 iterates)"),
     "now-reach1": RuleVariant("now, C/A once (reach 1)", reach=1.0),
     "now-keep-uphill": RuleVariant("now, eta kept (not shrunk) when C <= 0", uphill="keep"),
     "now-w0.95": RuleVariant("now, weight 0.95", ema=0.95),
@@ -88,9 +93,16 @@ VARIANTS: Dict[str, RuleVariant] = {
     "now-max0.1": RuleVariant("now, eta at most 0.1", eta_max=0.1),
     "now-eta0-1e-4-max0.1": RuleVariant("now, starting at 1e-4, eta at most 0.1", eta0=1e-4,
                                         eta_max=0.1),
+    "now-no-average": RuleVariant("now, evaluated at the training iterate", average=False),
+    "now-avg-floor0.03": RuleVariant("now, averaged over about the last 33 iterates (the "
+                                     "package's defaults)", avg_floor=0.03),
+    "now-avg-floor0.1": RuleVariant("now, averaged over about the last 10 iterates",
+                                    avg_floor=0.1),
     "now-every4-warmup25": RuleVariant("now, every 4th step after 25 measuring steps",
                                        every=4, warmup=25),
 }
+
+PACKAGE = "now-avg-floor0.03"  # SecantAdam's defaults
 
 
 class SecantAdamRule(SecantAdam):
@@ -99,7 +111,7 @@ class SecantAdamRule(SecantAdam):
 
     def __init__(self, params, variant: RuleVariant, **kwargs):
         super().__init__(params, curvature_warmup=variant.warmup,
-                         curvature_every=variant.every, **kwargs)
+                         curvature_every=variant.every, average=variant.average, **kwargs)
         self.variant = variant
         self.rule_state: Dict[int, Dict[str, float]] = {}
 
@@ -108,6 +120,7 @@ class SecantAdamRule(SecantAdam):
         st = super()._group_state(group)
         if fresh:
             st[layout.ALPHA] = self.variant.eta0
+            st[layout.AVG_FLOOR] = self.variant.avg_floor
         return st
 
     def _step_size(self, i: int, w) -> None:
@@ -176,7 +189,7 @@ class SecantAdamRule(SecantAdam):
             new[layout.S_SQ] = us / scale
             new[layout.Y_SQ] = y_sq
             new[layout.STALLED] += float(y_sq == 0)
-            new[layout.ADAM_A], new[layout.ADAM_B] = mine["A"], mine["C"]
+            new[layout.ADAM_A], new[layout.ADAM_C] = mine["A"], mine["C"]
         new[layout.ALPHA] = eta
         if finite:
             new[layout.BETA1_POWER] *= betas[0]
@@ -224,7 +237,7 @@ def variants_table(scores: Dict[str, object]) -> List[str]:
                 cell += f" / {m['final_loss']:.2g}"
             cells.append(cell)
         text = f"`{name}`: " + v.description.replace("|", "\\|")
-        if name == "now":
+        if name == PACKAGE:
             text = f"**{text}**"
         rows.append(f"| {text} | " + " | ".join(cells)
                     + f" | {summary[key]['geomean_ratio']:.2f} | {diverged} |")
