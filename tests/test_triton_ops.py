@@ -272,7 +272,13 @@ def test_kernels_compile_for_sm90_with_wide_loads():
     # (tensors read, tensors written) in full blocks
     tensors = {("lookahead", ""): (2, 1), ("stats", "sign=False"): (2, 0),
                ("stats", "sign=True"): (5, 0), ("update", "m=True"): (3, 2),
-               ("update", "m=False"): (2, 1)}
+               ("update", "m=False"): (2, 1),
+               # SecantAdam: u, g_plus, s, g (or s alone); x, g, m, v (+ u, avg) read and
+               # x, m, v (+ u, avg) written
+               ("adam_stats", "measure=True g=True"): (4, 0),
+               ("adam_stats", "measure=False g=False"): (1, 0),
+               ("adam_update", "record=True avg=True"): (5, 5),
+               ("adam_update", "record=False avg=False"): (4, 3)}
     checked = 0
     for r in results:
         for (kernel, flag), (reads, writes) in tensors.items():
@@ -285,13 +291,17 @@ def test_kernels_compile_for_sm90_with_wide_loads():
                 f"{kernel} {r['variant']}: {loads} wide loads and {stores} wide stores, "
                 f"expected {reads * per_tensor} and {writes * per_tensor}: {r['loads']}")
             checked += 1
-    assert checked == 10, f"checked {checked} variants, expected 10"
+    assert checked == 18, f"checked {checked} variants, expected 18"
+    step_size = {r["kernel"] for r in results if r["kernel"] in ("alpha", "adam_alpha")}
+    assert step_size == {"alpha", "adam_alpha"}, step_size
 
 
 def test_triton_is_the_cuda_kernel_of_the_ops():
     """With the extension loaded, ``torch.ops.secant_ext.*`` on CUDA tensors dispatch to the
     Triton launchers (registering touches no GPU, so this holds on a CPU-only machine)."""
     assert secant_ext.cpp_available(), "secant_ext._C is not built"
-    for name in ("lookahead", "secant_stats", "secant_alpha", "update"):
+    from secant_ext import _op_table
+    secant_ext._backends._cpp()  # loads the extension and registers the CUDA kernels
+    for name in _op_table.NAMES:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"secant_ext::{name}", "CUDA"), \
             f"secant_ext::{name} has no CUDA kernel"

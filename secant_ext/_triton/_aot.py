@@ -33,16 +33,24 @@ def _signatures(table_type: str):
         "lookahead_inplace": dict(_PTR_TABLE),
         "restore": dict(_PTR_TABLE),
         "average": {**_PTR_TABLE, "state": "*fp64"},
+        "adam_stats": {**_PTR_TABLE, "n_chunks": "i32", "span": "i32", "table": table_type},
+        "adam_alpha": {"table": table_type, "n_rows": "i32", "row_stride": "i32",
+                       "col_stride": "i32", "state": "*fp64", "beta1": "*i64",
+                       "beta2": "*i64", "ema": "*i64", "growth": "*i64"},
+        "adam_update": {**_PTR_TABLE, "hyper": "*i64", "state": "*fp64"},
     }
 
 
 def _kernel_files():
-    """The four kernel files as modules. Not ``from . import update``: the package's
+    """The kernel files as modules, by kernel. Not ``from . import update``: the package's
     attributes ``lookahead`` and ``update`` are the launchers it re-exports, not the files."""
     files = {name: importlib.import_module(f"{__package__}.{name}")
              for name in ("lookahead", "stats", "alpha", "update")}
     for kernel in ("lookahead_inplace", "restore", "average"):  # in the lookahead file
         files[kernel] = files["lookahead"]
+    adam = importlib.import_module(f"{__package__}.adam")
+    for kernel in ("adam_stats", "adam_alpha", "adam_update"):  # SecantAdam's file
+        files[kernel] = adam
     return files
 
 
@@ -93,11 +101,34 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
                      SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.STEP_SIZE,
                      LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
                      NUM_STATS=_layout.NUM_STATS, RBLOCK=update.RBLOCK, **base)
+        # SecantAdam's statistics (with or without a measurement, g apart or not) and update
+        pairs = itertools.product([False, True], repeat=2) if full else [(True, True),
+                                                                          (False, False)]
+        for measure, has_g in pairs:
+            s_slot = 2 if measure else 0
+            yield "adam_stats", f"{dt} measure={measure} g={has_g}", \
+                dict(DTYPE=dt, ACC=acc, ALIGNED=True, MEASURE=measure, HAS_G=has_g,
+                     S_SLOT=s_slot, G_SLOT=s_slot + 1 if has_g else s_slot,
+                     COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
+                     COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
+                     NUM_STATS=_layout.NUM_STATS, **base)
+        triples = itertools.product([False, True], repeat=3) if full else [(True, True, True),
+                                                                            (False, False, False)]
+        for has_wd, record, average in triples:
+            yield "adam_update", f"{dt} wd={has_wd} record={record} avg={average}", \
+                dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_WD=has_wd, RECORD=record,
+                     AVERAGE=average, STEP_SIZE=_layout.STEP_SIZE,
+                     LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
+                     BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT, **base)
     for rule, safeguard, measure in itertools.product(
             _layout.RULES.values(), [False, True], [True, False]) if rules else ():
         yield "alpha", f"rule={rule} safeguard={safeguard} measure={measure}", \
             dict(RULE=rule, SAFEGUARD=safeguard, MEASURE=measure, RBLOCK=alpha.RBLOCK,
                  **alpha.LAYOUT_CONSTEXPRS)
+    for measure, record in itertools.product([True, False], repeat=2) if rules else ():
+        yield "adam_alpha", f"measure={measure} record={record}", \
+            dict(MEASURE=measure, RECORD=record, RBLOCK=alpha.RBLOCK,
+                 **files["adam_alpha"]._ALPHA_CONSTEXPRS)
 
 
 def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:
@@ -107,7 +138,7 @@ def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:
     from triton.compiler import ASTSource
 
     fn = getattr(_kernel_files()[kernel], f"_{kernel}_kernel")
-    f64 = constexprs.get("ACC") == tl.float64 or kernel == "alpha"
+    f64 = constexprs.get("ACC") == tl.float64 or kernel in ("alpha", "adam_alpha")
     sig = _signatures("*fp64" if f64 else "*fp32")[kernel]
     sig.update({k: "constexpr" for k in constexprs})
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
@@ -121,7 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
     parser.add_argument("--all", action="store_true", help="every flag combination")
     parser.add_argument("--dtypes", default="fp32,fp64,bf16,fp16")
-    parser.add_argument("--no-alpha", action="store_true", help="skip the secant_alpha kernel")
+    parser.add_argument("--no-alpha", action="store_true",
+                        help="skip the step-size kernels (secant_alpha, adam_alpha)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("set TRITON_INTERPRET=0: the interpreter replaces the compiler", file=sys.stderr)
