@@ -5,7 +5,7 @@ from ._backends import cpp_available, triton_available
 from .adam import SecantAdam
 from ._base import SecantOptimizer
 from ._lookahead import frozen_batchnorm
-from ._stats import SecantStats
+from ._stats import SecantAdamStats, SecantStats
 from .history import StepHistory
 from .probes import slice_probe
 from .sgd import SecantSGD
@@ -15,6 +15,7 @@ from .signsgd import SecantSignSGD
 __version__ = "0.1.0"
 
 __all__ = ["SecantOptimizer", "SecantAdam", "SecantSGD", "SecantSGDM", "SecantSignSGD", "SecantStats",
+           "SecantAdamStats",
            "StepHistory", "frozen_batchnorm", "slice_probe", "cpp_available",
            "triton_available", "backend_for", "__version__"]
 

@@ -191,11 +191,16 @@ class SecantOptimizer(Optimizer):
 
     @property
     def last_stats(self) -> SecantStats:
+        return SecantStats.from_states(self._stacked_states())
+
+    def _stacked_states(self) -> torch.Tensor:
+        """The group states, one (or ``[num_groups, STATE_SIZE]``, on the CPU when the
+        groups' devices differ)."""
         states = [self._group_state(g) for g in self.param_groups]
         if len({st.device for st in states}) > 1:
             states = [st.cpu() for st in states]
         stacked = torch.stack(states)
-        return SecantStats.from_states(stacked[0] if len(states) == 1 else stacked)
+        return stacked[0] if len(states) == 1 else stacked
 
     # -- the step -----------------------------------------------------------------------
     @hooked_step

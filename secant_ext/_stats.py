@@ -44,3 +44,26 @@ class SecantStats:
                    skipped_total=col(layout.SKIPPED), clipped_total=col(layout.CLIPPED),
                    stalled_total=col(layout.STALLED),
                    measured=col(layout.LAST_MEASURED) != 0)
+
+
+@dataclass
+class SecantAdamStats(SecantStats):
+    """``SecantAdam``'s statistics: those of ``SecantStats``, and its measurement under its
+    own names (docs/ALGORITHM.md, 'SecantAdam'). ``alpha`` is its step size ``eta``.
+
+    ``a``: the curvature along Adam's direction per unit step, ``<u, y> / eta'^2`` (also in
+    ``dot`` and ``curvature``); ``b``: the descent left at ``x_t``, ``<u, s> / eta'`` (also
+    in ``s_sq``); ``avg_a``, ``avg_c``: the averages ``A`` and ``C`` of ``a / n`` and
+    ``c / n`` that set ``eta``. ``clipped``: the latest measurement found ``A`` and ``C``
+    not both positive, so ``eta`` moved by the growth factor."""
+    a: torch.Tensor
+    b: torch.Tensor
+    avg_a: torch.Tensor
+    avg_c: torch.Tensor
+
+    @classmethod
+    def from_states(cls, states: torch.Tensor) -> "SecantAdamStats":
+        base = SecantStats.from_states(states)
+        base.curvature = base.dot  # a is already per unit step along d
+        return cls(**vars(base), a=base.dot, b=base.s_sq, avg_a=states[..., layout.ADAM_A],
+                   avg_c=states[..., layout.ADAM_C])

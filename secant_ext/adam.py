@@ -7,7 +7,7 @@ import torch
 
 from . import _backends, _layout as layout, _plan
 from ._base import SecantOptimizer, _write_step_inputs
-from ._stats import SecantStats
+from ._stats import SecantAdamStats
 
 
 class SecantAdam(SecantOptimizer):
@@ -60,9 +60,10 @@ class SecantAdam(SecantOptimizer):
 
     State per parameter: ``exp_avg`` and ``exp_avg_sq`` (as AdamW), ``previous_step``
     (``u``), and ``average_buffer`` with ``average=True``: 4 buffers the size of the
-    parameter (AdamW keeps 2). ``last_stats.alpha`` is eta, ``step_size`` the applied
-    step (``eta * lr * clip``), ``curvature`` and ``dot`` the measured ``a``, ``s_sq`` the
-    measured ``b``, ``measured`` whether the step measured, ``clipped`` whether a
+    parameter (AdamW keeps 2). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta,
+    ``step_size`` the applied step (``eta * lr * clip``), ``a`` and ``b`` the latest
+    measurement (also in ``dot``/``curvature`` and ``s_sq``), ``avg_a`` and ``avg_c`` the
+    averages that set eta, ``measured`` whether the step measured, ``clipped`` whether a
     measurement moved eta by the growth factor because an average was not positive.
     """
 
@@ -80,10 +81,8 @@ class SecantAdam(SecantOptimizer):
                          backend=backend, lookahead=lookahead, process_group=process_group)
 
     @property
-    def last_stats(self) -> SecantStats:
-        stats = super().last_stats
-        stats.curvature = stats.dot  # a, already per unit step along d
-        return stats
+    def last_stats(self) -> SecantAdamStats:
+        return SecantAdamStats.from_states(self._stacked_states())
 
     # -- which steps measure ------------------------------------------------------------
     @staticmethod

@@ -101,6 +101,14 @@ def test_eta_reaches_the_measured_step_on_a_quadratic():
     assert big_a > 0 and big_c > 0
     assert alphas[-1] == pytest.approx(min(2 * big_c / big_a, 1.1 * alphas[-2]), rel=1e-12)
     assert alphas[-1] > 1e-3
+    # last_stats under SecantAdam's own names: the averages that set eta, and the latest
+    # measurement, a per unit step along d (the state's DOT) and b (its S_SQ)
+    stats = opt.last_stats
+    assert isinstance(stats, secant_ext.SecantAdamStats)
+    assert (float(stats.avg_a), float(stats.avg_c)) == (big_a, big_c)
+    assert float(stats.alpha) == alphas[-1]
+    assert float(stats.a) == float(st[layout.DOT]) == float(stats.curvature) != 0
+    assert float(stats.b) == float(st[layout.S_SQ]) != 0
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
