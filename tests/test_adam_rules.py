@@ -79,7 +79,8 @@ def test_warmup_growth_applies_to_the_warmup_measurements_only():
 def test_the_suite_races_the_variants_as_their_own_group():
     rules = [m.key for m in methods.METHODS if m.group == "rules"]
     assert rules == [f"rule-{name}" for name in VARIANTS]
-    groups = {"all": [k for k in methods.BY_KEY if k not in rules], "rules": rules}
+    groups = methods.GROUPS
+    assert groups["rules"] == rules and set(groups["all"]) == set(methods.BY_KEY) - set(rules)
     assert not set(groups["all"]) & set(rules)
     picked = cli._pick("secant-adam,rules", list(methods.BY_KEY), groups, "method")
     assert picked == ["secant-adam"] + rules

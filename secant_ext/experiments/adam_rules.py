@@ -23,7 +23,7 @@ from typing import Dict, List
 
 import torch
 
-from .. import _layout as layout
+from .. import _layout as layout, reference
 from ..adam import SecantAdam
 
 
@@ -174,16 +174,14 @@ class SecantAdamRule(SecantAdam):
         if valid:
             eta = self._next_eta(mine, eta, scale, uy, us, g_sq)
             positive = mine["A"] > 0 and mine["C"] > 0
-        new = list(st)
-        new[layout.STEP] += 1
-        new[layout.TAKEN] += float(finite)
-        new[layout.SKIPPED] += float(not finite)
-        new[layout.LAST_SKIPPED] = float(not finite)
+        # the counters, the applied step and the average's weight: the reference's own
+        new, old = state.cpu().clone(), state.cpu()
+        g_sq_t = torch.tensor(g_sq, dtype=torch.float64)
+        reference._count_step(new, torch.tensor(finite), g_sq_t)
         new[layout.LAST_MEASURED] = float(valid)
         new[layout.LAST_CLIPPED] = float(valid and not positive)
         new[layout.CLIPPED] += float(valid and not positive)
         new[layout.MEASURED] += float(valid)
-        new[layout.G_SQ] = g_sq
         if valid:
             new[layout.DOT] = uy / (scale * scale)
             new[layout.S_SQ] = us / scale
@@ -194,18 +192,10 @@ class SecantAdamRule(SecantAdam):
         if finite:
             new[layout.BETA1_POWER] *= betas[0]
             new[layout.BETA2_POWER] *= betas[1]
-        clip_g_sq = g_sq + st[layout.CLIP_G_SQ_OTHERS]
-        clip = st[layout.MAX_GRAD_NORM] / (math.sqrt(clip_g_sq) + 1e-6) \
-            if clip_g_sq >= 0 else math.nan
-        clip = clip if clip < 1 else 1.0  # NaN and inf / inf give 1, as in the kernels
-        step = eta * st[layout.LR] * clip
-        new[layout.STEP_SIZE] = step
+        step = float(reference._finish_step_size(new, old, g_sq_t, new[layout.ALPHA]))
         if finite:
             new[layout.PREV_STEP_SCALE] = step if record else 0.0
-        taken = new[layout.TAKEN]
-        weight = 1 / taken if taken > 0 else 1.0
-        new[layout.AVG_WEIGHT] = weight if weight > st[layout.AVG_FLOOR] else st[layout.AVG_FLOOR]
-        state.copy_(torch.tensor(new, dtype=state.dtype))
+        state.copy_(new)
 
 
 SMALL_WORKLOADS = ("mlp", "resnet-bn", "vit", "logreg", "autoencoder", "digits-epochs")
@@ -246,10 +236,9 @@ def variants_table(scores: Dict[str, object]) -> List[str]:
 
 def main(argv=None) -> int:
     import argparse
-    import json
     import os
 
-    from ..suite.runner import _from_json
+    from ..suite import runner
     p = argparse.ArgumentParser(
         prog="python -m secant_ext.experiments.adam_rules",
         description="Print the table of SecantAdam's rule variants from a suite folder "
@@ -257,10 +246,9 @@ def main(argv=None) -> int:
     p.add_argument("out", help="the suite's --out folder (holds scores.json)")
     args = p.parse_args(argv)
     path = os.path.join(args.out, "scores.json")
-    if not os.path.exists(path):
+    scores = runner.load(path)  # the run records' reader: the same JSON, infinities included
+    if scores is None:
         raise SystemExit(f"error: no scores.json in {args.out!r}; run the suite there first")
-    with open(path) as f:
-        scores = _from_json(json.load(f))
     missing = [w for w in SMALL_WORKLOADS if w not in scores["workloads"]]
     if missing:
         raise SystemExit(f"error: {path} has no scores for {', '.join(missing)}")

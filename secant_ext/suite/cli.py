@@ -184,10 +184,7 @@ def run(args) -> int:
               "main": [w.name for w in workloads_mod.WORKLOADS if not w.held_out],
               "held-out": [w.name for w in workloads_mod.WORKLOADS if w.held_out]}
     names = _pick(args.workloads, groups["all"], groups, "workload")
-    rules = [m.key for m in methods_mod.METHODS if m.group == "rules"]
-    keys = _pick(args.methods, list(methods_mod.BY_KEY),
-                 {"all": [k for k in methods_mod.BY_KEY if k not in rules], "rules": rules},
-                 "method")
+    keys = _pick(args.methods, list(methods_mod.BY_KEY), methods_mod.GROUPS, "method")
     if methods_mod.CEILING not in keys:
         keys.insert(0, methods_mod.CEILING)
         print(f"note: {methods_mod.CEILING} added: the calibrated ceiling sets every target")

@@ -201,6 +201,10 @@ METHODS: Tuple[Method, ...] = (
 METHODS += _rule_methods()
 BY_KEY: Dict[str, Method] = {m.key: m for m in METHODS}
 CEILING = "adamw-cosine"
+# the groups --methods accepts: 'all' is every method but SecantAdam's rule variants
+GROUPS: Dict[str, List[str]] = {
+    "all": [m.key for m in METHODS if m.group != "rules"],
+    "rules": [m.key for m in METHODS if m.group == "rules"]}
 
 
 def get(key: str) -> Method:
