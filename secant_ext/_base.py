@@ -1,18 +1,16 @@
-"""The step shared by the four optimizers (docs/ALGORITHM.md, 'The step').
+"""The step driver shared by the four optimizers (docs/ALGORITHM.md, 'The step').
 
-For each param group:
+One step, for every param group:
 
 1. ``closure()`` at ``x_t`` gives the training gradient ``g`` (plus any gradient from
    earlier micro-batches, ``_grads``).
-2. ``probe_closure()`` at ``x_t`` gives ``s`` (without one, ``s`` is the closure's own
-   gradient).
-3. The closure that gave ``s`` runs again at ``x_t + s`` and gives ``g_plus``
-   (``_lookahead``: the parameters are restored exactly, the RNG replayed). Steps that do
-   not measure (``curvature_every`` > 1) skip 2 and 3.
-4. ``secant_stats`` sums ``<s,y>, |s|^2, |y|^2`` (``y = g_plus - s``), ``secant_alpha``
-   turns them into alpha (or the carried alpha) and the step size on the device,
-   ``update`` moves the parameters, and ``average`` the averaged iterate. ``SecantAdam``
-   (``adam.py``) measures along its previous step instead, with its own three phases.
+2. On a step that measures (the rule's ``_due_to_measure``): ``probe_closure()``, if
+   given, at ``x_t``; then the closure that gave the probe runs again at the lookahead
+   point ``x_t + offset`` (the rule's ``_lookahead_offsets``: the SGD family's probe
+   gradient ``s``, SecantAdam's previous step ``u``). ``_lookahead`` restores the
+   parameters exactly and replays the RNG.
+3. The rule's ``_apply`` runs its three phases on the device (statistics, step size,
+   update), with the statistics summed over ranks and groups by the driver in between.
 
 The buckets the kernels take come from ``_plan`` (kept from step to step while nothing
 changes). Gradients are *moved* out of ``p.grad`` after each evaluation, never copied;
@@ -28,7 +26,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, _callers, _checkpoint, _grad_mode, _layout as layout, _options, _plan
+from . import _callers, _checkpoint, _grad_mode, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
@@ -70,36 +68,33 @@ def _write_step_inputs(state: torch.Tensor, group, written: dict) -> None:
 
 
 class SecantOptimizer(Optimizer):
-    """Base class: each param group's step size is measured by a secant along a step, on
-    the device, with no learning rate to set. Use ``SecantAdam``, ``SecantSGD``,
-    ``SecantSGDM`` or ``SecantSignSGD``."""
+    """The step driver: each param group's step size is measured by a secant along a step,
+    on the device, with no learning rate to set. Use ``SecantAdam``, ``SecantSGD``,
+    ``SecantSGDM`` or ``SecantSignSGD``.
 
+    The driver runs the closures, keeps the gradients, evaluates the lookahead point and
+    sums the statistics over ranks; it is the only code that touches ``p.grad`` and
+    ``p.data``. A rule (``SecantAdam``, ``_sgd_family.SecantSGDFamily``) is a subclass that
+    builds its ``defaults`` and says, through four hooks, which steps measure
+    (``_due_to_measure``), where the lookahead point is (``_lookahead_offsets``), what a
+    fresh group state holds (``_initial_state_values``) and how the statistics, step size
+    and update run on the device (``_apply``).
+    """
+
+    # How the plan lays out the per-tensor sums: only the scaled sign step has any.
     _sign_mode = layout.SIGN_NONE
-    # The options only some variants have; a param group carries those of its optimizer
-    # alone (so OneCycleLR's momentum cycling is refused by torch's own check for SecantSGD).
-    _variant_options = ("momentum", "nesterov", "sign_scale", "rule", "safeguard", "betas",
-                        "eps")
+    # The per-parameter buffers that start at zeros; any other starts as a copy of p.
+    _zero_buffers: tuple = ()
     # GradScaler then hands us its scale instead of unscaling one gradient itself, so a
     # step under it can be refused with a clear message (see ``step``).
     _step_supports_amp_scaling = True
-    # _warn_if_unmeasured's test for gradients clipped inside the closure reads <s, y>
-    _detects_clipped_closure = True
+    # _warn_if_unmeasured's test for gradients clipped inside the closure reads <s, y>,
+    # which only the rules that measure along s have
+    _detects_clipped_closure = False
 
-    def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every: int = 1,
-                 curvature_warmup: int = 100, average: bool = False, rule: str = "secant",
-                 safeguard: bool = True, nonfinite: str = "skip", weight_decay: float = 0.0,
-                 momentum: float = 0.0, nesterov: bool = False, sign_scale: str = "mean",
-                 betas=(0.9, 0.999), eps: float = 1e-8,
-                 backend: str = "auto", lookahead: str = "auto", process_group=None):
-        options = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
-                       curvature_warmup=curvature_warmup, average=average, rule=rule,
-                       safeguard=safeguard,
-                       nonfinite=nonfinite, weight_decay=weight_decay, momentum=momentum,
-                       nesterov=nesterov, sign_scale=sign_scale, betas=betas, eps=eps,
-                       backend=backend, lookahead=lookahead)
-        _options.check_options(**options)
-        defaults = {k: v for k, v in options.items()
-                    if k not in SecantOptimizer._variant_options or k in self._variant_options}
+    def __init__(self, params, defaults: dict, process_group=None):
+        """``defaults``: the rule's options, each checked by the rule (``_options``)."""
+        _options.check_common(**{k: defaults[k] for k in _options.COMMON})
         super().__init__(params, defaults)
         self._lookahead = Lookahead()
         self._stepping = False       # a step is running (a closure calling step() again)
@@ -112,6 +107,26 @@ class SecantOptimizer(Optimizer):
             _options.check_group(group)
         self.process_group = process_group if process_group is not None else \
             _distributed.process_group_of(p for g in self.param_groups for p in g["params"])
+
+    # -- the rule's hooks ---------------------------------------------------------------
+    def _due_to_measure(self, work: List[_plan.GroupWork]) -> bool:
+        """Mark each group's work (``w.measure``) for this step; True when the step
+        evaluates the lookahead point (one closure call for every group)."""
+        raise NotImplementedError
+
+    def _lookahead_offsets(self, work: _plan.GroupWork, bucket) -> List[torch.Tensor]:
+        """The offsets of the lookahead point ``x_t + offset`` for the bucket's parameters;
+        empty: they stay at ``x_t``."""
+        raise NotImplementedError
+
+    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
+        """The statistics, the step size and the update of every group whose gradients are
+        in. ``separate_grads``: the training gradient is not the probe gradient."""
+        raise NotImplementedError
+
+    def _initial_state_values(self) -> List[float]:
+        """A fresh group state's values (``_layout``)."""
+        return layout.initial_state_values()
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
@@ -294,22 +309,6 @@ class SecantOptimizer(Optimizer):
         self._warn_if_unmeasured()
         return loss
 
-    def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
-        """The ``s`` of the lookahead point ``x_t + s``: the probe gradient. Empty: the
-        bucket's parameters stay at ``x_t`` for the lookahead evaluation."""
-        return bucket.probes
-
-    def _due_to_measure(self, work) -> bool:
-        """Mark the groups that measure the curvature this step (each of the first
-        ``curvature_warmup`` steps, then every ``curvature_every``-th step of the
-        optimizer); True when any does, and then the step evaluates the lookahead (for every
-        group: it is one closure call)."""
-        n = self._curvature_clock  # (advanced by _step once the step is through)
-        for w in work:
-            g = w.group
-            w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
-        return any(w.measure for w in work) or not work
-
     def _take_into_plan(self) -> List[_plan.GroupWork]:
         """This step's buckets, with the closure's gradients moved out of ``p.grad`` into
         them: the last step's layout and caches while the parameters with a gradient and
@@ -361,43 +360,6 @@ class SecantOptimizer(Optimizer):
                 "Trainer, which calls step() without one, use "
                 "secant_ext.huggingface.SecantTrainer; docs/INTEGRATIONS.md shows a plain "
                 "loop, Lightning, accelerate and the Trainer.")
-
-    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
-        """The statistics, alpha and the update of every group whose gradients are in.
-        ``separate_grads``: the training gradient is not the probe gradient."""
-        options = {}
-        for w in work:
-            w.state = self._group_state(w.group)
-            _write_step_inputs(w.state, w.group, self._inputs_written)
-            options[id(w)] = opts = w.options
-            for b in w.buckets:
-                b.momenta = self._kernel_buffers(b, "momentum_buffer") \
-                    if opts["momentum"] > 0 else []
-                # x and m form the direction, which only the scaled sign step's sums read:
-                # other steps pass none (each list costs a conversion per tensor)
-                sign = w.sign_mode == layout.SIGN_SCALED
-                b.table = b.backend.secant_stats(
-                    b.probes, b.lookahead_grads, b.grads if separate_grads else [],
-                    b.tensors if sign else [], b.momenta if sign else [], w.state, **opts)
-        self._reduce_tables(work)
-        self._share_grad_norm(work)
-        # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
-        # leaves all groups at x_t, not only the offending one.
-        for w in work:
-            backend = w.buckets[0].backend if w.buckets else \
-                _backends.resolve(w.group["backend"], w.state.device)
-            backend.secant_alpha(w.combined, w.state, rule=layout.RULES[w.group["rule"]],
-                                 safeguard=w.group["safeguard"], measure=w.measure)
-        for w in work:
-            if w.group["nonfinite"] == "raise":
-                self._raise_if_skipped(w.state, work)
-        for w in work:
-            for b in w.buckets:
-                b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
-                                 **options[id(w)])
-                if w.group["average"]:
-                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
-                                      w.state)
 
     def _share_grad_norm(self, work: List[_plan.GroupWork]) -> None:
         """``max_grad_norm`` clips by the norm over the whole model, as
@@ -486,7 +448,7 @@ class SecantOptimizer(Optimizer):
         anchor = self.state[p]
         st = anchor.get("secant_state")
         if st is None:
-            st = torch.tensor(layout.initial_state_values(), dtype=torch.float64,
+            st = torch.tensor(self._initial_state_values(), dtype=torch.float64,
                               device=p.device)
             anchor["secant_state"] = st
         elif st.device != p.device:  # the model moved (model.to(...))
@@ -503,13 +465,13 @@ class SecantOptimizer(Optimizer):
         return buffers
 
     def _buffer(self, p, name: str):
-        """The buffer ``name`` of ``p``, following its dtype, device and layout: momentum
-        starts at zeros (the first applied step makes it the gradient), the average at p."""
+        """The buffer ``name`` of ``p``, following its dtype, device and layout: those the
+        rule names in ``_zero_buffers`` start at zeros, any other (the average) at p."""
         st = self.state[p]
         buf = st.get(name)
         if buf is None:
             buf = torch.zeros_like(p, memory_format=torch.preserve_format) \
-                if name == "momentum_buffer" else \
+                if name in self._zero_buffers else \
                 p.detach().clone(memory_format=torch.preserve_format)
             st[name] = buf
         elif buf.dtype != p.dtype or buf.device != p.device or buf.stride() != p.stride():

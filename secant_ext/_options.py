@@ -48,23 +48,35 @@ def check_curvature_every(value) -> None:
         raise ValueError(f"curvature_every must be an integer >= 1, got {value!r}")
 
 
-def check_options(*, lr, max_grad_norm, curvature_every, curvature_warmup, average, rule,
-                  safeguard, nonfinite, weight_decay, momentum, nesterov, sign_scale,
-                  betas, eps, backend, lookahead) -> None:
-    """The constructor's options, before any param group exists."""
+# The options every rule has, checked by the driver.
+COMMON = ("lr", "max_grad_norm", "curvature_every", "curvature_warmup", "average",
+          "nonfinite", "weight_decay", "backend", "lookahead")
+
+
+def check_common(*, lr, max_grad_norm, curvature_every, curvature_warmup, average,
+                 nonfinite, weight_decay, backend, lookahead) -> None:
+    """The options every optimizer has, before any param group exists."""
     check_curvature_warmup(curvature_warmup)
     if not isinstance(average, bool):
         raise ValueError(f"average must be True or False, got {average!r}")
     check_lr(lr)
     check_max_grad_norm(max_grad_norm)
     check_curvature_every(curvature_every)
+    if nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    check_nonnegative("weight_decay", weight_decay)
+    _backends.validate_backend(backend)
+    if lookahead not in LOOKAHEAD_MODES:
+        raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got {lookahead!r}")
+
+
+def check_sgd_family(*, rule, safeguard, momentum=0.0, nesterov=False,
+                     sign_scale="mean") -> None:
+    """The SGD family's own options."""
     if rule not in layout.RULES:
         raise ValueError(f"rule must be one of {tuple(layout.RULES)}, got {rule!r}")
     if not isinstance(safeguard, bool):
         raise ValueError(f"safeguard must be True or False, got {safeguard!r}")
-    if nonfinite not in NONFINITE_MODES:
-        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
-    check_nonnegative("weight_decay", weight_decay)
     check_nonnegative("momentum", momentum)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
@@ -72,11 +84,6 @@ def check_options(*, lr, max_grad_norm, curvature_every, curvature_warmup, avera
         raise ValueError("nesterov=True needs a momentum > 0, got momentum=0")
     if sign_scale not in SIGN_SCALES:
         raise ValueError(f"sign_scale must be 'mean' or 'none', got {sign_scale!r}")
-    check_betas(betas)
-    check_nonnegative("eps", eps)
-    _backends.validate_backend(backend)
-    if lookahead not in LOOKAHEAD_MODES:
-        raise ValueError(f"lookahead must be one of {LOOKAHEAD_MODES}, got {lookahead!r}")
 
 
 def check_betas(betas) -> None:

@@ -54,16 +54,21 @@ class SecantAdamStats(SecantStats):
     ``a``: the curvature along Adam's direction per unit step, ``<u, y> / eta'^2`` (also in
     ``dot`` and ``curvature``); ``b``: the descent left at ``x_t``, ``<u, s> / eta'`` (also
     in ``s_sq``); ``avg_a``, ``avg_c``: the averages ``A`` and ``C`` of ``a / n`` and
-    ``c / n`` that set ``eta``. ``clipped``: the latest measurement found ``A`` and ``C``
-    not both positive, so ``eta`` moved by the growth factor."""
+    ``c / n`` that set ``eta``. ``guarded``: the latest measurement found ``A`` and ``C``
+    not both positive, so ``eta`` moved by the growth factor instead of ``2C/A``;
+    ``guarded_total`` counts such measurements (the same fields as SecantStats' ``clipped``
+    and ``clipped_total``, whose names are the SGD family's)."""
     a: torch.Tensor
     b: torch.Tensor
     avg_a: torch.Tensor
     avg_c: torch.Tensor
+    guarded: torch.Tensor
+    guarded_total: torch.Tensor
 
     @classmethod
     def from_states(cls, states: torch.Tensor) -> "SecantAdamStats":
         base = SecantStats.from_states(states)
         base.curvature = base.dot  # a is already per unit step along d
         return cls(**vars(base), a=base.dot, b=base.s_sq, avg_a=states[..., layout.ADAM_A],
-                   avg_c=states[..., layout.ADAM_C])
+                   avg_c=states[..., layout.ADAM_C], guarded=base.clipped,
+                   guarded_total=base.clipped_total)

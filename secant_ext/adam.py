@@ -5,7 +5,7 @@ from typing import List
 
 import torch
 
-from . import _backends, _layout as layout, _plan
+from . import _backends, _layout as layout, _options, _plan
 from ._base import SecantOptimizer, _write_step_inputs
 from ._stats import SecantAdamStats
 
@@ -67,18 +67,18 @@ class SecantAdam(SecantOptimizer):
     measurement moved eta by the growth factor because an average was not positive.
     """
 
-    _variant_options = ("betas", "eps")
-    # the clip-inside-the-closure heuristic reads <s, y>, which this rule does not measure
-    _detects_clipped_closure = False
+    _zero_buffers = ("exp_avg", "exp_avg_sq", "previous_step")
 
     def __init__(self, params, *, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  max_grad_norm=None, curvature_every=8, curvature_warmup=50, average=True,
                  nonfinite="skip", backend="auto", lookahead="auto", process_group=None):
-        super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
-                         curvature_every=curvature_every, curvature_warmup=curvature_warmup,
-                         average=average, nonfinite=nonfinite, weight_decay=weight_decay,
-                         betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
-                         backend=backend, lookahead=lookahead, process_group=process_group)
+        _options.check_betas(betas)
+        _options.check_nonnegative("eps", eps)
+        defaults = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
+                        curvature_warmup=curvature_warmup, average=average,
+                        nonfinite=nonfinite, weight_decay=weight_decay, betas=tuple(betas),
+                        eps=eps, backend=backend, lookahead=lookahead)
+        super().__init__(params, defaults, process_group)
 
     @property
     def last_stats(self) -> SecantAdamStats:
@@ -108,20 +108,12 @@ class SecantAdam(SecantOptimizer):
         measuring groups' evaluation."""
         return self._kernel_buffers(bucket, "previous_step") if work.measure else []
 
-    def _group_state(self, group) -> torch.Tensor:
-        p = group["params"][0]
-        fresh = "secant_state" not in self.state[p]
-        st = super()._group_state(group)
-        if fresh:
-            st[layout.ALPHA] = layout.ADAM_ETA0
-            st[layout.STEP_SIZE] = 0.0
-            st[layout.AVG_FLOOR] = layout.ADAM_AVG_FLOOR
-        return st
-
-    def _buffer(self, p, name: str):
-        if name in ("exp_avg", "exp_avg_sq", "previous_step") and name not in self.state[p]:
-            self.state[p][name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return super()._buffer(p, name)
+    def _initial_state_values(self):
+        values = super()._initial_state_values()
+        values[layout.ALPHA] = layout.ADAM_ETA0
+        values[layout.STEP_SIZE] = 0.0
+        values[layout.AVG_FLOOR] = layout.ADAM_AVG_FLOOR
+        return values
 
     # -- the phases ---------------------------------------------------------------------
     def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:

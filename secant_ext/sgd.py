@@ -1,10 +1,10 @@
 """A-SGD: ``x <- x - alpha_t g`` with alpha_t from the regularized secant equation."""
 from __future__ import annotations
 
-from ._base import SecantOptimizer
+from ._sgd_family import SecantSGDFamily
 
 
-class SecantSGD(SecantOptimizer):
+class SecantSGD(SecantSGDFamily):
     r"""A-SGD: stochastic gradient descent whose learning rate sets itself.
 
     Each step measures curvature along the probe gradient ``s`` with one extra gradient
@@ -48,15 +48,12 @@ class SecantSGD(SecantOptimizer):
             DTensor parameters default to their device mesh's group.
     """
 
-    _variant_options = ("rule", "safeguard")
-
     def __init__(self, params, *, lr=1.0, max_grad_norm=None, curvature_every=1,
                  curvature_warmup=100, average=False, rule="secant", safeguard=True,
                  nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
                  process_group=None):
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
                          curvature_every=curvature_every, curvature_warmup=curvature_warmup,
-                         average=average, rule=rule,
-                         safeguard=safeguard, nonfinite=nonfinite,
-                         weight_decay=weight_decay, backend=backend,
-                         lookahead=lookahead, process_group=process_group)
+                         average=average, nonfinite=nonfinite, weight_decay=weight_decay,
+                         backend=backend, lookahead=lookahead, process_group=process_group,
+                         rule=rule, safeguard=safeguard)

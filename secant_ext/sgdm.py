@@ -1,10 +1,10 @@
 """A-SGDM: the averaged momentum ``m <- mu m + (1 - mu) g``, ``x <- x - alpha_t m``."""
 from __future__ import annotations
 
-from ._base import SecantOptimizer
+from ._sgd_family import SecantSGDFamily
 
 
-class SecantSGDM(SecantOptimizer):
+class SecantSGDM(SecantSGDFamily):
     r"""A-SGDM: SGD with averaged momentum and a self-set learning rate.
 
     ``m <- mu m + (1 - mu) g`` (``m`` starts as the first gradient), ``x <- x - alpha_t m``;
@@ -15,8 +15,6 @@ class SecantSGDM(SecantOptimizer):
     Args: as ``SecantSGD``, plus ``momentum`` in ``(0, 1)`` (default 0.9) and ``nesterov``.
     """
 
-    _variant_options = ("momentum", "nesterov", "rule", "safeguard")
-
     def __init__(self, params, *, lr=1.0, momentum=0.9, nesterov=False, max_grad_norm=None,
                  curvature_every=1, curvature_warmup=100, average=False, rule="secant",
                  safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
@@ -26,7 +24,6 @@ class SecantSGDM(SecantOptimizer):
                              "use SecantSGD for no momentum")
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
                          curvature_every=curvature_every, curvature_warmup=curvature_warmup,
-                         average=average, rule=rule,
-                         safeguard=safeguard, nonfinite=nonfinite,
-                         weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                         backend=backend, lookahead=lookahead, process_group=process_group)
+                         average=average, nonfinite=nonfinite, weight_decay=weight_decay,
+                         backend=backend, lookahead=lookahead, process_group=process_group,
+                         rule=rule, safeguard=safeguard, momentum=momentum, nesterov=nesterov)

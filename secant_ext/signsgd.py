@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from . import _layout
-from ._base import SecantOptimizer
+from ._sgd_family import SecantSGDFamily
 
 
-class SecantSignSGD(SecantOptimizer):
+class SecantSignSGD(SecantSGDFamily):
     r"""A-SIGNSGD: the scaled sign step with a self-set learning rate.
 
     ``x <- x - alpha_t * mean(|v|) * sign(v)`` for each tensor, ``v = g``, or the averaged
@@ -19,16 +19,12 @@ class SecantSignSGD(SecantOptimizer):
 
     _sign_mode = _layout.SIGN_SCALED
 
-    _variant_options = ("momentum", "sign_scale", "rule", "safeguard")
-
     def __init__(self, params, *, lr=1.0, momentum=0.0, sign_scale="mean", max_grad_norm=None,
                  curvature_every=1, curvature_warmup=100, average=False, rule="secant",
                  safeguard=True, nonfinite="skip", weight_decay=0.0, backend="auto", lookahead="auto",
                  process_group=None):
         super().__init__(params, lr=lr, max_grad_norm=max_grad_norm,
                          curvature_every=curvature_every, curvature_warmup=curvature_warmup,
-                         average=average, rule=rule,
-                         safeguard=safeguard, nonfinite=nonfinite,
-                         weight_decay=weight_decay, momentum=momentum,
-                         sign_scale=sign_scale, backend=backend,
-                         lookahead=lookahead, process_group=process_group)
+                         average=average, nonfinite=nonfinite, weight_decay=weight_decay,
+                         backend=backend, lookahead=lookahead, process_group=process_group,
+                         rule=rule, safeguard=safeguard, momentum=momentum, sign_scale=sign_scale)

@@ -111,6 +111,28 @@ def test_eta_reaches_the_measured_step_on_a_quadratic():
     assert float(stats.b) == float(st[layout.S_SQ]) != 0
 
 
+def test_negative_curvature_grows_eta_and_counts_as_guarded():
+    """On a concave loss every measurement has ``a < 0`` with descent ahead: ``2C/A`` says
+    nothing, eta grows by the growth factor, and ``last_stats`` reports each such
+    measurement as guarded (SecantStats' ``clipped``, under SecantAdam's own name)."""
+    x = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = secant_ext.SecantAdam([x], backend="cpp", curvature_warmup=10, average=False)
+
+    def closure():
+        opt.zero_grad()
+        loss = -(x * x).sum()
+        loss.backward()
+        return loss
+    etas = []
+    for _ in range(6):
+        opt.step(closure)
+        etas.append(float(opt.last_stats.alpha))
+    stats = opt.last_stats
+    assert bool(stats.guarded) and bool(stats.clipped)
+    assert int(stats.guarded_total) == 5  # every step but the first measures
+    assert etas[1:] == pytest.approx([1.1 ** k * etas[0] for k in range(1, 6)], rel=1e-12)
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
 def test_schedulers_multiply_the_measured_step(backend):
     """A scheduler's lr multiplies eta; the measurement divides the previous step by the

@@ -115,13 +115,11 @@ class SecantAdamRule(SecantAdam):
         self.variant = variant
         self.rule_state: Dict[int, Dict[str, float]] = {}
 
-    def _group_state(self, group):
-        fresh = "secant_state" not in self.state[group["params"][0]]
-        st = super()._group_state(group)
-        if fresh:
-            st[layout.ALPHA] = self.variant.eta0
-            st[layout.AVG_FLOOR] = self.variant.avg_floor
-        return st
+    def _initial_state_values(self):
+        values = super()._initial_state_values()
+        values[layout.ALPHA] = self.variant.eta0
+        values[layout.AVG_FLOOR] = self.variant.avg_floor
+        return values
 
     def _step_size(self, i: int, w) -> None:
         self._rule(i, w.combined, w.state, w.group["betas"], w.measure, w.record)

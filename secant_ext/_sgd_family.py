@@ -1,0 +1,89 @@
+"""The SGD family's rule (A-SGD, A-SGDM, A-SIGNSGD): the step size from the secant along the
+probe gradient ``s`` (docs/ALGORITHM.md, 'The step').
+
+On a step that measures, the closure runs again at ``x_t + s``; ``secant_stats`` sums
+``<s,y>, |s|^2, |y|^2`` (``y = g_plus - s``), ``secant_alpha`` turns them into alpha (or
+the carried alpha) and the step size on the device, ``update`` moves the parameters and
+``average`` the averaged iterate.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from . import _backends, _layout as layout, _options, _plan
+from ._base import SecantOptimizer, _write_step_inputs
+
+
+class SecantSGDFamily(SecantOptimizer):
+    """The rule ``SecantSGD``, ``SecantSGDM`` and ``SecantSignSGD`` share; each passes the
+    options it has (``rule_options``: a subset of ``rule``, ``safeguard``, ``momentum``,
+    ``nesterov``, ``sign_scale``), and a param group carries those alone (so OneCycleLR's
+    momentum cycling is refused by torch's own check for SecantSGD)."""
+
+    _zero_buffers = ("momentum_buffer",)  # the first applied step makes it the gradient
+    _detects_clipped_closure = True
+
+    def __init__(self, params, *, lr, max_grad_norm, curvature_every, curvature_warmup,
+                 average, nonfinite, weight_decay, backend, lookahead, process_group,
+                 **rule_options):
+        _options.check_sgd_family(**rule_options)
+        defaults = dict(lr=lr, max_grad_norm=max_grad_norm, curvature_every=curvature_every,
+                        curvature_warmup=curvature_warmup, average=average, **rule_options,
+                        nonfinite=nonfinite, weight_decay=weight_decay, backend=backend,
+                        lookahead=lookahead)
+        super().__init__(params, defaults, process_group)
+
+    def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
+        """The ``s`` of the lookahead point ``x_t + s``: the probe gradient. Empty: the
+        bucket's parameters stay at ``x_t`` for the lookahead evaluation."""
+        return bucket.probes
+
+    def _due_to_measure(self, work) -> bool:
+        """Mark the groups that measure the curvature this step (each of the first
+        ``curvature_warmup`` steps, then every ``curvature_every``-th step of the
+        optimizer); True when any does, and then the step evaluates the lookahead (for every
+        group: it is one closure call)."""
+        n = self._curvature_clock  # (advanced by _step once the step is through)
+        for w in work:
+            g = w.group
+            w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
+        return any(w.measure for w in work) or not work
+
+    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
+        """The statistics, alpha and the update of every group whose gradients are in.
+        ``separate_grads``: the training gradient is not the probe gradient."""
+        options = {}
+        for w in work:
+            w.state = self._group_state(w.group)
+            _write_step_inputs(w.state, w.group, self._inputs_written)
+            options[id(w)] = opts = w.options
+            for b in w.buckets:
+                b.momenta = self._kernel_buffers(b, "momentum_buffer") \
+                    if opts["momentum"] > 0 else []
+                # x and m form the direction, which only the scaled sign step's sums read:
+                # other steps pass none (each list costs a conversion per tensor)
+                sign = w.sign_mode == layout.SIGN_SCALED
+                b.table = b.backend.secant_stats(
+                    b.probes, b.lookahead_grads, b.grads if separate_grads else [],
+                    b.tensors if sign else [], b.momenta if sign else [], w.state, **opts)
+        self._reduce_tables(work)
+        self._share_grad_norm(work)
+        # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
+        # leaves all groups at x_t, not only the offending one.
+        for w in work:
+            backend = w.buckets[0].backend if w.buckets else \
+                _backends.resolve(w.group["backend"], w.state.device)
+            backend.secant_alpha(w.combined, w.state, rule=layout.RULES[w.group["rule"]],
+                                 safeguard=w.group["safeguard"], measure=w.measure)
+        for w in work:
+            if w.group["nonfinite"] == "raise":
+                self._raise_if_skipped(w.state, work)
+        for w in work:
+            for b in w.buckets:
+                b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
+                                 **options[id(w)])
+                if w.group["average"]:
+                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
+                                      w.state)
