@@ -6,17 +6,16 @@ into ``--tensors`` of equal size), one thread by default. What is timed per step
 assign precomputed gradients, alternating two sets so the look-back sees a gradient that
 moved); AdamW ``step()`` after the same assignment, outside the timer. SecantAdam's
 steps come in three kinds, timed apart (``secant_adam_cases``): the plain step, the step
-before a measurement (it also writes u) and the measuring step (two closure calls, the
-look-back and its statistics); after the warm-up, 1 step in 8 measures and 1 in 8
-precedes a measurement. ``average=False`` for the time (AdamW keeps no average); with it
+before a measurement (the same passes; it keeps only the step size) and the measuring step
+(two closure calls, the previous step recomputed, the look-back and its statistics); after
+the warm-up, 1 step in 8 measures and 1 in 8 precedes a measurement. ``average=False`` for the time (AdamW keeps no average); with it
 the step adds one pass (12 bytes per fp32 element). Interleaved rounds; cells are median ms
 ±half the interquartile range and GB/s by the byte model of docs/ALGORITHM.md; ratios of
 medians from the same rounds.
 
-Memory: the optimizer state per parameter element, in bytes, after a few steps on the same
-parameters (the state's tensors with a parameter's number of elements; the few bytes of
-scalars, and SecantAdam's 29-value group state, left out): SecantAdam with and without ``average``, AdamW, and Prodigy when
-``prodigyopt`` is installed.
+Memory: bytes per parameter held between steps and at a measuring step's peak, for every
+optimizer of ``bench/memory.py`` (the Secant optimizers, AdamW, Schedule-Free AdamW and
+Prodigy when installed).
 
     python bench/adam_step.py                      # 2^22 elements in 16 tensors, 1 thread
     python bench/adam_step.py --elements 1048576 --repeats 30 --threads 2
@@ -24,7 +23,6 @@ scalars, and SecantAdam's 29-value group state, left out): SecantAdam with and w
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -39,12 +37,18 @@ import secant_ext  # noqa: E402
 
 import host_time  # noqa: E402
 from many_tensors import TimedClosure, torch_case  # noqa: E402
+from memory import memory_rows  # noqa: E402
 from report import _table  # noqa: E402
 from timing import interleaved  # noqa: E402
 
-# bytes per fp32 element (docs/ALGORITHM.md, 'Kernels and their byte model')
+# bytes per fp32 element (docs/ALGORITHM.md, 'Kernels and their byte model'): the plain
+# step's statistics read g (4) and its update moves AdamW's 28; a measuring step adds the
+# previous step (m, v read, u written: 12), the lookahead (x, u read, x + u written: 12)
+# and reads u, g_plus and s for its statistics (12, not 4)
 BYTES = {"AdamW fused": 28, "SecantAdam, plain step": 32,
-         "SecantAdam, step before a measurement": 36, "SecantAdam, measuring": 52}
+         "SecantAdam, step before a measurement": 32, "SecantAdam, measuring": 64}
+CYCLE = {"SecantAdam, plain step": 6, "SecantAdam, step before a measurement": 1,
+         "SecantAdam, measuring": 1}  # an 8-step cycle after the warm-up
 
 
 def make_problem(elements: int, tensors: int, seed: int = 0):
@@ -98,50 +102,6 @@ def time_steps(elements: int, tensors: int, backend: str, repeats: int,
     return interleaved(cases, repeats, warmup)
 
 
-def state_bytes_per_element(make_opt: Callable, steps: int = 3) -> float:
-    """Bytes of the state's parameter-sized tensors per parameter element."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 8))
-    x, y = torch.randn(32, 64), torch.randn(32, 8)
-    opt = make_opt(model.parameters())
-
-    def closure():
-        opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        return loss
-    for _ in range(steps):
-        opt.step(closure)
-    numel = sum(p.numel() for p in model.parameters())
-    total = 0
-    for p in model.parameters():  # tensors of p's size, in any shape (Prodigy flattens)
-        for v in opt.state[p].values():
-            if isinstance(v, torch.Tensor) and v.numel() == p.numel():
-                total += v.numel() * v.element_size()
-    return total / numel
-
-
-def memory_rows() -> List[List[str]]:
-    makers = {
-        "SecantAdam (average=True, the default)": lambda p: secant_ext.SecantAdam(p),
-        "SecantAdam (average=False)": lambda p: secant_ext.SecantAdam(p, average=False),
-        "torch.optim.AdamW": lambda p: torch.optim.AdamW(p, lr=1e-3),
-    }
-    try:
-        prodigy = importlib.import_module("prodigyopt").Prodigy
-        makers["Prodigy (prodigyopt)"] = lambda p: prodigy(p, lr=1.0)
-    except ImportError:
-        makers["Prodigy (prodigyopt not installed)"] = None
-    rows = []
-    for name, make in makers.items():
-        if make is None:
-            rows.append([name, "-", "-"])
-            continue
-        b = state_bytes_per_element(make)
-        rows.append([name, f"{b:.0f}", f"{b / 4:.0f}"])
-    return rows
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--elements", type=int, default=1 << 22)
@@ -159,13 +119,19 @@ def main(argv=None) -> int:
         med, half_iqr = r["median_s"], (r["q75_s"] - r["q25_s"]) / 2
         gbs = BYTES[name] * n / med / 1e9
         rows.append([name, f"{med * 1e3:.2f} ±{half_iqr * 1e3:.2f}", f"{gbs:.1f}",
-                     f"{med / ref:.2f}x"])
+                     f"{med / ref:.2f}x", f"{BYTES[name] / BYTES['AdamW fused']:.2f}x"])
+    cycle = sum(k * res[name]["median_s"] for name, k in CYCLE.items())
+    cycle_bytes = sum(k * BYTES[name] for name, k in CYCLE.items())
+    rows.append(["SecantAdam, 8-step cycle (per step)", f"{cycle / 8 * 1e3:.2f}",
+                 f"{cycle_bytes * n / cycle / 1e9:.1f}", f"{cycle / (8 * ref):.2f}x",
+                 f"{cycle_bytes / (8 * BYTES['AdamW fused']):.2f}x"])
     print(f"fp32, {n:,} elements in {args.tensors} tensors, {args.threads} thread(s), "
           f"backend {args.backend}, {args.repeats} interleaved rounds")
     print("\n".join(_table(["step", "ms (median ±IQR/2)", "GB/s (byte model)",
-                            "vs AdamW fused"], rows)))
-    print("\nstate per parameter element (parameter-sized tensors of the state)")
-    print("\n".join(_table(["optimizer", "bytes", "fp32 buffers"], memory_rows())))
+                            "vs AdamW fused", "bytes vs AdamW's"], rows)))
+    print("\nbytes per fp32 parameter (bench/memory.py)")
+    print("\n".join(_table(["optimizer", "between steps", "at peak (measuring step)"],
+                           memory_rows())))
     return 0
 
 

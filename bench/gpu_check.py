@@ -413,6 +413,10 @@ def timing(dev, n):
              lambda: _triton.adam_update(x, g, m, gp, [], s, st, **ADAM),
              lambda: reference.adam_update(x, g, m, gp, [], s, st, **ADAM)),
             ("adam_stats", 12 * N, lambda: _triton.adam_stats(out, gp, s, [], st), None),
+            ("adam_previous_step", 12 * N,
+             lambda: _triton.adam_previous_step(x, m, gp, out, st, eps=1e-8, weight_decay=0.0),
+             lambda: reference.adam_previous_step(x, m, gp, out, st, eps=1e-8,
+                                                  weight_decay=0.0)),
             ("AdamW(fused=True)", 28 * N, _fused_adamw(x, g), None),
         ]
         copy_gbs = None
@@ -443,7 +447,10 @@ def table(results) -> str:
                      f"{r['p20_ms']:>9.4f}-{r['p80_ms']:<9.4f}{r['gbs']:>8.0f}"
                      f"{r['vs_copy']:>8.2f}{r['reference_ms']:>9.3f}")
     lines.append("")
-    for name in ("pytest", "parity", "big", "graph", "sync", "launches", "timing"):
+    for r in results.get("memory", {}).get("rows", []):
+        lines.append(f"{r['optimizer']:<44} {r['between']:6.1f} B/param between steps, "
+                     f"{r['peak_above_model']:6.1f} at peak (CUDA allocator)")
+    for name in ("pytest", "parity", "big", "graph", "sync", "launches", "memory", "timing"):
         if name == "pytest":
             if ARGS and ARGS.pytest_summary:
                 lines.append(f"{'pytest':<10}{ARGS.pytest_summary}")
@@ -460,6 +467,49 @@ def table(results) -> str:
                               f"{r.get('ms_per_step_eager', 0):.3f} eager"}.get(name, "ok")
             lines.append(f"{name:<10}{extra}")
     return "\n".join(lines)
+
+
+def cuda_memory(dev):
+    """Bytes per parameter each optimizer of ``bench/memory.py`` holds between steps (the
+    storages, as on the CPU) and the most the CUDA allocator had above the model, its
+    gradients and the batch during a step (``torch.cuda.max_memory_allocated``)."""
+    import memory
+    rows = []
+    for name, make in memory.makers().items():
+        if make is None:
+            continue
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Tanh(),
+                                    torch.nn.Linear(1024, 1024)).to(dev)
+        x, y = torch.randn(64, 1024, device=dev), torch.randn(64, 1024, device=dev)
+        params = list(model.parameters())
+        n = sum(p.numel() for p in params)
+        opt = make(params)
+        if hasattr(opt, "train") and not hasattr(opt, "in_lookahead"):
+            opt.train()
+
+        def closure():
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            return loss
+        closure()  # gradients and autograd's buffers allocated once, before the baseline
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(memory.STEPS):
+            if hasattr(opt, "in_lookahead"):
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        torch.cuda.synchronize(dev)
+        rows.append(dict(optimizer=name, between=memory.held_bytes(opt, params) / n,
+                         peak_above_model=(torch.cuda.max_memory_allocated(dev) - base) / n))
+        log(f"[memory] {rows[-1]}")
+        del opt, model
+        torch.cuda.empty_cache()
+    return {"ok": True, "rows": rows}
 
 
 def main() -> int:
@@ -483,6 +533,7 @@ def main() -> int:
         section(results, "graph", graph, dev)
         section(results, "sync", sync, dev)
         section(results, "launches", launches, dev)
+        section(results, "memory", cuda_memory, dev)
     section(results, "timing", timing, dev, n)
     with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)

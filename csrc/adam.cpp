@@ -5,6 +5,7 @@
 //   adam_alpha:  the measured step size eta from the averages of a and b, in float64
 //   adam_update: Adam's moments and x <- x - eta (d + wd x), the step kept in u if asked, and
 //                the averaged iterate (average_cpu's arithmetic) in the same pass if given
+//   adam_previous_step: the step u the last update took, recomputed from x, m, v and the state
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
@@ -101,6 +102,30 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
   });
 }
 
+
+// u over [begin, end) of one tensor: the last update's step, from what it left (x, m, v).
+// kDecay: weight_decay != 0 (then x' = x + u enters through the factor r = 1 / (1 - eta' wd)).
+template <bool kDecay, typename scalar_t, typename opmath_t>
+void adam_previous_step_segment(const scalar_t* x, const scalar_t* m, const scalar_t* v,
+                                scalar_t* u, int64_t begin, int64_t end, opmath_t c1, opmath_t c2,
+                                opmath_t eps, opmath_t wd, opmath_t step, opmath_t r) {
+  using L = Lanes<scalar_t>;
+  using fVec = typename L::fVec;
+  const fVec vc1(c1), vc2(c2), veps(eps), vwd(wd), vstep(step), vr(r);
+  L::blocks(begin, end, [&](int64_t i, int64_t cnt) {
+    typename L::Block xv, mv, vv, uv;
+    if constexpr (kDecay) L::load(x + i, cnt, xv);
+    L::load(m + i, cnt, mv);
+    L::load(v + i, cnt, vv);
+    for (int j = 0; j < L::kVecs; ++j) {
+      fVec d = (mv[j] * vc1) / ((vv[j] * vc2).sqrt() + veps);  // adam_update's own order
+      if constexpr (kDecay) d = d + vwd * xv[j];
+      uv[j] = vstep * d;
+      if constexpr (kDecay) uv[j] = uv[j] * vr;
+    }
+    L::store(u + i, cnt, uv);
+  });
+}
 
 }  // namespace
 
@@ -227,6 +252,38 @@ void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::T
             }
           });
         });
+      });
+    });
+  });
+}
+
+void adam_previous_step_cpu(at::TensorList x, at::TensorList m, at::TensorList v,
+                            at::TensorList u, const at::Tensor& state, double eps,
+                            double weight_decay) {
+  const char* op = "secant_ext::adam_previous_step";
+  check_state(op, state);
+  const auto dtype = check_lists(op, {{"x", x, false}, {"m", m, false}, {"v", v, false},
+                                      {"u", u, false}});
+  const double* st = state.data_ptr<double>();
+  const ChunkTable chunks = make_chunks(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "secant_ext::adam_previous_step", [&] {
+    using opmath_t = typename Lanes<scalar_t>::opmath_t;
+    // the state's float64 fields cast once, as adam_update casts them
+    const double scale = st[layout::PREV_STEP_SCALE];
+    const auto c1 = static_cast<opmath_t>(1.0 / (1.0 - st[layout::BETA1_POWER]));
+    const auto c2 = static_cast<opmath_t>(1.0 / (1.0 - st[layout::BETA2_POWER]));
+    const auto e = static_cast<opmath_t>(eps), wd = static_cast<opmath_t>(weight_decay);
+    const auto step = static_cast<opmath_t>(scale);
+    const auto r = static_cast<opmath_t>(1.0 / (1.0 - scale * weight_decay));
+    const auto xp = data_ptrs<scalar_t>(x), mp = data_ptrs<scalar_t>(m);
+    const auto vp = data_ptrs<scalar_t>(v), up = data_ptrs<scalar_t>(u);
+    with_flag(weight_decay != 0, [&](auto kDecay) {
+      for_each_chunk(chunks, [&](int64_t, const Segment* seg, const Segment* seg_end) {
+        for (; seg != seg_end; ++seg) {
+          const int64_t t = seg->tensor;
+          adam_previous_step_segment<decltype(kDecay)::value>(
+              xp[t], mp[t], vp[t], up[t], seg->begin, seg->end, c1, c2, e, wd, step, r);
+        }
       });
     });
   });

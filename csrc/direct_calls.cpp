@@ -246,6 +246,10 @@ const Signature kAdamUpdate{
     {{"x", K::kTensors}, {"g", K::kTensors}, {"m", K::kTensors}, {"v", K::kTensors},
      {"u", K::kTensors}, {"avg", K::kTensors}, {"state", K::kTensor}, {"beta1", K::kFloat},
      {"beta2", K::kFloat}, {"eps", K::kFloat}, {"weight_decay", K::kFloat}}};
+const Signature kAdamPreviousStep{
+    "adam_previous_step", "secant_ext::adam_previous_step", 5,
+    {{"x", K::kTensors}, {"m", K::kTensors}, {"v", K::kTensors}, {"u", K::kTensors},
+     {"state", K::kTensor}, {"eps", K::kFloat}, {"weight_decay", K::kFloat}}};
 
 std::nullptr_t run_lookahead(Values& v) {
   lookahead_cpu(v.lists[0], v.lists[1], v.lists[2]);
@@ -289,6 +293,11 @@ std::nullptr_t run_adam_update(Values& v) {
                   v.tensors[6], v.floats[7], v.floats[8], v.floats[9], v.floats[10]);
   return nullptr;
 }
+std::nullptr_t run_adam_previous_step(Values& v) {
+  adam_previous_step_cpu(v.lists[0], v.lists[1], v.lists[2], v.lists[3], v.tensors[4],
+                         v.floats[5], v.floats[6]);
+  return nullptr;
+}
 
 template <const Signature* sig, auto run>
 PyMethodDef entry(const char* doc) {
@@ -310,6 +319,8 @@ PyMethodDef kDirectCalls[] = {
     entry<&kAdamStats, run_adam_stats>("torch.ops.secant_ext.adam_stats, called directly"),
     entry<&kAdamAlpha, run_adam_alpha>("torch.ops.secant_ext.adam_alpha, called directly"),
     entry<&kAdamUpdate, run_adam_update>("torch.ops.secant_ext.adam_update, called directly"),
+    entry<&kAdamPreviousStep, run_adam_previous_step>(
+        "torch.ops.secant_ext.adam_previous_step, called directly"),
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace secant_ext

@@ -34,4 +34,8 @@ void adam_update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, at::T
                      at::TensorList u, at::TensorList avg, const at::Tensor& state, double beta1,
                      double beta2, double eps, double weight_decay);
 
+void adam_previous_step_cpu(at::TensorList x, at::TensorList m, at::TensorList v,
+                            at::TensorList u, const at::Tensor& state, double eps,
+                            double weight_decay);
+
 }  // namespace secant_ext

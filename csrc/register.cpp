@@ -29,6 +29,8 @@ TORCH_LIBRARY(secant_ext, m) {
   m.def("adam_update(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, "
         "Tensor(d!)[] u, Tensor(e!)[] avg, Tensor state, *, float beta1, float beta2, "
         "float eps, float weight_decay) -> ()");
+  m.def("adam_previous_step(Tensor[] x, Tensor[] m, Tensor[] v, Tensor(a!)[] u, Tensor state, "
+        "*, float eps, float weight_decay) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
@@ -42,6 +44,7 @@ TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
   m.impl("adam_stats", &secant_ext::adam_stats_cpu);
   m.impl("adam_alpha", &secant_ext::adam_alpha_cpu);
   m.impl("adam_update", &secant_ext::adam_update_cpu);
+  m.impl("adam_previous_step", &secant_ext::adam_previous_step_cpu);
 }
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -88,6 +88,12 @@ class SecantOptimizer(Optimizer):
     # GradScaler then hands us its scale instead of unscaling one gradient itself, so a
     # step under it can be refused with a clear message (see ``step``).
     _step_supports_amp_scaling = True
+    # The lookahead's scratch buffers are kept between steps (cheapest when most steps
+    # measure); False: allocated for each measuring step alone.
+    _keeps_lookahead_buffers = True
+    # Per-parameter state that earlier versions kept and this rule no longer needs: dropped
+    # from a loaded checkpoint.
+    _retired_state: tuple = ()
     # _warn_if_unmeasured's test for gradients clipped inside the closure reads <s, y>,
     # which only the rules that measure along s have
     _detects_clipped_closure = False
@@ -155,6 +161,9 @@ class SecantOptimizer(Optimizer):
     def load_state_dict(self, state_dict) -> None:
         self._forget_plan()
         _checkpoint.load_state_dict(self, state_dict, super().load_state_dict)
+        for st in self.state.values():
+            for name in self._retired_state:
+                st.pop(name, None)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if self._stepping:  # a closure resets the gradients: earlier ones are not accumulated
@@ -292,7 +301,8 @@ class SecantOptimizer(Optimizer):
                 for b in w.buckets:
                     b.offsets = self._lookahead_offsets(w, b) if measuring else []
             if measuring:
-                self._lookahead.evaluate(work, probe_closure or closure, rng_paired)
+                self._lookahead.evaluate(work, probe_closure or closure, rng_paired,
+                                         self._keeps_lookahead_buffers)
             else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
                 for b in buckets:
                     b.lookahead_grads = b.own_grads

@@ -87,3 +87,8 @@ def _adam_alpha(stats, state, *, beta1, beta2, ema, growth, measure, record) -> 
 @torch.library.register_fake("secant_ext::adam_update")
 def _adam_update(x, g, m, v, u, avg, state, *, beta1, beta2, eps, weight_decay) -> None:
     return None
+
+
+@torch.library.register_fake("secant_ext::adam_previous_step")
+def _adam_previous_step(x, m, v, u, state, *, eps, weight_decay) -> None:
+    return None

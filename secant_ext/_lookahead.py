@@ -54,7 +54,8 @@ class Lookahead:
       shards' storage) and with anything else that captured the storage; moves more bytes.
 
     Holds one scratch buffer per parameter (the lookahead point, or the backup; rebuilt
-    when a tensor's shape, dtype, device or strides change) and the registered contexts.
+    when a tensor's shape, dtype, device or strides change), between steps too unless
+    ``evaluate`` is told otherwise, and the registered contexts.
     ``active`` is True while the closure runs (``SecantOptimizer.in_lookahead``)."""
 
     def __init__(self):
@@ -67,10 +68,12 @@ class Lookahead:
         self.contexts[handle.id] = factory
         return handle
 
-    def evaluate(self, work, closure: Callable, rng: RngState) -> None:
+    def evaluate(self, work, closure: Callable, rng: RngState, keep_buffers: bool = True) -> None:
         """Fill each bucket's ``lookahead_grads`` with ``closure``'s gradient at
         ``x_t + offsets`` (the offsets already have the kernels' layout). The parameters are
-        back at ``x_t`` (and ``p.grad`` is None) when this returns or raises."""
+        back at ``x_t`` (and ``p.grad`` is None) when this returns or raises.
+        ``keep_buffers=False``: the scratch buffers are let go afterwards (a rule that
+        measures on few steps holds them for those steps alone)."""
         swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets if b.offsets]
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.offsets]
         staying = [b for w in work for b in w.buckets if not b.offsets]  # evaluated at x_t
@@ -110,6 +113,16 @@ class Lookahead:
             for b in moved:
                 b.backend.restore(b.tensors, b.cache["buffers"])
             fsdp.reshard()  # no module keeps the gathered x_t + s
+            if not keep_buffers:
+                self._let_go(swapped + inplace)
+
+    def _let_go(self, buckets) -> None:
+        """Drop the scratch buffers of ``buckets`` (they are allocated again when needed)."""
+        for b in buckets:
+            b.cache.pop("buffers", None)
+            b.cache.pop("swap_targets", None)
+            for p in b.params:
+                self.buffers.pop(p, None)
 
     def _in_contexts(self, closure: Callable) -> None:
         """``closure()`` inside the registered contexts, entered in registration order."""
@@ -123,6 +136,7 @@ class Lookahead:
         parameter's as complex), and the parameters' own storage kept to point back to."""
         if "storage" not in bucket.cache:
             bucket.cache["storage"] = [p.data for p in bucket.params]
+        if "swap_targets" not in bucket.cache:
             bucket.cache["swap_targets"] = [
                 torch.view_as_complex(buf) if p.is_complex() else buf
                 for p, buf in zip(bucket.params, bucket.cache["buffers"])]

@@ -40,6 +40,8 @@ OPS: Tuple[Op, ...] = (
     Op("adam_update", "(Tensor(a!)[] x, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, "
        "Tensor(d!)[] u, Tensor(e!)[] avg, Tensor state, *, float beta1, float beta2, "
        "float eps, float weight_decay) -> ()", "adam"),
+    Op("adam_previous_step", "(Tensor[] x, Tensor[] m, Tensor[] v, Tensor(a!)[] u, "
+       "Tensor state, *, float eps, float weight_decay) -> ()", "adam"),
 )
 
 NAMES: Tuple[str, ...] = tuple(op.name for op in OPS)

@@ -58,16 +58,22 @@ class SecantAdam(SecantOptimizer):
         lookahead: ``"auto"``, ``"swap"`` or ``"inplace"``, as for ``SecantSGD``.
         process_group: sum the statistics over this group's ranks (sharded parameters).
 
-    State per parameter: ``exp_avg`` and ``exp_avg_sq`` (as AdamW), ``previous_step``
-    (``u``), and ``average_buffer`` with ``average=True``: 4 buffers the size of the
-    parameter (AdamW keeps 2). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta,
-    ``step_size`` the applied step (``eta * lr * clip``), ``a`` and ``b`` the latest
-    measurement (also in ``dot``/``curvature`` and ``s_sq``), ``avg_a`` and ``avg_c`` the
-    averages that set eta, ``measured`` whether the step measured, ``clipped`` whether a
-    measurement moved eta by the growth factor because an average was not positive.
+    State per parameter, held between steps: ``exp_avg`` and ``exp_avg_sq`` (as AdamW),
+    and ``average_buffer`` with ``average=True``: 12 bytes per fp32 parameter, 8 (AdamW's)
+    without the average. The previous step ``u`` is recomputed from them on a measuring
+    step, which alone also holds ``u`` and the lookahead's buffer (8 bytes more, let go at
+    its end). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta, ``step_size`` the
+    applied step (``eta * lr * clip``), ``a`` and ``b`` the latest measurement (also in
+    ``dot``/``curvature`` and ``s_sq``), ``avg_a`` and ``avg_c`` the averages that set eta,
+    ``measured`` whether the step measured, ``guarded`` whether a measurement moved eta by
+    the growth factor because an average was not positive.
     """
 
-    _zero_buffers = ("exp_avg", "exp_avg_sq", "previous_step")
+    _zero_buffers = ("exp_avg", "exp_avg_sq")
+    # The lookahead's buffers live for a measuring step alone (1 step in 8 after the
+    # warm-up), and a checkpoint's previous_step (kept by earlier versions) is recomputed.
+    _keeps_lookahead_buffers = False
+    _retired_state = ("previous_step",)
 
     def __init__(self, params, *, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  max_grad_norm=None, curvature_every=8, curvature_warmup=50, average=True,
@@ -102,11 +108,21 @@ class SecantAdam(SecantOptimizer):
         return any(self._measures(g, n) for g in self.param_groups)
 
     def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
-        """The previous step ``u``: the lookahead point is the previous iterate. A group
-        that does not measure on this step (another group's schedule does) stays at
-        ``x_t``: its kept ``u`` may be an older step's, and moving it would disturb the
-        measuring groups' evaluation."""
-        return self._kernel_buffers(bucket, "previous_step") if work.measure else []
+        """The previous step ``u``: the lookahead point is the previous iterate. ``u`` is
+        not kept between steps: ``adam_previous_step`` recomputes it from ``x``, ``m``, ``v``
+        and the group state, into buffers this step alone holds (the statistics read them
+        too). A group that does not measure on this step (another group's schedule does)
+        stays at ``x_t``: its last step may not be the one its state describes, and moving
+        it would disturb the measuring groups' evaluation."""
+        if not work.measure:
+            return []
+        state = self._group_state(work.group)
+        u = [torch.empty_like(t, memory_format=torch.preserve_format) for t in bucket.tensors]
+        bucket.backend.adam_previous_step(
+            bucket.tensors, self._kernel_buffers(bucket, "exp_avg"),
+            self._kernel_buffers(bucket, "exp_avg_sq"), u, state, eps=work.group["eps"],
+            weight_decay=work.group["weight_decay"])
+        return u
 
     def _initial_state_values(self):
         values = super()._initial_state_values()
@@ -120,10 +136,9 @@ class SecantAdam(SecantOptimizer):
         for w in work:
             w.state = self._group_state(w.group)
             _write_step_inputs(w.state, w.group, self._inputs_written)
-            for b in w.buckets:
-                u = self._kernel_buffers(b, "previous_step") if w.measure else []
+            for b in w.buckets:  # (b.offsets: u on a measuring step, else empty)
                 b.table = b.backend.adam_stats(
-                    u, b.lookahead_grads if w.measure else [], b.probes,
+                    b.offsets, b.lookahead_grads if w.measure else [], b.probes,
                     b.grads if separate_grads else [], w.state)
         self._reduce_tables(work)
         self._share_grad_norm(work)
@@ -137,8 +152,7 @@ class SecantAdam(SecantOptimizer):
             for b in w.buckets:
                 b.backend.adam_update(  # the average in the same pass (4 bytes fewer)
                     b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
-                    self._kernel_buffers(b, "exp_avg_sq"),
-                    self._kernel_buffers(b, "previous_step") if w.record else [],
+                    self._kernel_buffers(b, "exp_avg_sq"), [],
                     self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
                     w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
                     weight_decay=w.group["weight_decay"])

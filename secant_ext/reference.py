@@ -321,6 +321,34 @@ def _sqrt_rn(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64).sqrt().to(t.dtype)
 
 
+def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: torch.Tensor, *,
+                       eps: float, weight_decay: float) -> None:
+    """``u``: the step the last applied ``adam_update`` took, recomputed from what it left
+    (so no buffer keeps it between steps). That update moved ``x' -> x = x' - u`` with
+    ``u = eta' (d + weight_decay x')``, ``d`` from the moments it wrote (``m``, ``v``, held
+    since), the bias corrections of the state and ``eta' = PREV_STEP_SCALE``; with
+    ``x' = x + u``::
+
+        u = eta' (d + weight_decay x) / (1 - eta' weight_decay)
+
+    The reciprocal is formed in float64. Without weight decay these are the update's own
+    operations on the same values: the same bits as the ``u`` it computed (float32 and
+    float64 moments; low-precision moments were rounded when stored). A state with
+    ``PREV_STEP_SCALE == 0`` (no step to look back along) gives ``u = 0``."""
+    scale = state[_layout.PREV_STEP_SCALE]
+    for xi, mi, vi, ui in zip(x, m, v, u):
+        dt = xi.dtype
+        c1 = (1 / (1 - state[_layout.BETA1_POWER])).to(dt)
+        c2 = (1 / (1 - state[_layout.BETA2_POWER])).to(dt)
+        d = (mi * c1) / (_sqrt_rn(vi * c2) + eps)
+        if weight_decay != 0:
+            d = d + weight_decay * xi
+        step = scale.to(dt) * d
+        if weight_decay != 0:
+            step = step * (1 / (1 - scale * weight_decay)).to(dt)
+        ui.copy_(step)
+
+
 def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg: Tensors,
                 state: torch.Tensor, *, beta1: float, beta2: float, eps: float,
                 weight_decay: float) -> None:

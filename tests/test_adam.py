@@ -232,14 +232,67 @@ def test_checkpoint_resume_is_bit_for_bit(backend):
         assert all(torch.equal(a, b) for a, b in zip(whole, resumed)), f"split at {split}"
 
 
-def test_state_holds_adamw_names_and_four_buffers():
+def test_state_holds_adamw_names_and_three_buffers():
     _, opt = _train(lambda ps: secant_ext.SecantAdam(ps, backend="cpp"), steps=3,
                     eval_at_end=False)
     p = opt.param_groups[0]["params"][0]
-    assert set(opt.state[p]) == {"exp_avg", "exp_avg_sq", "previous_step", "average_buffer",
-                                 "secant_state"}
+    assert set(opt.state[p]) == {"exp_avg", "exp_avg_sq", "average_buffer", "secant_state"}
     assert opt.param_groups[0]["betas"] == (0.9, 0.999)
     assert "rule" not in opt.param_groups[0] and "momentum" not in opt.param_groups[0]
+
+
+def _held_bytes(opt, model):
+    """Bytes of every tensor the optimizer holds between steps, each storage once: its
+    state, the lookahead's buffers and the plan's caches; the parameters and gradients
+    (the model's) left out."""
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    tensors = [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)]
+    tensors += list(opt._lookahead.buffers.values())
+    tensors += [t for w in opt._plan_template for b in w.buckets for ts in b.cache.values()
+                for t in ts if torch.is_tensor(t)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(n for ptr, n in storages.items() if ptr not in own)
+
+
+@pytest.mark.parametrize("average,per_param", [(True, 12), (False, 8)])
+@pytest.mark.parametrize("lookahead", ["swap", "inplace"])
+def test_persistent_state_is_adamw_s_plus_the_average(average, per_param, lookahead):
+    """Between steps, in the warm-up (every step measures) and after it, SecantAdam holds
+    AdamW's two moments (and the average with average=True): 8 or 12 bytes per fp32
+    parameter, plus the group state's float64 values; the previous step and the
+    lookahead's buffers live for a measuring step alone."""
+    model, X, Y = _mlp(dtype=torch.float32)
+    n = sum(p.numel() for p in model.parameters())
+    opt = secant_ext.SecantAdam(model.parameters(), backend="cpp", average=average,
+                                lookahead=lookahead, **SCHEDULE)
+    t = [0]
+    for t[0] in range(20):
+        opt.step(_closure(opt, model, X, Y, t))
+        assert _held_bytes(opt, model) == per_param * n + 8 * secant_ext._layout.STATE_SIZE, \
+            f"after step {t[0]}"
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_checkpoint_with_a_previous_step_loads_and_continues_the_same(backend):
+    """Earlier versions kept the previous step as ``previous_step``: such a checkpoint
+    loads, the buffer is dropped (the step is recomputed), and the run continues bit for
+    bit as the one that never saved."""
+    make = lambda ps: secant_ext.SecantAdam(ps, backend=backend, lr=30.0, **SCHEDULE)  # noqa: E731
+    whole, _ = _train(make)
+    model, X, Y = _mlp()
+    opt = make(model.parameters())
+    t = [0]
+    for t[0] in range(25):
+        if t[0] == 15:  # the step before a measurement (every 4th from the 12th)
+            sd = copy.deepcopy(opt.state_dict())
+            for st in sd["state"].values():
+                st["previous_step"] = torch.randn_like(st["exp_avg"])  # as old versions kept
+            opt = make(model.parameters())
+            opt.load_state_dict(sd)
+            assert all("previous_step" not in st for st in opt.state.values())
+        opt.step(_closure(opt, model, X, Y, t))
+    opt.eval()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(whole, model.parameters()))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
@@ -294,7 +347,7 @@ def test_nonfinite_gradient_skips_the_step(backend):
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
     after = opt.state_dict()["state"]
     for k, st in before["state"].items():
-        for name in ("exp_avg", "exp_avg_sq", "previous_step", "average_buffer"):
+        for name in ("exp_avg", "exp_avg_sq", "average_buffer"):
             assert torch.equal(st[name], after[k][name]), name
     opt.step(closure)  # the kept previous step still points back: the next one measures
     assert bool(opt.last_stats.measured)

@@ -320,3 +320,72 @@ def test_adam_update_matches_float64_formula():
         assert_within(f"u[{i}]", got[3][i], 3e-3 * d, 1e-13 * mag_u)
         avg_new = avg[i] + 0.2 * (got[0][i] - avg[i])  # w = 1/5 after five applied steps
         assert_within(f"avg[{i}]", got[4][i], avg_new, 1e-13 * (avg[i].abs() + x[i].abs()))
+
+
+# --- adam_previous_step -------------------------------------------------------------------
+def _run_previous_step(ops, x, m, v, state, wd, device="cpu"):
+    u = [torch.full_like(t, float("nan")).to(device) for t in x]
+    ops.adam_previous_step(_to(device, x), _to(device, m), _to(device, v), u,
+                           state.clone().to(device), eps=1e-8, weight_decay=wd)
+    return [t.cpu() for t in u]
+
+
+def _after_update(impl, dtype, wd, seed, device="cpu"):
+    """x, m, v and the u that ``adam_update`` wrote, and the state as the next step finds
+    it (PREV_STEP_SCALE: the step size the update took)."""
+    lists = _update_inputs(dtype, seed)
+    state = _state(taken=4, eta=3e-3, scale=3e-3)
+    x, m, v, u, _ = _run_update(impl.ops(), lists, state, True, wd, device, average=False)
+    return x, m, v, u, state
+
+
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param(REFERENCE, id="reference")])
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
+def test_adam_previous_step_without_decay_is_the_update_s_own_step(impl, dtype):
+    """Without weight decay the recomputation repeats the update's operations on the
+    moments it stored: the same bits as the u the update computed, in float32 and float64."""
+    dev = _dev(impl)
+    x, m, v, u, state = _after_update(impl, dtype, 0.0, seed=9, device=dev)
+    got = _run_previous_step(impl.ops(), x, m, v, state, 0.0, dev)
+    assert_bitwise_lists(f"{impl.name} u", got, u)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adam_previous_step_bitwise_in_float32(impl, wd):
+    lists = _update_inputs(torch.float32, seed=10)
+    x, m, v = lists[0], lists[2], lists[3]
+    state = _state(taken=4, scale=3e-3)
+    want = _run_previous_step(reference, x, m, v, state, wd)
+    got = _run_previous_step(impl.ops(), x, m, v, state, wd, _dev(impl))
+    assert_bitwise_lists(f"{impl.name} u", got, want)
+
+
+# u = eta' (d + wd x) r with d as in adam_update (11 roundings, its casts included), then
+# eta' * (.) and the factor r (its cast and the product: 3 more)
+PREVIOUS_STEP_ROUNDINGS = 15
+
+
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param(REFERENCE, id="reference")])
+def test_adam_previous_step_with_decay_undoes_the_update(impl):
+    """With weight decay the update's x' is gone; ``u = eta' (d + wd x) / (1 - eta' wd)``
+    from x = x' - u gives back the update's u to the roundings of both chains, relative to
+    the size of its terms, in float64 (where the identity is exact but for rounding)."""
+    dev = _dev(impl)
+    x, m, v, u, state = _after_update(impl, F64, 0.1, seed=11, device=dev)
+    got = _run_previous_step(impl.ops(), x, m, v, state, 0.1, dev)
+    rel = 2 * gamma(ADAM_UPDATE_ROUNDINGS + PREVIOUS_STEP_ROUNDINGS, unit_roundoff(F64))
+    for i, (gu, wu) in enumerate(zip(got, u)):
+        direction = (m[i].abs() / (1 - BETAS[0] ** 4)) / \
+            ((v[i] / (1 - BETAS[1] ** 4)).sqrt() + 1e-8)
+        mag = 3e-3 * (direction + 0.1 * x[i].abs())
+        assert_within(f"{impl.name} u[{i}]", gu, wu, rel * mag)
+
+
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param(REFERENCE, id="reference")])
+def test_adam_previous_step_is_zero_without_a_kept_step(impl):
+    lists = _update_inputs(torch.float32, seed=12)
+    got = _run_previous_step(impl.ops(), lists[0], lists[2], lists[3], _state(scale=0.0),
+                             0.1, _dev(impl))
+    for i, t in enumerate(got):
+        assert torch.equal(t, torch.zeros_like(t)), f"{impl.name} u[{i}]"

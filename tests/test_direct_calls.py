@@ -58,6 +58,7 @@ def _calls(dtype):
          dict(adam, ema=0.9, growth=2.0, measure=True, record=True), [1]),
         ("adam_update", (x, g, m, v, u, avg, state), dict(adam, eps=1e-8, weight_decay=0.01),
          [0, 2, 3, 4, 5]),
+        ("adam_previous_step", (x, m, v, u, state), dict(eps=1e-8, weight_decay=0.01), [3]),
     ]
 
 

@@ -278,7 +278,10 @@ def test_kernels_compile_for_sm90_with_wide_loads():
                ("adam_stats", "measure=True g=True"): (4, 0),
                ("adam_stats", "measure=False g=False"): (1, 0),
                ("adam_update", "record=True avg=True"): (5, 5),
-               ("adam_update", "record=False avg=False"): (4, 3)}
+               ("adam_update", "record=False avg=False"): (4, 3),
+               # the previous step: m, v (+ x with weight decay) read, u written
+               ("adam_previous_step", "wd=False"): (2, 1),
+               ("adam_previous_step", "wd=True"): (3, 1)}
     checked = 0
     for r in results:
         for (kernel, flag), (reads, writes) in tensors.items():
@@ -291,7 +294,7 @@ def test_kernels_compile_for_sm90_with_wide_loads():
                 f"{kernel} {r['variant']}: {loads} wide loads and {stores} wide stores, "
                 f"expected {reads * per_tensor} and {writes * per_tensor}: {r['loads']}")
             checked += 1
-    assert checked == 18, f"checked {checked} variants, expected 18"
+    assert checked == 22, f"checked {checked} variants, expected 22"
     step_size = {r["kernel"] for r in results if r["kernel"] in ("alpha", "adam_alpha")}
     assert step_size == {"alpha", "adam_alpha"}, step_size
 

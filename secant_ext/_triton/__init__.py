@@ -9,12 +9,12 @@ No function reads a device value on the host, so a step never synchronizes.
 ``secant_stats`` returns for tensors of those sizes (fake kernels use it).
 """
 from ._tables import clear_cache, num_partial_rows
-from .adam import adam_alpha, adam_stats, adam_update
+from .adam import adam_alpha, adam_previous_step, adam_stats, adam_update
 from .alpha import secant_alpha
 from .lookahead import average, lookahead, lookahead_inplace, restore
 from .stats import secant_stats
 from .update import update
 
 __all__ = ["lookahead", "lookahead_inplace", "restore", "average", "secant_stats", "secant_alpha", "update",
-           "adam_stats", "adam_alpha", "adam_update", "num_partial_rows",
+           "adam_stats", "adam_alpha", "adam_update", "adam_previous_step", "num_partial_rows",
            "clear_cache"]

@@ -38,6 +38,7 @@ def _signatures(table_type: str):
                        "col_stride": "i32", "state": "*fp64", "beta1": "*i64",
                        "beta2": "*i64", "ema": "*i64", "growth": "*i64"},
         "adam_update": {**_PTR_TABLE, "hyper": "*i64", "state": "*fp64"},
+        "adam_previous_step": {**_PTR_TABLE, "hyper": "*i64", "state": "*fp64"},
     }
 
 
@@ -49,7 +50,7 @@ def _kernel_files():
     for kernel in ("lookahead_inplace", "restore", "average"):  # in the lookahead file
         files[kernel] = files["lookahead"]
     adam = importlib.import_module(f"{__package__}.adam")
-    for kernel in ("adam_stats", "adam_alpha", "adam_update"):  # SecantAdam's file
+    for kernel in ("adam_stats", "adam_alpha", "adam_update", "adam_previous_step"):  # SecantAdam's
         files[kernel] = adam
     return files
 
@@ -120,6 +121,11 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
                      AVERAGE=average, STEP_SIZE=_layout.STEP_SIZE,
                      LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
                      BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT, **base)
+        for has_wd in [False, True]:
+            yield "adam_previous_step", f"{dt} wd={has_wd}", \
+                dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_WD=has_wd,
+                     PREV_STEP_SCALE=_layout.PREV_STEP_SCALE, BETA1_POWER=_layout.BETA1_POWER,
+                     BETA2_POWER=_layout.BETA2_POWER, **base)
     for rule, safeguard, measure in itertools.product(
             _layout.RULES.values(), [False, True], [True, False]) if rules else ():
         yield "alpha", f"rule={rule} safeguard={safeguard} measure={measure}", \

@@ -6,6 +6,8 @@ and ``adam_update`` (docs/ALGORITHM.md, 'SecantAdam').
 - ``adam_alpha``: one program sums the table in float64 and writes the group state.
 - ``adam_update``: one program per chunk: Adam's moments, the step, the kept step ``u`` and
   the averaged iterate.
+- ``adam_previous_step``: one program per chunk: the step ``u`` the last update took,
+  recomputed from ``x``, ``m``, ``v`` and the state.
 
 The update's fp32 divisions and square roots are the correctly rounded ``div_rn`` and
 ``sqrt_rn`` (Triton's fp32 ``/`` and ``sqrt`` are approximate on a GPU), as torch's are.
@@ -355,3 +357,75 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg:
             LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
             BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+
+
+# --- adam_previous_step -------------------------------------------------------------------
+@triton.jit
+def _adam_previous_step_block(x_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, c1, c2, eps, wd,
+                              step, r, MASKED: tl.constexpr, ALIGNED: tl.constexpr,
+                              DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_WD: tl.constexpr):
+    m = load_block(block_base(m_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    v = load_block(block_base(v_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    if ACC == tl.float64:  # adam_update's order of operations
+        d = (m * c1) / (tl.sqrt(v * c2) + eps)
+    else:
+        d = tl.div_rn(m * c1, tl.sqrt_rn(v * c2) + eps)
+    if HAS_WD:
+        d = d + wd * load_block(block_base(x_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
+    u = step * d
+    if HAS_WD:
+        u = u * r
+    store_block(block_base(u_ptr, off, ALIGNED), lanes, n_left, u, MASKED, DTYPE)
+
+
+@triton.jit
+def _adam_previous_step_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, state,
+                               DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
+                               HAS_WD: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
+                               BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
+                               CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
+    # hyper: 0, weight_decay, eps (float64 bits)
+    wd_64 = f64_from_bits(hyper + 1)
+    eps = f64_from_bits(hyper + 2).to(ACC)
+    scale = tl.load(state + PREV_STEP_SCALE)
+    c1 = (1.0 / (1.0 - tl.load(state + BETA1_POWER))).to(ACC)  # formed in float64
+    c2 = (1.0 / (1.0 - tl.load(state + BETA2_POWER))).to(ACC)
+    r = (1.0 / (1.0 - scale * wd_64)).to(ACC)
+    wd = wd_64.to(ACC)
+    step = scale.to(ACC)
+    x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
+    m_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
+    v_ptr = typed_ptr(ptrs, 2, n_tensors, t, DTYPE)
+    u_ptr = typed_ptr(ptrs, 3, n_tensors, t, DTYPE)
+    lanes = tl.arange(0, BLOCK)
+    full_end = start + (end - start) // BLOCK * BLOCK
+    for off in range(start, full_end, BLOCK):
+        _adam_previous_step_block(x_ptr, m_ptr, v_ptr, u_ptr, off, lanes, BLOCK, c1, c2, eps,
+                                  wd, step, r, False, ALIGNED, DTYPE, ACC, HAS_WD)
+    for off in range(full_end, end, BLOCK):
+        _adam_previous_step_block(x_ptr, m_ptr, v_ptr, u_ptr, off, lanes, end - off, c1, c2,
+                                  eps, wd, step, r, True, False, DTYPE, ACC, HAS_WD)
+
+
+def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: torch.Tensor, *,
+                       eps: float, weight_decay: float) -> None:
+    """``u``: the step the last ``adam_update`` took, from ``x``, ``m``, ``v`` and the state
+    (``reference.adam_previous_step``)."""
+    lists = [x, m, v, u]
+    check_lists(["x", "m", "v", "u"], lists)
+    _check_state(state)
+    if not len(x):
+        return
+    elem, acc = types_of(x[0].dtype)
+    tab = _tables.launch_tables(lists, x[0].device, 0.0, weight_decay, (eps,))
+    if tab.n_chunks == 0:
+        return
+    with device_guard(x[0].device):
+        _adam_previous_step_kernel[(tab.n_chunks,)](
+            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
+            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
+            PREV_STEP_SCALE=_layout.PREV_STEP_SCALE, BETA1_POWER=_layout.BETA1_POWER,
+            BETA2_POWER=_layout.BETA2_POWER, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            num_warps=NUM_WARPS)
