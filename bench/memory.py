@@ -48,7 +48,9 @@ def held_bytes(opt, params: List[torch.Tensor], during_step: bool = False) -> in
         tensors += list(opt._lookahead.buffers.values())
         buckets = [b for w in opt._plan_template for b in w.buckets]
         tensors += [t for b in buckets for ts in b.cache.values() for t in ts]
-        if during_step:
+        if during_step:  # the offsets the step made (SecantAdam's u), not gradients moved
+            own |= {t.untyped_storage().data_ptr() for b in buckets
+                    for t in b.grads + b.own_grads + b.probes + b.taken_grads}
             tensors += [t for b in buckets for t in b.offsets]
     return sum(n for ptr, n in _storages(tensors).items() if ptr not in own)
 
