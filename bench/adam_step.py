@@ -26,7 +26,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 
@@ -43,10 +43,10 @@ from timing import interleaved  # noqa: E402
 
 # bytes per fp32 element (docs/ALGORITHM.md, 'Kernels and their byte model'): the plain
 # step's statistics read g (4) and its update moves AdamW's 28; a measuring step adds the
-# previous step (m, v read, u written: 12), the lookahead (x, u read, x + u written: 12)
-# and reads u, g_plus and s for its statistics (12, not 4)
+# previous step twice (m, v read, u written: 12 each; the swap lookahead writes x + u over
+# it in between: x, u read, 12) and reads u, g_plus and s for its statistics (12, not 4)
 BYTES = {"AdamW fused": 28, "SecantAdam, plain step": 32,
-         "SecantAdam, step before a measurement": 32, "SecantAdam, measuring": 64}
+         "SecantAdam, step before a measurement": 32, "SecantAdam, measuring": 76}
 CYCLE = {"SecantAdam, plain step": 6, "SecantAdam, step before a measurement": 1,
          "SecantAdam, measuring": 1}  # an 8-step cycle after the warm-up
 

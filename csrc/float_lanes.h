@@ -102,7 +102,7 @@ struct Lanes {
 // block of the chunk. Measured on bf16 input: a plain running sum over 1023 elements erred
 // 3.5 times more than torch.sum (which cascades too); this keeps the error at torch's
 // level for the cost of a counter. Deterministic: the levels fold at fixed block counts.
-template <typename scalar_t, int kSums>
+template <typename scalar_t, int kSums, int kGroups = 2>
 struct CascadeSum {
   using L = Lanes<scalar_t>;
   using fVec = typename L::fVec;
@@ -128,29 +128,33 @@ struct CascadeSum {
   // The blocks of [begin, end) added in order, exactly as one block after another through
   // front() and done() would be; add(offset, count, acc) adds one block (only the last may
   // be short) into the accumulators acc[kSums]. A lone chain of adds waits on one vector
-  // add's latency per block, so runs of two whole groups of kFold blocks go into two sets of
-  // accumulators side by side: each group's sum starts from zero, as level 0 does after a
-  // fold, and the two are folded in their order, so every sum keeps its bits (measured: the
-  // fp32 statistics of an MNIST MLP's 269,322 elements in half the time).
+  // add's latency per block, so runs of kGroups whole groups of kFold blocks go into
+  // kGroups sets of accumulators side by side: each group's sum starts from zero, as level
+  // 0 does after a fold, and the groups are folded in their order, so every sum keeps its
+  // bits (measured: the fp32 statistics of an MNIST MLP's 269,322 elements in half the
+  // time). The groups are kFold blocks apart, so each input is read as kGroups streams:
+  // from memory, three inputs in two groups each read at half the speed of one group
+  // (docs/PERFORMANCE.md, 'SecantAdam's step'); a kernel chooses kGroups for its inputs.
   template <typename F>
   void add_blocks(int64_t begin, int64_t end, const F& add) {
     constexpr int64_t kWidth = L::kWidth;
+    constexpr int64_t kRun = kGroups * kFold * kWidth;
     int64_t i = begin;
     for (; i + kWidth <= end && blocks % kFold != 0; i += kWidth) {
       add(i, kWidth, level[0]);
       done();
     }
-    for (; i + 2 * kFold * kWidth <= end; i += 2 * kFold * kWidth) {  // (blocks % kFold == 0)
-      typename L::Block first[kSums], second[kSums];
-      for (int k = 0; k < kSums; ++k) {
-        for (int j = 0; j < L::kVecs; ++j) first[k][j] = second[k][j] = fVec(0);
+    for (; i + kRun <= end; i += kRun) {  // (blocks % kFold == 0)
+      typename L::Block group[kGroups][kSums];
+      for (int q = 0; q < kGroups; ++q) {
+        for (int k = 0; k < kSums; ++k) {
+          for (int j = 0; j < L::kVecs; ++j) group[q][k][j] = fVec(0);
+        }
       }
       for (int b = 0; b < kFold; ++b) {
-        add(i + b * kWidth, kWidth, first);
-        add(i + (kFold + b) * kWidth, kWidth, second);
+        for (int q = 0; q < kGroups; ++q) add(i + (q * kFold + b) * kWidth, kWidth, group[q]);
       }
-      fold_group(first);
-      fold_group(second);
+      for (int q = 0; q < kGroups; ++q) fold_group(group[q]);
     }
     for (; i + kWidth <= end; i += kWidth) {
       add(i, kWidth, level[0]);

@@ -91,6 +91,8 @@ class SecantOptimizer(Optimizer):
     # The lookahead's scratch buffers are kept between steps (cheapest when most steps
     # measure); False: allocated for each measuring step alone.
     _keeps_lookahead_buffers = True
+    # The swap lookahead may write its point over the offsets (the rule recomputes them).
+    _lookahead_into_offsets = False
     # Per-parameter state that earlier versions kept and this rule no longer needs: dropped
     # from a loaded checkpoint.
     _retired_state: tuple = ()
@@ -302,7 +304,8 @@ class SecantOptimizer(Optimizer):
                     b.offsets = self._lookahead_offsets(w, b) if measuring else []
             if measuring:
                 self._lookahead.evaluate(work, probe_closure or closure, rng_paired,
-                                         self._keeps_lookahead_buffers)
+                                         self._keeps_lookahead_buffers,
+                                         self._lookahead_into_offsets)
             else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
                 for b in buckets:
                     b.lookahead_grads = b.own_grads

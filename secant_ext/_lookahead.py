@@ -68,20 +68,24 @@ class Lookahead:
         self.contexts[handle.id] = factory
         return handle
 
-    def evaluate(self, work, closure: Callable, rng: RngState, keep_buffers: bool = True) -> None:
+    def evaluate(self, work, closure: Callable, rng: RngState, keep_buffers: bool = True,
+                 into_offsets: bool = False) -> None:
         """Fill each bucket's ``lookahead_grads`` with ``closure``'s gradient at
         ``x_t + offsets`` (the offsets already have the kernels' layout). The parameters are
         back at ``x_t`` (and ``p.grad`` is None) when this returns or raises.
         ``keep_buffers=False``: the scratch buffers are let go afterwards (a rule that
-        measures on few steps holds them for those steps alone)."""
+        measures on few steps holds them for those steps alone). ``into_offsets``: a
+        swapped bucket's lookahead point is written over its offsets (the rule recomputes
+        them afterwards), so it needs no buffer of its own."""
         swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets if b.offsets]
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.offsets]
         staying = [b for w in work for b in w.buckets if not b.offsets]  # evaluated at x_t
         buckets = swapped + inplace + staying
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params]) \
             if inplace else _distributed.NO_RESHARDING
-        for b in swapped:
-            b.backend.lookahead(b.tensors, b.offsets, self._buffers(b))
+        points = {id(b): b.offsets if into_offsets else self._buffers(b) for b in swapped}
+        for b in swapped:  # (out may be s: the kernels read each block before writing it)
+            b.backend.lookahead(b.tensors, b.offsets, points[id(b)])
         moved = []
         pointed_back = 0  # swapped buckets whose p.data is the parameters' own again
         try:
@@ -90,7 +94,7 @@ class Lookahead:
                 b.backend.lookahead_inplace(b.tensors, b.offsets, self._buffers(b))
                 moved.append(b)
             for b in swapped:
-                b.passes.set_data(b.params, self._swap_targets(b))
+                b.passes.set_data(b.params, self._swap_targets(b, points[id(b)]))
             rng.restore()
             self.active = True
             _grad_mode.call_with_grad(
@@ -131,16 +135,20 @@ class Lookahead:
                 stack.enter_context(factory())
             closure()
 
-    def _swap_targets(self, bucket):
-        """What ``p.data`` points at during a swapped lookahead (the buffers; a complex
-        parameter's as complex), and the parameters' own storage kept to point back to."""
+    def _swap_targets(self, bucket, points):
+        """What ``p.data`` points at during a swapped lookahead (``points``, a complex
+        parameter's as complex; kept with the plan when they are the kept buffers), and the
+        parameters' own storage kept to point back to."""
         if "storage" not in bucket.cache:
             bucket.cache["storage"] = [p.data for p in bucket.params]
-        if "swap_targets" not in bucket.cache:
-            bucket.cache["swap_targets"] = [
-                torch.view_as_complex(buf) if p.is_complex() else buf
-                for p, buf in zip(bucket.params, bucket.cache["buffers"])]
-        return bucket.cache["swap_targets"]
+        kept = points is bucket.cache.get("buffers")
+        if kept and "swap_targets" in bucket.cache:
+            return bucket.cache["swap_targets"]
+        targets = [torch.view_as_complex(buf) if p.is_complex() else buf
+                   for p, buf in zip(bucket.params, points)]
+        if kept:
+            bucket.cache["swap_targets"] = targets
+        return targets
 
     def _buffers(self, bucket):
         """Per parameter of ``bucket``, a buffer like the tensor the kernels walk (kept in

@@ -61,8 +61,8 @@ class SecantAdam(SecantOptimizer):
     State per parameter, held between steps: ``exp_avg`` and ``exp_avg_sq`` (as AdamW),
     and ``average_buffer`` with ``average=True``: 12 bytes per fp32 parameter, 8 (AdamW's)
     without the average. The previous step ``u`` is recomputed from them on a measuring
-    step, which alone also holds ``u`` and the lookahead's buffer (8 bytes more, let go at
-    its end). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta, ``step_size`` the
+    step, which alone holds one more buffer, for ``u`` and the lookahead point (4 bytes,
+    let go at its end; 8 with the in-place lookahead's backup). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta, ``step_size`` the
     applied step (``eta * lr * clip``), ``a`` and ``b`` the latest measurement (also in
     ``dot``/``curvature`` and ``s_sq``), ``avg_a`` and ``avg_c`` the averages that set eta,
     ``measured`` whether the step measured, ``guarded`` whether a measurement moved eta by
@@ -71,8 +71,10 @@ class SecantAdam(SecantOptimizer):
 
     _zero_buffers = ("exp_avg", "exp_avg_sq")
     # The lookahead's buffers live for a measuring step alone (1 step in 8 after the
-    # warm-up), and a checkpoint's previous_step (kept by earlier versions) is recomputed.
+    # warm-up); the swap lookahead writes x + u over u, which is recomputed for the
+    # statistics; a checkpoint's previous_step (kept by earlier versions) is dropped.
     _keeps_lookahead_buffers = False
+    _lookahead_into_offsets = True
     _retired_state = ("previous_step",)
 
     def __init__(self, params, *, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -110,19 +112,24 @@ class SecantAdam(SecantOptimizer):
     def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
         """The previous step ``u``: the lookahead point is the previous iterate. ``u`` is
         not kept between steps: ``adam_previous_step`` recomputes it from ``x``, ``m``, ``v``
-        and the group state, into buffers this step alone holds (the statistics read them
-        too). A group that does not measure on this step (another group's schedule does)
-        stays at ``x_t``: its last step may not be the one its state describes, and moving
-        it would disturb the measuring groups' evaluation."""
+        and the group state into a buffer this step alone holds. The swap lookahead then
+        writes ``x + u`` over it, and ``_apply`` recomputes ``u`` there for the
+        statistics: one buffer for the step, not two. A group that does not measure on
+        this step (another group's schedule does) stays at ``x_t``: its last step may not
+        be the one its state describes, and moving it would disturb the measuring groups'
+        evaluation."""
         if not work.measure:
             return []
-        state = self._group_state(work.group)
         u = [torch.empty_like(t, memory_format=torch.preserve_format) for t in bucket.tensors]
+        self._previous_step(work, bucket, u)
+        return u
+
+    def _previous_step(self, work, bucket, out: List[torch.Tensor]) -> None:
         bucket.backend.adam_previous_step(
             bucket.tensors, self._kernel_buffers(bucket, "exp_avg"),
-            self._kernel_buffers(bucket, "exp_avg_sq"), u, state, eps=work.group["eps"],
+            self._kernel_buffers(bucket, "exp_avg_sq"), out,
+            self._group_state(work.group), eps=work.group["eps"],
             weight_decay=work.group["weight_decay"])
-        return u
 
     def _initial_state_values(self):
         values = super()._initial_state_values()
@@ -137,6 +144,8 @@ class SecantAdam(SecantOptimizer):
             w.state = self._group_state(w.group)
             _write_step_inputs(w.state, w.group, self._inputs_written)
             for b in w.buckets:  # (b.offsets: u on a measuring step, else empty)
+                if w.measure and w.lookahead == "swap":  # x + u is there: u again
+                    self._previous_step(w, b, b.offsets)
                 b.table = b.backend.adam_stats(
                     b.offsets, b.lookahead_grads if w.measure else [], b.probes,
                     b.grads if separate_grads else [], w.state)
