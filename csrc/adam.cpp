@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#include <torch/library.h>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
@@ -294,3 +295,12 @@ void adam_previous_step_cpu(at::TensorList x, at::TensorList m, at::TensorList v
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("adam_stats", &secant_ext::adam_stats_cpu);
+  m.impl("adam_alpha", &secant_ext::adam_alpha_cpu);
+  m.impl("adam_update", &secant_ext::adam_update_cpu);
+  m.impl("adam_previous_step", &secant_ext::adam_previous_step_cpu);
+}

@@ -3,6 +3,7 @@
 // the update. Math in opmath, one rounding when stored; nothing is written when the group
 // state says the step was skipped.
 #include <ATen/Dispatch.h>
+#include <torch/library.h>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
@@ -40,3 +41,9 @@ void average_cpu(at::TensorList avg, at::TensorList x, const at::Tensor& state) 
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("average", &secant_ext::average_cpu);
+}

@@ -2,6 +2,7 @@
 #include <ATen/Dispatch.h>
 
 #include <cstring>
+#include <torch/library.h>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
@@ -84,3 +85,11 @@ void restore_cpu(at::TensorList x, at::TensorList backup) {
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("lookahead", &secant_ext::lookahead_cpu);
+  m.impl("lookahead_inplace", &secant_ext::lookahead_inplace_cpu);
+  m.impl("restore", &secant_ext::restore_cpu);
+}

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <torch/library.h>
 
 #include "flat_lists.h"
 #include "ops.h"
@@ -81,3 +82,9 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("secant_alpha", &secant_ext::secant_alpha_cpu);
+}

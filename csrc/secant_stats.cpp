@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <vector>
+#include <torch/library.h>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
@@ -148,3 +149,9 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("secant_stats", &secant_ext::secant_stats_cpu);
+}

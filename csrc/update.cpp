@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <vector>
+#include <torch/library.h>
 
 #include "float_lanes.h"
 #include "flat_lists.h"
@@ -130,3 +131,9 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
 }
 
 }  // namespace secant_ext
+
+// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
+// secant_ext._ops defines before the ops are used.
+TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
+  m.impl("update", &secant_ext::update_cpu);
+}

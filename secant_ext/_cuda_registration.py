@@ -1,6 +1,6 @@
 """The Triton launchers as the CUDA kernels of the ``secant_ext::`` custom ops.
 
-The C++ extension defines the schemas (``csrc/register.cpp``) and the CPU kernels; this
+``_ops.load_cpp`` defines the schemas (from ``_op_table``) and loads the CPU kernels; this
 module adds the CUDA implementation, so ``torch.ops.secant_ext.*`` on CUDA tensors runs the
 Triton kernels, and ``torch.compile`` graphs call them as single opaque ops sized by the
 fake kernels of ``_fake``. The launchers are not wrapped with ``torch.library.wrap_triton``

@@ -1,5 +1,7 @@
 """Fake (meta) kernels of the ``secant_ext`` ops, for ``torch.compile`` and ``opcheck``: one
-for each op of ``_op_table`` (tests/test_op_table.py checks).
+for each op of ``_op_table``. An op without a result (``-> ()``) gets one that returns
+None, from the table; the ops that return a tensor have theirs written here
+(tests/test_op_table.py checks both).
 
 Only ``secant_stats`` returns a tensor: the ``[P, K]`` table, whose row count P is each
 backend's own choice (a function of the tensor sizes only). The C++ kernels cut all
@@ -16,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from . import _layout
+from . import _layout, _op_table
 
 
 def _cpu_rows(numels: Sequence[int]) -> int:
@@ -32,26 +34,6 @@ def num_partial_rows(numels: Sequence[int], device: torch.device) -> int:
     return _triton.num_partial_rows(list(numels))
 
 
-@torch.library.register_fake("secant_ext::lookahead")
-def _lookahead(x, s, out) -> None:
-    return None
-
-
-@torch.library.register_fake("secant_ext::lookahead_inplace")
-def _lookahead_inplace(x, s, backup) -> None:
-    return None
-
-
-@torch.library.register_fake("secant_ext::restore")
-def _restore(x, backup) -> None:
-    return None
-
-
-@torch.library.register_fake("secant_ext::average")
-def _average(avg, x, state) -> None:
-    return None
-
-
 @torch.library.register_fake("secant_ext::secant_stats")
 def _secant_stats(s, g_plus, g, x, m, state, *, momentum, nesterov, weight_decay, sign_mode):
     dtype = torch.float64 if len(s) and s[0].dtype == torch.float64 else torch.float32
@@ -59,16 +41,6 @@ def _secant_stats(s, g_plus, g, x, m, state, *, momentum, nesterov, weight_decay
     rows = num_partial_rows([t.numel() for t in s], device)
     cols = _layout.NUM_STATS + (len(s) if sign_mode == _layout.SIGN_SCALED else 0)
     return state.new_empty((rows, cols), dtype=dtype, device=device)
-
-
-@torch.library.register_fake("secant_ext::secant_alpha")
-def _secant_alpha(stats, state, *, rule, safeguard, measure=True) -> None:
-    return None
-
-
-@torch.library.register_fake("secant_ext::update")
-def _update(x, g, m, stats, state, *, momentum, nesterov, weight_decay, sign_mode) -> None:
-    return None
 
 
 @torch.library.register_fake("secant_ext::adam_stats")
@@ -79,16 +51,10 @@ def _adam_stats(u, g_plus, s, g, state):
     return state.new_empty((rows, _layout.NUM_STATS), dtype=dtype, device=device)
 
 
-@torch.library.register_fake("secant_ext::adam_alpha")
-def _adam_alpha(stats, state, *, beta1, beta2, ema, growth, measure, record) -> None:
+def _no_result(*args, **kwargs) -> None:
     return None
 
 
-@torch.library.register_fake("secant_ext::adam_update")
-def _adam_update(x, g, m, v, u, avg, state, *, beta1, beta2, eps, weight_decay) -> None:
-    return None
-
-
-@torch.library.register_fake("secant_ext::adam_previous_step")
-def _adam_previous_step(x, m, v, u, state, *, eps, weight_decay) -> None:
-    return None
+for _op in _op_table.OPS:
+    if _op.schema.endswith("-> ()"):
+        torch.library.register_fake(f"secant_ext::{_op.name}")(_no_result)

@@ -2,13 +2,16 @@
 
 Every backend implements each of them under the same name and signature: the reference
 (``reference.py``), Triton (``_triton/``) and C++ (``csrc/``, as the custom ops
-``torch.ops.secant_ext.<name>``). What is derived from this table: the phases a backend
-must have (``_backends.PHASES``) and the ops the Triton launchers serve on CUDA
-(``_cuda_registration``). What is checked against it, by ``tests/test_op_table.py``,
-which names the line to change: the schemas ``csrc/register.cpp`` defines, the
-direct-call signatures of ``csrc/direct_calls.cpp``, and the fake kernels of ``_fake``.
+``torch.ops.secant_ext.<name>``). What is derived from this table: the ops' definitions
+(``_ops.load_cpp``; C++ registers kernels only), the fake kernels of the ops that return
+nothing (``_fake``), the phases a backend must have (``_backends.PHASES``) and the ops the
+Triton launchers serve on CUDA (``_cuda_registration``). What is checked against it, by
+``tests/test_op_table.py``, which names the line to change: the direct-call signatures of
+``csrc/direct_calls.cpp`` and the fakes written out for the ops that return a tensor.
 
-A new op: a row here, its three kernels, and the three lines the test names.
+A new op: a row here and its kernels (the reference, a Triton launcher exported by
+``_triton/__init__``, a C++ kernel registered at the end of its file and declared in
+``csrc/ops.h``), and its direct call in ``csrc/direct_calls.cpp``, which the test names.
 """
 from __future__ import annotations
 

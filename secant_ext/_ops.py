@@ -1,12 +1,13 @@
 """Loading the C++ extension ``secant_ext._C``: the one module that imports it, and a leaf
-(it imports ``_layout`` alone at load time).
+(it imports ``_layout`` and ``_op_table`` alone at load time).
 
 ``compiled()`` is the extension as it imports, or None when it is not built: the question
 "is it built?" (``_backends.cpp_available``) and the host passes (``_host``), which read
 no layout. ``extension()`` imports it and checks that the layout constants it was
 compiled with are those of ``_layout`` (RuntimeError naming each one that differs).
-``load_cpp()`` does that and registers the fake kernels of ``_fake``; it returns
-``torch.ops.secant_ext``, whose schemas and CPU kernels importing the extension defined.
+``load_cpp()`` defines the ops from ``_op_table`` (the one place their schemas are
+written), does that, and registers the fake kernels of ``_fake``; it returns
+``torch.ops.secant_ext``, whose CPU kernels importing the extension registered.
 ``_backends._cpp()`` calls it, and registers the Triton launchers as the ops' CUDA kernels
 when triton is installed.
 """
@@ -19,7 +20,7 @@ from typing import Dict, Optional
 
 import torch
 
-from . import _layout
+from . import _layout, _op_table
 
 _STATE_FIELDS = ("ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED",
                  "LAST_CLIPPED", "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED",
@@ -82,9 +83,21 @@ def extension() -> ModuleType:
 
 
 @functools.lru_cache(maxsize=None)
+def _define_ops() -> torch.library.Library:
+    """Every op of ``_op_table`` under its schema (the library is kept alive by the cache:
+    the definitions last as long as it does)."""
+    library = torch.library.Library("secant_ext", "DEF")
+    for op in _op_table.OPS:
+        library.define(op.name + op.schema)
+    return library
+
+
+@functools.lru_cache(maxsize=None)
 def load_cpp():
-    """Load the extension and register the fake kernels of the ``secant_ext`` ops; returns
-    ``torch.ops.secant_ext``. ImportError when the extension is not built."""
+    """Define the ``secant_ext`` ops, load the extension (their CPU kernels) and register
+    their fake kernels; returns ``torch.ops.secant_ext``. ImportError when the extension is
+    not built."""
+    _define_ops()
     extension()
     importlib.import_module("secant_ext._fake")  # the fake (meta) kernels
     return torch.ops.secant_ext

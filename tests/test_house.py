@@ -1,5 +1,6 @@
 """The house's load-bearing rules, read from the source: the compiled extension is imported
-in one module, which imports nothing else of the package but the layout."""
+in one module, which imports nothing else of the package but the layout and the op table
+(both leaves)."""
 import ast
 import pathlib
 
@@ -31,6 +32,8 @@ def test_the_extension_is_imported_in_one_leaf_module():
     assert importers == ["_ops.py"], importers
     imports, _ = _package_imports(PACKAGE / "_ops.py")
     # _fake is imported by name inside load_cpp(), after the extension has loaded
-    assert imports == {"_layout"}, imports
+    assert imports == {"_layout", "_op_table"}, imports
+    for leaf in ("_layout.py", "_op_table.py"):
+        assert _package_imports(PACKAGE / leaf)[0] == set(), leaf
     fake_imports, _ = _package_imports(PACKAGE / "_fake.py")
     assert "_ops" not in fake_imports and "_backends" not in fake_imports, fake_imports

@@ -1,6 +1,8 @@
-"""Every place that repeats the op table (secant_ext/_op_table.py) agrees with it: the
-schemas the C++ extension defines, its direct-call signatures, the fake kernels, and the
-three backends. A mismatch names the file and line to change."""
+"""The op table (secant_ext/_op_table.py) is where the ops' schemas are written: the ops are
+defined from it, their fake kernels derived from it where they return nothing, and the
+places that repeat it (the direct-call signatures of csrc/direct_calls.cpp, the fakes of
+the ops that return a tensor, the three backends) agree with it. A mismatch names the file
+and line to change."""
 import pathlib
 import re
 
@@ -11,7 +13,7 @@ import secant_ext
 from secant_ext import _backends, _op_table, reference
 
 ROOT = pathlib.Path(secant_ext.__file__).parent.parent
-REGISTER = ROOT / "csrc" / "register.cpp"
+CSRC = ROOT / "csrc"
 DIRECT_CALLS = ROOT / "csrc" / "direct_calls.cpp"
 FAKE = ROOT / "secant_ext" / "_fake.py"
 
@@ -43,12 +45,21 @@ def test_the_table_is_well_formed():
 
 @needs_cpp
 @pytest.mark.parametrize("op", _op_table.OPS, ids=lambda op: op.name)
-def test_the_extension_defines_the_tables_schema(op):
-    secant_ext._backends._cpp()  # loads the extension: its ops are defined
+def test_each_op_is_defined_by_the_table_with_a_cpu_kernel(op):
+    secant_ext._backends._cpp()  # defines the ops and loads the extension
     defined = getattr(torch.ops.secant_ext, op.name).default._schema
-    where = _line_of(REGISTER, r'm\.def\("' + op.name + r'\(')
-    assert str(defined) == str(_schema(op)), (
-        f"{where} defines {defined}, secant_ext/_op_table.py says {_schema(op)}")
+    assert str(defined) == str(_schema(op))
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"secant_ext::{op.name}", "CPU"), (
+        f"secant_ext::{op.name} has no CPU kernel: register it at the end of its kernel's "
+        "file in csrc/ (TORCH_LIBRARY_IMPL)")
+
+
+def test_no_schema_is_written_in_cpp():
+    """The schemas live in the table alone: C++ registers kernels, never a definition."""
+    defining = [f"{p.relative_to(ROOT)}:{i}" for p in sorted(CSRC.glob("*.cpp"))
+                for i, line in enumerate(p.read_text().splitlines(), 1)
+                if re.search(r"TORCH_LIBRARY\(|m\.def\(", line)]
+    assert not defining, f"schemas written in C++ at {defining}: they belong in _op_table.py"
 
 
 def _direct_call_signatures():
@@ -74,12 +85,20 @@ def test_the_direct_calls_take_the_tables_arguments(op):
     assert got == want, f"{where}: the direct call's signature is {got}, the table's {want}"
 
 
-def test_every_op_has_a_fake_kernel_and_no_other():
-    faked = re.findall(r'register_fake\("secant_ext::(\w+)"\)', FAKE.read_text())
-    missing = [n for n in _op_table.NAMES if n not in faked]
-    extra = [n for n in faked if n not in _op_table.NAMES]
-    assert not missing and not extra and len(faked) == len(set(faked)), (
-        f"secant_ext/_fake.py: fakes missing for {missing}, not in the table {extra}")
+@needs_cpp
+def test_every_op_has_a_fake_kernel_and_only_results_are_written_out():
+    """Each op has a fake kernel; ``_fake.py`` writes out those of the ops that return a
+    tensor, and derives the others (returning None) from the table."""
+    from torch._library import simple_registry
+    secant_ext._backends._cpp()
+    missing = [n for n in _op_table.NAMES
+               if simple_registry.singleton.find(f"secant_ext::{n}").fake_impl.kernel is None]
+    assert not missing, f"no fake kernel for {missing}"
+    written = re.findall(r'register_fake\("secant_ext::(\w+)"\)', FAKE.read_text())
+    returning = [op.name for op in _op_table.OPS if not op.schema.endswith("-> ()")]
+    assert sorted(written) == sorted(returning), (
+        f"secant_ext/_fake.py writes fakes for {written}; the ops that return a tensor are "
+        f"{returning}")
 
 
 def test_every_backend_has_every_op():
