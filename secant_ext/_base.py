@@ -18,7 +18,6 @@ after the step ``p.grad`` holds the training gradient again.
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import Callable, List
 
@@ -26,12 +25,12 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from . import _callers, _checkpoint, _grad_mode, _layout as layout, _options, _plan
+from . import _checkpoint, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
 from ._stats import SecantStats
-from ._step_hooks import hooked_step
+from ._host import callers as _callers, grad_mode as _grad_mode, hooked_step
 
 
 _NOT_TRACEABLE = (
@@ -258,7 +257,7 @@ class SecantOptimizer(Optimizer):
             raise RuntimeError(f"{type(self).__name__}.step() was called from inside a "
                                "closure of a step that is still running")
         self._stepping, self._zeroed_in_step = True, False
-        wrapped_by = _callers.accelerate_gradient_state(self, sys._getframe(1))
+        wrapped_by = _callers.accelerate_gradient_state(self)
         grad_was = _grad_mode.is_enabled()  # as @torch.no_grad() would (see _grad_mode)
         _grad_mode.set_enabled(False)
         try:

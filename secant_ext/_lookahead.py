@@ -14,7 +14,8 @@ import torch
 from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, _grad_mode, distributed as _distributed
+from . import _backends, distributed as _distributed
+from ._host import grad_mode as _grad_mode
 
 
 class RngState:

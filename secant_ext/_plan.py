@@ -18,30 +18,6 @@ import torch
 from . import _backends, _host, _layout as layout, distributed as _distributed
 
 
-def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    """Move the gradients out of ``p.grad`` (leaving ``None``), so a closure that zeroes
-    gradients in place cannot clobber the ones already taken, and nothing is copied."""
-    return _copied_views(move_grads_out_raw(params))
-
-
-def move_grads_out_raw(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    """``move_grads_out`` without the copy of bucket views."""
-    grads = []
-    for p in params:
-        grads.append(p.grad)
-        p.grad = None
-    return grads
-
-
-def _copied_views(grads: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
-    """DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which the
-    next backward overwrites in place: such a gradient is kept as a copy."""
-    if not any(t is not None and t._is_view() for t in grads):
-        return grads
-    return [t.clone(memory_format=torch.preserve_format) if t is not None and t._is_view()
-            else t for t in grads]
-
-
 def local(t: torch.Tensor) -> torch.Tensor:
     """What the kernels walk: a DTensor's local shard, a complex tensor's real view (as
     torch.optim treats complex parameters), else ``t``; each shares ``t``'s storage."""
@@ -111,7 +87,7 @@ class Bucket:
         take: with 10,000 small tensors each pass costs mostly the cache misses of reaching
         every tensor, which a pass that does more per tensor does not add."""
         if not check:
-            self.raw = move_grads_out_raw(self.params)
+            self.raw = _host.move_grads_out_raw(self.params)
             self.raw_fits = False
             return True
         taken = self.passes.take_grads(self.params, self.ptrs)
@@ -131,7 +107,7 @@ class Bucket:
         if self.raw_fits:  # checked while taking: no view, the kernels' strides
             own = self.own_grads = self.raw
         else:
-            own = _copied_views(self.raw)
+            own = _host.copied_views(self.raw)
             self.own_grads = for_kernels(own, self.tensors, self.strides)
         if not accumulated:
             self.taken_grads, self.grads = own, self.own_grads
@@ -142,7 +118,7 @@ class Bucket:
 
     def take_grads(self) -> List[torch.Tensor]:
         """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
-        return for_kernels(move_grads_out(self.params), self.tensors, self.strides)
+        return for_kernels(_host.move_grads_out(self.params), self.tensors, self.strides)
 
     def take_grads_and_point_back(self) -> List[torch.Tensor]:
         """``take_grads`` after a swapped lookahead, with ``p.data`` pointed back at the
@@ -151,7 +127,7 @@ class Bucket:
         grads, fits = self.passes.take_grads_and_set_data(self.params, self.cache["storage"])
         if fits and self.strides is not None:  # checked in the pass: no view, the strides
             return grads
-        return for_kernels(_copied_views(grads), self.tensors, self.strides)
+        return for_kernels(_host.copied_views(grads), self.tensors, self.strides)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 
 import secant_ext
 import secant_ext._C  # noqa: F401
-from secant_ext import _host
+from secant_ext._host import passes as _host
 
 COMPILED = _host._compiled_passes()
 PASSES = pytest.mark.parametrize("passes", [_host.PYTHON, COMPILED], ids=["python", "cpp"])

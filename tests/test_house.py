@@ -37,3 +37,22 @@ def test_the_extension_is_imported_in_one_leaf_module():
         assert _package_imports(PACKAGE / leaf)[0] == set(), leaf
     fake_imports, _ = _package_imports(PACKAGE / "_fake.py")
     assert "_ops" not in fake_imports and "_backends" not in fake_imports, fake_imports
+
+
+# the private torch APIs and CPython internals the host fast path leans on
+_FENCED = (r"sys\._getframe", r"torch\._C\._set_grad_enabled", r"\._is_view\(",
+           r"_optimizer_step_code", r"_global_optimizer_p(re|ost)_hooks", r"_profiler_enabled")
+
+
+def test_the_host_fast_path_is_fenced_in_its_package():
+    """The private APIs the step's host side uses appear in ``secant_ext/_host/`` alone, so
+    a torch or Python release that changes one breaks there first."""
+    import re
+    outside = [f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}"
+               for p in sorted(PACKAGE.rglob("*.py")) if "_host" not in p.parts
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if any(re.search(pattern, line) for pattern in _FENCED)]
+    assert not outside, f"host fast path outside secant_ext/_host/: {outside}"
+    inside = "\n".join(p.read_text() for p in (PACKAGE / "_host").glob("*.py"))
+    missing = [pattern for pattern in _FENCED if not re.search(pattern, inside)]
+    assert not missing, f"no longer used, drop from the fence: {missing}"

@@ -18,7 +18,31 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _ops
+from .. import _ops
+
+def move_grads_out(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """Move the gradients out of ``p.grad`` (leaving ``None``), so a closure that zeroes
+    gradients in place cannot clobber the ones already taken, and nothing is copied."""
+    return copied_views(move_grads_out_raw(params))
+
+
+def move_grads_out_raw(params: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """``move_grads_out`` without the copy of bucket views."""
+    grads = []
+    for p in params:
+        grads.append(p.grad)
+        p.grad = None
+    return grads
+
+
+def copied_views(grads: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+    """DDP(gradient_as_bucket_view=True) leaves p.grad a view into its bucket, which the
+    next backward overwrites in place: such a gradient is kept as a copy."""
+    if not any(t is not None and t._is_view() for t in grads):
+        return grads
+    return [t.clone(memory_format=torch.preserve_format) if t is not None and t._is_view()
+            else t for t in grads]
+
 
 _PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
 _NAMES = ("take_grads", "set_data", "take_grads_and_set_data", "put_grads", "drop_left_grads")

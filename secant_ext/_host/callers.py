@@ -15,13 +15,14 @@ from typing import Optional
 _FRAMES = 8  # step()'s own decorators stand between it and its caller
 
 
-def accelerate_gradient_state(optimizer, frame) -> Optional[object]:
-    """accelerate's ``GradientState`` when the call that led to ``frame`` came through an
+def accelerate_gradient_state(optimizer) -> Optional[object]:
+    """accelerate's ``GradientState`` when the ``step()`` calling this came through an
     ``AcceleratedOptimizer`` wrapping ``optimizer``, else None (also without accelerate)."""
     module = sys.modules.get("accelerate.optimizer")
     wrapper_class = getattr(module, "AcceleratedOptimizer", None)
     if wrapper_class is None:
         return None
+    frame = sys._getframe(2)  # the frame that called step()
     code = wrapper_class.step.__code__
     for _ in range(_FRAMES):
         if frame is None:
