@@ -48,6 +48,12 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
     const scalar_t* gt = kHasG ? gp[t] : nullptr;
     sums.add_blocks(seg->begin, seg->end, [&](int64_t i, int64_t cnt, typename L::Block* acc) {
       typename L::Block uv, gpv, sv, gv;
+      L::prefetch(st + i);  // (the gradients come from memory after a closure)
+      if constexpr (kMeasure) {
+        L::prefetch(ut + i);
+        L::prefetch(gpt + i);
+      }
+      if constexpr (kHasG) L::prefetch(gt + i);
       L::load(st + i, cnt, sv);
       if constexpr (kMeasure) {
         L::load(ut + i, cnt, uv);
