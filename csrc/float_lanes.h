@@ -133,8 +133,8 @@ struct CascadeSum {
   // 0 does after a fold, and the groups are folded in their order, so every sum keeps its
   // bits (measured: the fp32 statistics of an MNIST MLP's 269,322 elements in half the
   // time). The groups are kFold blocks apart, so each input is read as kGroups streams:
-  // from memory, three inputs in two groups each read at half the speed of one group
-  // (docs/PERFORMANCE.md, 'SecantAdam's step'); a kernel chooses kGroups for its inputs.
+  // from memory one stream per input is faster (docs/PERFORMANCE.md, 'SecantAdam's
+  // memory'); a kernel chooses kGroups for where its inputs come from.
   template <typename F>
   void add_blocks(int64_t begin, int64_t end, const F& add) {
     constexpr int64_t kWidth = L::kWidth;
