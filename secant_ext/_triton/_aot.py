@@ -76,9 +76,7 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
         yield "lookahead_inplace", f"{dt}", dict(DTYPE=dt, BITS=bits, ACC=acc, ALIGNED=True,
                                                  **base)
         yield "restore", f"{dt}", dict(BITS=bits, ALIGNED=True, **base)
-        yield "average", f"{dt}", dict(DTYPE=dt, ACC=acc, ALIGNED=True,
-                                       LAST_SKIPPED=_layout.LAST_SKIPPED,
-                                       AVG_WEIGHT=_layout.AVG_WEIGHT, **base)
+        yield "average", f"{dt}", dict(DTYPE=dt, ACC=acc, ALIGNED=True, **base)
         flags = itertools.product([False, True], repeat=5) if full else \
             [(True, True, True, True, True), (False, False, False, False, False)]
         for has_g, sign, has_m, nesterov, has_wd in flags:
@@ -87,10 +85,7 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
             yield "stats", f"{dt} g={has_g} sign={sign} m={has_m} nest={nesterov} wd={has_wd}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_G=has_g, SIGN=sign, HAS_M=has_m,
                      NESTEROV=nesterov, HAS_WD=has_wd, X_SLOT=2 + has_g,
-                     M_SLOT=2 + has_g + has_wd, TAKEN=_layout.TAKEN,
-                     COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
-                     COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
-                     NUM_STATS=_layout.NUM_STATS, TBLOCK=stats.TBLOCK, **base)
+                     M_SLOT=2 + has_g + has_wd, TBLOCK=stats.TBLOCK, **base)
         sign_modes = [_layout.SIGN_NONE, _layout.SIGN_SCALED, _layout.SIGN_UNSCALED]
         modes = [(m, n, w, s) for m, n, w, s in itertools.product(
             [False, True], [False, True], [False, True], sign_modes) if m or not n] if full \
@@ -99,9 +94,7 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
             yield "update", f"{dt} m={has_m} nest={nesterov} wd={has_wd} sign={sign_mode}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_M=has_m, NESTEROV=nesterov,
                      HAS_WD=has_wd, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
-                     SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.STEP_SIZE,
-                     LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
-                     NUM_STATS=_layout.NUM_STATS, RBLOCK=update.RBLOCK, **base)
+                     SIGN_SCALED=_layout.SIGN_SCALED, RBLOCK=update.RBLOCK, **base)
         # SecantAdam's statistics (with or without a measurement, g apart or not) and update
         pairs = itertools.product([False, True], repeat=2) if full else [(True, True),
                                                                           (False, False)]
@@ -109,32 +102,25 @@ def variants(full: bool, dtypes=("fp32", "fp64", "bf16", "fp16"), rules=True):
             s_slot = 2 if measure else 0
             yield "adam_stats", f"{dt} measure={measure} g={has_g}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, MEASURE=measure, HAS_G=has_g,
-                     S_SLOT=s_slot, G_SLOT=s_slot + 1 if has_g else s_slot,
-                     COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
-                     COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
-                     NUM_STATS=_layout.NUM_STATS, **base)
+                     S_SLOT=s_slot, G_SLOT=s_slot + 1 if has_g else s_slot, **base)
         triples = itertools.product([False, True], repeat=3) if full else [(True, True, True),
                                                                             (False, False, False)]
         for has_wd, record, average in triples:
             yield "adam_update", f"{dt} wd={has_wd} record={record} avg={average}", \
                 dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_WD=has_wd, RECORD=record,
-                     AVERAGE=average, STEP_SIZE=_layout.STEP_SIZE,
-                     LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
-                     BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT, **base)
+                     AVERAGE=average, **base)
         for has_wd in [False, True]:
             yield "adam_previous_step", f"{dt} wd={has_wd}", \
-                dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_WD=has_wd,
-                     PREV_STEP_SCALE=_layout.PREV_STEP_SCALE, BETA1_POWER=_layout.BETA1_POWER,
-                     BETA2_POWER=_layout.BETA2_POWER, **base)
+                dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_WD=has_wd, **base)
     for rule, safeguard, measure in itertools.product(
             _layout.RULES.values(), [False, True], [True, False]) if rules else ():
         yield "alpha", f"rule={rule} safeguard={safeguard} measure={measure}", \
             dict(RULE=rule, SAFEGUARD=safeguard, MEASURE=measure, RBLOCK=alpha.RBLOCK,
-                 **alpha.LAYOUT_CONSTEXPRS)
+                 **alpha.RULE_CODES)
     for measure, record in itertools.product([True, False], repeat=2) if rules else ():
         yield "adam_alpha", f"measure={measure} record={record}", \
             dict(MEASURE=measure, RECORD=record, RBLOCK=alpha.RBLOCK,
-                 **files["adam_alpha"]._ALPHA_CONSTEXPRS)
+                 REACH=_layout.ADAM_REACH)
 
 
 def compile_variant(kernel: str, constexprs: dict, arch: int) -> dict:

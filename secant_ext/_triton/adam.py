@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .. import _layout
-from . import _tables
+from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
 from .alpha import RBLOCK, _finite, column_sums
@@ -57,13 +57,11 @@ def _adam_stats_block(u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, n_left,
 def _adam_stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, n_chunks, span,
                        table, DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                        MEASURE: tl.constexpr, HAS_G: tl.constexpr, S_SLOT: tl.constexpr,
-                       G_SLOT: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr,
-                       COL_Y_SQ: tl.constexpr, COL_G_SQ: tl.constexpr,
-                       NUM_STATS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+                       G_SLOT: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     c_lo = row * span
     c_hi = tl.minimum(c_lo + span, n_chunks)
-    out = table + row * NUM_STATS
+    out = table + row * _state.NUM_STATS
     lanes = tl.arange(0, BLOCK)
     acc_uy = tl.zeros([BLOCK], ACC)
     acc_us = tl.zeros([BLOCK], ACC)
@@ -84,10 +82,10 @@ def _adam_stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, n_chu
             acc_uy, acc_us, acc_yy, acc_gg = _adam_stats_block(
                 u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, end - off, acc_uy, acc_us, acc_yy,
                 acc_gg, True, False, ACC, MEASURE, HAS_G)
-    tl.store(out + COL_DOT, tl.sum(acc_uy))
-    tl.store(out + COL_S_SQ, tl.sum(acc_us))
-    tl.store(out + COL_Y_SQ, tl.sum(acc_yy))
-    tl.store(out + COL_G_SQ, tl.sum(acc_gg))
+    tl.store(out + _state.COL_DOT, tl.sum(acc_uy))
+    tl.store(out + _state.COL_S_SQ, tl.sum(acc_us))
+    tl.store(out + _state.COL_Y_SQ, tl.sum(acc_yy))
+    tl.store(out + _state.COL_G_SQ, tl.sum(acc_gg))
 
 
 def adam_stats(u: Tensors, g_plus: Tensors, s: Tensors, g: Tensors,
@@ -116,9 +114,7 @@ def adam_stats(u: Tensors, g_plus: Tensors, s: Tensors, g: Tensors,
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
             tab.n_chunks, tab.span, table, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned,
             MEASURE=measure, HAS_G=has_g, S_SLOT=s_slot,
-            G_SLOT=s_slot + 1 if has_g else s_slot, COL_DOT=_layout.COL_DOT,
-            COL_S_SQ=_layout.COL_S_SQ, COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ,
-            NUM_STATS=_layout.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            G_SLOT=s_slot + 1 if has_g else s_slot, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
             num_warps=NUM_WARPS)
     return table
 
@@ -127,27 +123,14 @@ def adam_stats(u: Tensors, g_plus: Tensors, s: Tensors, g: Tensors,
 @triton.jit
 def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta2, ema,
                        growth, MEASURE: tl.constexpr, RECORD: tl.constexpr,
-                       RBLOCK: tl.constexpr, ALPHA: tl.constexpr, STEP: tl.constexpr,
-                       TAKEN: tl.constexpr, SKIPPED: tl.constexpr, CLIPPED: tl.constexpr,
-                       LAST_SKIPPED: tl.constexpr, LAST_CLIPPED: tl.constexpr,
-                       LAST_MEASURED: tl.constexpr, MEASURED: tl.constexpr,
-                       DOT: tl.constexpr, S_SQ: tl.constexpr, Y_SQ: tl.constexpr,
-                       G_SQ: tl.constexpr, STALLED: tl.constexpr, LR: tl.constexpr,
-                       MAX_GRAD_NORM: tl.constexpr, STEP_SIZE: tl.constexpr,
-                       AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
-                       CLIP_G_SQ_OTHERS: tl.constexpr, ADAM_A: tl.constexpr,
-                       ADAM_C: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
-                       BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
-                       COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
-                       COL_G_SQ: tl.constexpr, REACH: tl.constexpr):
-    uy, us, y_sq, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK, COL_DOT,
-                                     COL_S_SQ, COL_Y_SQ, COL_G_SQ)
+                       RBLOCK: tl.constexpr, REACH: tl.constexpr):
+    uy, us, y_sq, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK)
     b1 = f64_from_bits(beta1)
     b2 = f64_from_bits(beta2)
     w = f64_from_bits(ema)
     grow = f64_from_bits(growth)
     finite = _finite(uy) & _finite(us) & _finite(y_sq) & _finite(g_sq)
-    scale = tl.load(state + PREV_STEP_SCALE)
+    scale = tl.load(state + _state.PREV_STEP_SCALE)
     valid = finite & (scale > 0) & MEASURE
     a = uy / (scale * scale)
     b = us / scale
@@ -157,12 +140,12 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     n_or_one = tl.where(some, n, 1.0)  # (no 0 / 0 computed where n is 0)
     a_n = tl.where(some, a / n_or_one, 0.0)
     c_n = tl.where(some, c / n_or_one, 0.0)
-    old_a = tl.load(state + ADAM_A)
-    old_c = tl.load(state + ADAM_C)
+    old_a = tl.load(state + _state.ADAM_A)
+    old_c = tl.load(state + _state.ADAM_C)
     big_a = w * old_a + (1.0 - w) * a_n
     big_c = w * old_c + (1.0 - w) * c_n
     positive = (big_a > 0) & (big_c > 0)
-    prev = tl.load(state + ALPHA)
+    prev = tl.load(state + _state.ALPHA)
     grown = grow * prev
     ratio = REACH * big_c / big_a
     eta = tl.where(big_c > 0, tl.where(big_a > 0, tl.where(ratio < grown, ratio, grown), grown),
@@ -170,52 +153,47 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     one = tl.full([], 1.0, tl.float64)
     zero = tl.full([], 0.0, tl.float64)
     kept_eta = valid & ~positive
-    tl.store(state + STEP, tl.load(state + STEP) + 1)
-    taken = tl.load(state + TAKEN) + finite.to(tl.float64)
-    tl.store(state + TAKEN, taken)
-    tl.store(state + SKIPPED, tl.load(state + SKIPPED) + (~finite).to(tl.float64))
-    tl.store(state + LAST_SKIPPED, (~finite).to(tl.float64))
-    tl.store(state + LAST_MEASURED, valid.to(tl.float64))
-    tl.store(state + LAST_CLIPPED, kept_eta.to(tl.float64))
-    tl.store(state + CLIPPED, tl.load(state + CLIPPED) + kept_eta.to(tl.float64))
-    tl.store(state + MEASURED, tl.load(state + MEASURED) + valid.to(tl.float64))
-    tl.store(state + G_SQ, g_sq)
-    tl.store(state + DOT, tl.where(valid, a, tl.load(state + DOT)))
-    tl.store(state + S_SQ, tl.where(valid, b, tl.load(state + S_SQ)))
-    tl.store(state + Y_SQ, tl.where(valid, y_sq, tl.load(state + Y_SQ)))
-    tl.store(state + STALLED, tl.load(state + STALLED) + (valid & (y_sq == 0)).to(tl.float64))
-    tl.store(state + ADAM_A, tl.where(valid, big_a, old_a))
-    tl.store(state + ADAM_C, tl.where(valid, big_c, old_c))
+    tl.store(state + _state.STEP, tl.load(state + _state.STEP) + 1)
+    taken = tl.load(state + _state.TAKEN) + finite.to(tl.float64)
+    tl.store(state + _state.TAKEN, taken)
+    tl.store(state + _state.SKIPPED, tl.load(state + _state.SKIPPED) + (~finite).to(tl.float64))
+    tl.store(state + _state.LAST_SKIPPED, (~finite).to(tl.float64))
+    tl.store(state + _state.LAST_MEASURED, valid.to(tl.float64))
+    tl.store(state + _state.LAST_CLIPPED, kept_eta.to(tl.float64))
+    tl.store(state + _state.CLIPPED, tl.load(state + _state.CLIPPED) + kept_eta.to(tl.float64))
+    tl.store(state + _state.MEASURED, tl.load(state + _state.MEASURED) + valid.to(tl.float64))
+    tl.store(state + _state.G_SQ, g_sq)
+    tl.store(state + _state.DOT, tl.where(valid, a, tl.load(state + _state.DOT)))
+    tl.store(state + _state.S_SQ, tl.where(valid, b, tl.load(state + _state.S_SQ)))
+    tl.store(state + _state.Y_SQ, tl.where(valid, y_sq, tl.load(state + _state.Y_SQ)))
+    stalled = tl.load(state + _state.STALLED)
+    tl.store(state + _state.STALLED, stalled + (valid & (y_sq == 0)).to(tl.float64))
+    tl.store(state + _state.ADAM_A, tl.where(valid, big_a, old_a))
+    tl.store(state + _state.ADAM_C, tl.where(valid, big_c, old_c))
     new_eta = tl.where(valid, eta, prev)
-    tl.store(state + ALPHA, new_eta)
-    p1 = tl.load(state + BETA1_POWER)
-    p2 = tl.load(state + BETA2_POWER)
-    tl.store(state + BETA1_POWER, tl.where(finite, p1 * b1, p1))
-    tl.store(state + BETA2_POWER, tl.where(finite, p2 * b2, p2))
+    tl.store(state + _state.ALPHA, new_eta)
+    p1 = tl.load(state + _state.BETA1_POWER)
+    p2 = tl.load(state + _state.BETA2_POWER)
+    tl.store(state + _state.BETA1_POWER, tl.where(finite, p1 * b1, p1))
+    tl.store(state + _state.BETA2_POWER, tl.where(finite, p2 * b2, p2))
     # the applied step, clipped by the whole model's gradient norm as secant_alpha does
     tiny = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
-    clip_g_sq = g_sq + tl.load(state + CLIP_G_SQ_OTHERS)
-    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + tiny)
+    clip_g_sq = g_sq + tl.load(state + _state.CLIP_G_SQ_OTHERS)
+    clip = tl.load(state + _state.MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + tiny)
     clip = tl.where(clip < 1.0, clip, one)  # NaN (skipped step) and inf / inf give 1
-    step = new_eta * tl.load(state + LR) * clip
-    tl.store(state + STEP_SIZE, step)
+    step = new_eta * tl.load(state + _state.LR) * clip
+    tl.store(state + _state.STEP_SIZE, step)
     if RECORD:
         kept = step
     else:
         kept = zero
-    tl.store(state + PREV_STEP_SCALE, tl.where(finite, kept, tl.load(state + PREV_STEP_SCALE)))
+    prev_scale = tl.load(state + _state.PREV_STEP_SCALE)
+    tl.store(state + _state.PREV_STEP_SCALE, tl.where(finite, kept, prev_scale))
     weight = tl.where(taken > 0, 1.0 / taken, one)
-    floor = tl.load(state + AVG_FLOOR)
-    tl.store(state + AVG_WEIGHT, tl.where(weight > floor, weight, floor))
+    floor = tl.load(state + _state.AVG_FLOOR)
+    tl.store(state + _state.AVG_WEIGHT, tl.where(weight > floor, weight, floor))
 
 
-_ALPHA_CONSTEXPRS = {name: getattr(_layout, name) for name in (
-    "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
-    "LAST_MEASURED", "MEASURED", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR",
-    "MAX_GRAD_NORM", "STEP_SIZE", "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "ADAM_A",
-    "ADAM_C", "PREV_STEP_SCALE", "BETA1_POWER", "BETA2_POWER", "COL_DOT", "COL_S_SQ",
-    "COL_Y_SQ", "COL_G_SQ")}
-_ALPHA_CONSTEXPRS["REACH"] = _layout.ADAM_REACH
 
 
 _hyper_cache: dict = {}
@@ -248,7 +226,7 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
         _adam_alpha_kernel[(1,)](stats, stats.shape[0], stats.stride(0), stats.stride(1),
                                  state, hyper, hyper[1:], hyper[2:], hyper[3:],
                                  MEASURE=bool(measure), RECORD=bool(record), RBLOCK=RBLOCK,
-                                 num_warps=4, **_ALPHA_CONSTEXPRS)
+                                 num_warps=4, REACH=_layout.ADAM_REACH)
 
 
 # --- adam_update --------------------------------------------------------------------------
@@ -290,12 +268,10 @@ def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, n
 def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, state,
                         DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                         HAS_WD: tl.constexpr, RECORD: tl.constexpr, AVERAGE: tl.constexpr,
-                        STEP_SIZE: tl.constexpr, LAST_SKIPPED: tl.constexpr,
-                        BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
-                        AVG_WEIGHT: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+                        CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
-    skip = tl.load(state + LAST_SKIPPED) != 0
+    skip = tl.load(state + _state.LAST_SKIPPED) != 0
     end = tl.where(skip, start, end)  # a skipped step reads and writes nothing
     # hyper: beta1, weight_decay, beta2, eps (float64 bits); (1 - beta) formed in float64
     b1_64 = f64_from_bits(hyper)
@@ -306,10 +282,10 @@ def _adam_update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hype
     omb1 = (1.0 - b1_64).to(ACC)
     b2 = b2_64.to(ACC)
     omb2 = (1.0 - b2_64).to(ACC)
-    c1 = (1.0 / (1.0 - tl.load(state + BETA1_POWER))).to(ACC)  # formed in float64
-    c2 = (1.0 / (1.0 - tl.load(state + BETA2_POWER))).to(ACC)
-    step = tl.load(state + STEP_SIZE).to(ACC)
-    w = tl.load(state + AVG_WEIGHT).to(ACC)
+    c1 = (1.0 / (1.0 - tl.load(state + _state.BETA1_POWER))).to(ACC)  # formed in float64
+    c2 = (1.0 / (1.0 - tl.load(state + _state.BETA2_POWER))).to(ACC)
+    step = tl.load(state + _state.STEP_SIZE).to(ACC)
+    w = tl.load(state + _state.AVG_WEIGHT).to(ACC)
     x_ptr = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
     g_ptr = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
     m_ptr = typed_ptr(ptrs, 2, n_tensors, t, DTYPE)
@@ -353,9 +329,7 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg:
         _adam_update_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
-            RECORD=record, AVERAGE=average, STEP_SIZE=_layout.STEP_SIZE,
-            LAST_SKIPPED=_layout.LAST_SKIPPED, BETA1_POWER=_layout.BETA1_POWER,
-            BETA2_POWER=_layout.BETA2_POWER, AVG_WEIGHT=_layout.AVG_WEIGHT,
+            RECORD=record, AVERAGE=average,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
 
 
@@ -381,17 +355,16 @@ def _adam_previous_step_block(x_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, c1
 @triton.jit
 def _adam_previous_step_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, state,
                                DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
-                               HAS_WD: tl.constexpr, PREV_STEP_SCALE: tl.constexpr,
-                               BETA1_POWER: tl.constexpr, BETA2_POWER: tl.constexpr,
-                               CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+                               HAS_WD: tl.constexpr, CHUNK: tl.constexpr,
+                               BLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
     # hyper: 0, weight_decay, eps (float64 bits)
     wd_64 = f64_from_bits(hyper + 1)
     eps = f64_from_bits(hyper + 2).to(ACC)
-    scale = tl.load(state + PREV_STEP_SCALE)
-    c1 = (1.0 / (1.0 - tl.load(state + BETA1_POWER))).to(ACC)  # formed in float64
-    c2 = (1.0 / (1.0 - tl.load(state + BETA2_POWER))).to(ACC)
+    scale = tl.load(state + _state.PREV_STEP_SCALE)
+    c1 = (1.0 / (1.0 - tl.load(state + _state.BETA1_POWER))).to(ACC)  # formed in float64
+    c2 = (1.0 / (1.0 - tl.load(state + _state.BETA2_POWER))).to(ACC)
     r = (1.0 / (1.0 - scale * wd_64)).to(ACC)
     wd = wd_64.to(ACC)
     step = scale.to(ACC)
@@ -426,6 +399,4 @@ def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: to
         _adam_previous_step_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
-            PREV_STEP_SCALE=_layout.PREV_STEP_SCALE, BETA1_POWER=_layout.BETA1_POWER,
-            BETA2_POWER=_layout.BETA2_POWER, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
-            num_warps=NUM_WARPS)
+            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from .. import _layout
+from . import _state
 from ._common import device_guard
 
 RBLOCK = 256  # table rows summed per vector step
@@ -23,9 +24,7 @@ def _finite(v):
 
 
 @triton.jit
-def column_sums(table, n_rows, row_stride, col_stride, RBLOCK: tl.constexpr,
-                COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
-                COL_G_SQ: tl.constexpr):
+def column_sums(table, n_rows, row_stride, col_stride, RBLOCK: tl.constexpr):
     """The four statistics columns of the partial table, summed in float64 in a fixed order
     (RBLOCK lanes over the rows, then the lanes): the same table gives the same bits."""
     rows = tl.arange(0, RBLOCK).to(tl.int64)
@@ -37,36 +36,24 @@ def column_sums(table, n_rows, row_stride, col_stride, RBLOCK: tl.constexpr,
         r = r0 + rows
         mask = r < n_rows
         base = table + r * row_stride
-        acc_a += tl.load(base + COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_b += tl.load(base + COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_c += tl.load(base + COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
-        acc_g += tl.load(base + COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_a += tl.load(base + _state.COL_DOT * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_b += tl.load(base + _state.COL_S_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_c += tl.load(base + _state.COL_Y_SQ * col_stride, mask=mask, other=0).to(tl.float64)
+        acc_g += tl.load(base + _state.COL_G_SQ * col_stride, mask=mask, other=0).to(tl.float64)
     return tl.sum(acc_a), tl.sum(acc_b), tl.sum(acc_c), tl.sum(acc_g)
 
 
 @triton.jit
 def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   RULE: tl.constexpr, SAFEGUARD: tl.constexpr, RBLOCK: tl.constexpr,
-                  RULE_SECANT: tl.constexpr, RULE_STEFFENSEN: tl.constexpr,
-                  ALPHA: tl.constexpr, STEP: tl.constexpr, TAKEN: tl.constexpr,
-                  SKIPPED: tl.constexpr, CLIPPED: tl.constexpr, LAST_SKIPPED: tl.constexpr,
-                  LAST_CLIPPED: tl.constexpr, MOMENTUM_READY: tl.constexpr, DOT: tl.constexpr,
-                  S_SQ: tl.constexpr, Y_SQ: tl.constexpr, G_SQ: tl.constexpr,
-                  STALLED: tl.constexpr, LR: tl.constexpr, MAX_GRAD_NORM: tl.constexpr,
-                  STEP_SIZE: tl.constexpr, ALPHA_EMA: tl.constexpr,
-                  BETA_POWER: tl.constexpr, MEASURED: tl.constexpr,
-                  LAST_MEASURED: tl.constexpr, CARRY_BETA: tl.constexpr,
-                  AVG_WEIGHT: tl.constexpr, AVG_FLOOR: tl.constexpr,
-                  CLIP_G_SQ_OTHERS: tl.constexpr, MEASURE: tl.constexpr, COL_DOT: tl.constexpr, COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr,
-                  COL_G_SQ: tl.constexpr):
-    a, b, c, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK, COL_DOT,
-                                COL_S_SQ, COL_Y_SQ, COL_G_SQ)
+                  RULE_SECANT: tl.constexpr, RULE_STEFFENSEN: tl.constexpr, MEASURE: tl.constexpr):
+    a, b, c, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK)
     finite = _finite(a) & _finite(b) & _finite(c) & _finite(g_sq)
-    prev = tl.load(state + ALPHA)
-    step = tl.load(state + STEP)
-    taken = tl.load(state + TAKEN)
-    skipped = tl.load(state + SKIPPED)
-    n_clipped = tl.load(state + CLIPPED)
+    prev = tl.load(state + _state.ALPHA)
+    step = tl.load(state + _state.STEP)
+    taken = tl.load(state + _state.TAKEN)
+    skipped = tl.load(state + _state.SKIPPED)
+    n_clipped = tl.load(state + _state.CLIPPED)
     if RULE == RULE_SECANT:        # b / (a + b), curvature clipped at 0 by the safeguard
         clipped = (a < 0) & SAFEGUARD
         alpha = b / (tl.where(clipped, 0.0, a) + b)
@@ -81,56 +68,52 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
         keep = (b == 0) | clipped
     alpha = tl.where(keep, prev, alpha)
     clipped = clipped & finite & (b != 0) & MEASURE
-    tl.store(state + STEP, step + 1)
-    tl.store(state + TAKEN, taken + finite.to(tl.float64))
-    tl.store(state + SKIPPED, skipped + (~finite).to(tl.float64))
-    tl.store(state + LAST_SKIPPED, (~finite).to(tl.float64))
-    tl.store(state + LAST_CLIPPED, clipped.to(tl.float64))
-    tl.store(state + LAST_MEASURED, tl.full([], 1.0 if MEASURE else 0.0, tl.float64))
-    tl.store(state + MOMENTUM_READY, (taken >= 1).to(tl.float64))
-    tl.store(state + G_SQ, g_sq)
+    tl.store(state + _state.STEP, step + 1)
+    tl.store(state + _state.TAKEN, taken + finite.to(tl.float64))
+    tl.store(state + _state.SKIPPED, skipped + (~finite).to(tl.float64))
+    tl.store(state + _state.LAST_SKIPPED, (~finite).to(tl.float64))
+    tl.store(state + _state.LAST_CLIPPED, clipped.to(tl.float64))
+    tl.store(state + _state.LAST_MEASURED, tl.full([], 1.0 if MEASURE else 0.0, tl.float64))
+    tl.store(state + _state.MOMENTUM_READY, (taken >= 1).to(tl.float64))
+    tl.store(state + _state.G_SQ, g_sq)
     if MEASURE:
         new_alpha = tl.where(finite, alpha, prev)
-        tl.store(state + ALPHA, new_alpha)
-        tl.store(state + CLIPPED, n_clipped + clipped.to(tl.float64))
-        tl.store(state + DOT, a)
-        tl.store(state + S_SQ, b)
-        tl.store(state + Y_SQ, c)
-        n_stalled = tl.load(state + STALLED)  # the lookahead never saw x + s: b > 0, c == 0
-        tl.store(state + STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
-        beta = tl.load(state + CARRY_BETA)    # the carry for the steps that do not measure
-        ema = tl.load(state + ALPHA_EMA)
-        power = tl.load(state + BETA_POWER)
-        n_measured = tl.load(state + MEASURED)
-        tl.store(state + ALPHA_EMA, tl.where(finite, beta * ema + (1.0 - beta) * new_alpha, ema))
-        tl.store(state + BETA_POWER, tl.where(finite, power * beta, power))
-        tl.store(state + MEASURED, n_measured + finite.to(tl.float64))
+        tl.store(state + _state.ALPHA, new_alpha)
+        tl.store(state + _state.CLIPPED, n_clipped + clipped.to(tl.float64))
+        tl.store(state + _state.DOT, a)
+        tl.store(state + _state.S_SQ, b)
+        tl.store(state + _state.Y_SQ, c)
+        n_stalled = tl.load(state + _state.STALLED)  # the lookahead never saw x + s: b > 0, c == 0
+        tl.store(state + _state.STALLED, n_stalled + ((b > 0) & (c == 0)).to(tl.float64))
+        beta = tl.load(state + _state.CARRY_BETA)    # the carry for the steps that do not measure
+        ema = tl.load(state + _state.ALPHA_EMA)
+        power = tl.load(state + _state.BETA_POWER)
+        n_measured = tl.load(state + _state.MEASURED)
+        ema_new = beta * ema + (1.0 - beta) * new_alpha
+        tl.store(state + _state.ALPHA_EMA, tl.where(finite, ema_new, ema))
+        tl.store(state + _state.BETA_POWER, tl.where(finite, power * beta, power))
+        tl.store(state + _state.MEASURED, n_measured + finite.to(tl.float64))
         applied = new_alpha
     else:  # no lookahead: the bias-corrected EMA of the measured alphas
-        carry = tl.load(state + ALPHA_EMA) / (1.0 - tl.load(state + BETA_POWER))
-        applied = tl.where(tl.load(state + MEASURED) > 0, carry, prev)
+        carry = tl.load(state + _state.ALPHA_EMA) / (1.0 - tl.load(state + _state.BETA_POWER))
+        applied = tl.where(tl.load(state + _state.MEASURED) > 0, carry, prev)
     # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient), with the
     # norm over the whole model (the other param groups' |g|^2 added; 0 with one group)
     eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
-    clip_g_sq = g_sq + tl.load(state + CLIP_G_SQ_OTHERS)
-    clip = tl.load(state + MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + eps)
+    clip_g_sq = g_sq + tl.load(state + _state.CLIP_G_SQ_OTHERS)
+    clip = tl.load(state + _state.MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + eps)
     clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
-    tl.store(state + STEP_SIZE, applied * tl.load(state + LR) * clip)
+    tl.store(state + _state.STEP_SIZE, applied * tl.load(state + _state.LR) * clip)
     # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
     taken_now = taken + finite.to(tl.float64)
     weight = tl.where(taken_now > 0, 1.0 / taken_now, 1.0)
-    floor = tl.load(state + AVG_FLOOR)
-    tl.store(state + AVG_WEIGHT, tl.where(weight > floor, weight, floor))
+    floor = tl.load(state + _state.AVG_FLOOR)
+    tl.store(state + _state.AVG_WEIGHT, tl.where(weight > floor, weight, floor))
 
 
-# The _layout constants _alpha_kernel takes as constexprs, by name.
-LAYOUT_CONSTEXPRS = dict(
-    {name: getattr(_layout, name) for name in (
-        "ALPHA", "STEP", "TAKEN", "SKIPPED", "CLIPPED", "LAST_SKIPPED", "LAST_CLIPPED",
-        "MOMENTUM_READY", "DOT", "S_SQ", "Y_SQ", "G_SQ", "STALLED", "LR", "MAX_GRAD_NORM",
-        "STEP_SIZE", "ALPHA_EMA", "BETA_POWER", "MEASURED", "LAST_MEASURED", "CARRY_BETA",
-        "AVG_WEIGHT", "AVG_FLOOR", "CLIP_G_SQ_OTHERS", "COL_DOT", "COL_S_SQ", "COL_Y_SQ", "COL_G_SQ")},
-    RULE_SECANT=_layout.RULES["secant"], RULE_STEFFENSEN=_layout.RULES["steffensen"])
+# The rule codes _alpha_kernel compares with (the layout it reads from _state).
+RULE_CODES = dict(RULE_SECANT=_layout.RULES["secant"],
+                  RULE_STEFFENSEN=_layout.RULES["steffensen"])
 
 
 def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
@@ -153,4 +136,4 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
         _alpha_kernel[(1,)](stats, stats.shape[0], stats.stride(0), stats.stride(1), state,
                             RULE=rule, SAFEGUARD=bool(safeguard), MEASURE=bool(measure),
                             RBLOCK=RBLOCK, num_warps=4,
-                            **LAYOUT_CONSTEXPRS)
+                            **RULE_CODES)

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from .. import _layout
-from . import _tables
+from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, load_block, store_block, typed_ptr, types_of
 
@@ -143,13 +143,12 @@ def _average_block(avg, x, off, lanes, n_left, w, MASKED: tl.constexpr, ALIGNED:
 
 @triton.jit
 def _average_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, state,
-                    LAST_SKIPPED: tl.constexpr, AVG_WEIGHT: tl.constexpr,
                     DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                     CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
-    end = tl.where(tl.load(state + LAST_SKIPPED) != 0, start, end)  # skipped: nothing
-    w = tl.load(state + AVG_WEIGHT).to(ACC)
+    end = tl.where(tl.load(state + _state.LAST_SKIPPED) != 0, start, end)  # skipped: nothing
+    w = tl.load(state + _state.AVG_WEIGHT).to(ACC)
     avg = typed_ptr(ptrs, 0, n_tensors, t, DTYPE)
     x = typed_ptr(ptrs, 1, n_tensors, t, DTYPE)
     lanes = tl.arange(0, BLOCK)
@@ -175,6 +174,5 @@ def average(avg: Tensors, x: Tensors, state: torch.Tensor) -> None:
     with device_guard(avg[0].device):
         _average_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, state,
-            LAST_SKIPPED=_layout.LAST_SKIPPED, AVG_WEIGHT=_layout.AVG_WEIGHT, DTYPE=dtype,
-            ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+            DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
             num_warps=NUM_WARPS)

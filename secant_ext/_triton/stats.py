@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .. import _layout
 from ..reference import check_sign_mode  # the one sign_mode check of every backend
-from . import _tables
+from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, typed_ptr, types_of
 
@@ -62,9 +62,7 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
                   DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                   HAS_G: tl.constexpr, SIGN: tl.constexpr, HAS_M: tl.constexpr,
                   NESTEROV: tl.constexpr, HAS_WD: tl.constexpr, X_SLOT: tl.constexpr,
-                  M_SLOT: tl.constexpr, TAKEN: tl.constexpr, COL_DOT: tl.constexpr,
-                  COL_S_SQ: tl.constexpr, COL_Y_SQ: tl.constexpr, COL_G_SQ: tl.constexpr,
-                  NUM_STATS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+                  M_SLOT: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
                   TBLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     c_lo = row * span
@@ -79,7 +77,7 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
     # momentum readiness update() will see: the state before secant_alpha counts this step)
     run = tl.zeros([BLOCK], ACC)
     cur_t = tl.load(chunk_tensor + c_lo, mask=c_lo < c_hi, other=0)
-    ready = tl.load(state + TAKEN) >= 1
+    ready = tl.load(state + _state.TAKEN) >= 1
     mu64 = f64_from_bits(hyper)
     mu = mu64.to(ACC)
     one_minus_mu = (1.0 - mu64).to(ACC)
@@ -93,7 +91,7 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
         m_ptr = typed_ptr(ptrs, M_SLOT, n_tensors, t, DTYPE)
         if SIGN:  # moved on to a new tensor: the previous one's sum is complete
             moved_on = t != cur_t
-            tl.store(out + NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=moved_on)
+            tl.store(out + _state.NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=moved_on)
             run = tl.where(moved_on, 0.0, run).to(ACC)
             cur_t = t
         full_end = start + (end - start) // BLOCK * BLOCK
@@ -107,19 +105,19 @@ def _stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper, n_c
                 s_ptr, gp_ptr, g_ptr, x_ptr, m_ptr, off, lanes, end - off,
                 acc_dot, acc_ss, acc_yy, acc_gg, run, ready, mu, one_minus_mu, wd,
                 True, False, ACC, HAS_G, SIGN, HAS_M, NESTEROV, HAS_WD)
-    tl.store(out + COL_DOT, tl.sum(acc_dot))
-    tl.store(out + COL_S_SQ, tl.sum(acc_ss))
-    tl.store(out + COL_Y_SQ, tl.sum(acc_yy))
-    tl.store(out + COL_G_SQ, tl.sum(acc_gg))
+    tl.store(out + _state.COL_DOT, tl.sum(acc_dot))
+    tl.store(out + _state.COL_S_SQ, tl.sum(acc_ss))
+    tl.store(out + _state.COL_Y_SQ, tl.sum(acc_yy))
+    tl.store(out + _state.COL_G_SQ, tl.sum(acc_gg))
     if SIGN:
-        tl.store(out + NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=c_lo < c_hi)
+        tl.store(out + _state.NUM_STATS + cur_t, tl.sum(run).to(ACC), mask=c_lo < c_hi)
         for j0 in range(0, n_tensors, TBLOCK):
             j = j0 + tl.arange(0, TBLOCK)
             in_range = j < n_tensors
             first = tl.load(first_chunk + j, mask=in_range, other=0)
             last = tl.load(first_chunk + j + 1, mask=in_range, other=0)
             touched = (first < last) & (first < c_hi) & (last > c_lo)
-            tl.store(out + NUM_STATS + j, tl.zeros([TBLOCK], ACC), mask=in_range & ~touched)
+            tl.store(out + _state.NUM_STATS + j, tl.zeros([TBLOCK], ACC), mask=in_range & ~touched)
 
 
 def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors,
@@ -160,7 +158,5 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
             tab.n_chunks, tab.span, table, n_cols, state,
             DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_G=has_g, SIGN=sign, HAS_M=sign and has_m,
             NESTEROV=bool(nesterov), HAS_WD=sign and has_wd, X_SLOT=x_slot, M_SLOT=m_slot,
-            TAKEN=_layout.TAKEN, COL_DOT=_layout.COL_DOT, COL_S_SQ=_layout.COL_S_SQ,
-            COL_Y_SQ=_layout.COL_Y_SQ, COL_G_SQ=_layout.COL_G_SQ, NUM_STATS=_layout.NUM_STATS,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, TBLOCK=TBLOCK, num_warps=NUM_WARPS)
     return table

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .. import _layout
 from ..reference import check_sign_mode  # the one sign_mode check of every backend
-from . import _tables
+from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
 
@@ -59,15 +59,13 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
                    DTYPE: tl.constexpr, ACC: tl.constexpr, ALIGNED: tl.constexpr,
                    HAS_M: tl.constexpr, NESTEROV: tl.constexpr, HAS_WD: tl.constexpr,
                    SIGN_MODE: tl.constexpr, SIGN_NONE: tl.constexpr, SIGN_SCALED: tl.constexpr,
-                   ALPHA: tl.constexpr, LAST_SKIPPED: tl.constexpr,
-                   MOMENTUM_READY: tl.constexpr, NUM_STATS: tl.constexpr,
                    CHUNK: tl.constexpr, BLOCK: tl.constexpr, RBLOCK: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     t, start, end = chunk_bounds(numels, first_chunk, chunk_tensor, c, CHUNK)
-    skip = tl.load(state + LAST_SKIPPED) != 0
+    skip = tl.load(state + _state.LAST_SKIPPED) != 0
     end = tl.where(skip, start, end)  # a skipped step reads and writes nothing
-    ready = tl.load(state + MOMENTUM_READY) != 0
-    alpha = tl.load(state + ALPHA).to(ACC)
+    ready = tl.load(state + _state.MOMENTUM_READY) != 0
+    alpha = tl.load(state + _state.STEP_SIZE).to(ACC)  # the applied step: lr * alpha * clip
     mu64 = f64_from_bits(hyper)
     mu = mu64.to(ACC)
     one_minus_mu = (1.0 - mu64).to(ACC)
@@ -78,7 +76,7 @@ def _update_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, hyper,
         total = tl.zeros([RBLOCK], tl.float64)
         for r0 in range(0, n_rows, RBLOCK):
             r = r0 + rows
-            total += tl.load(table + r * row_stride + (NUM_STATS + t) * col_stride,
+            total += tl.load(table + r * row_stride + (_state.NUM_STATS + t) * col_stride,
                              mask=r < n_rows, other=0).to(tl.float64)
         n = tl.maximum(tl.load(numels + t), 1).to(tl.float64)
         coef = alpha * (tl.sum(total) / n).to(ACC)
@@ -124,9 +122,7 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
         _update_kernel[(tab.n_chunks,)](
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             stats, stats.shape[0], stats.stride(0), stats.stride(1) if stats.dim() == 2 else 1,
-            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_M=has_m, NESTEROV=bool(nesterov) and has_m,
-            HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
-            SIGN_SCALED=_layout.SIGN_SCALED, ALPHA=_layout.STEP_SIZE,
-            LAST_SKIPPED=_layout.LAST_SKIPPED, MOMENTUM_READY=_layout.MOMENTUM_READY,
-            NUM_STATS=_layout.NUM_STATS, CHUNK=_tables.CHUNK, BLOCK=BLOCK, RBLOCK=RBLOCK,
-            num_warps=NUM_WARPS)
+            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_M=has_m,
+            NESTEROV=bool(nesterov) and has_m, HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode,
+            SIGN_NONE=_layout.SIGN_NONE, SIGN_SCALED=_layout.SIGN_SCALED, CHUNK=_tables.CHUNK,
+            BLOCK=BLOCK, RBLOCK=RBLOCK, num_warps=NUM_WARPS)
