@@ -22,7 +22,7 @@ from .. import _layout
 from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
     device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
-from .alpha import RBLOCK, _finite, column_sums
+from .alpha import RBLOCK, _finite, column_sums, count_step, finish_step_size
 
 
 def _check_state(state: torch.Tensor) -> None:
@@ -150,19 +150,13 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     ratio = REACH * big_c / big_a
     eta = tl.where(big_c > 0, tl.where(big_a > 0, tl.where(ratio < grown, ratio, grown), grown),
                    prev / grow)
-    one = tl.full([], 1.0, tl.float64)
     zero = tl.full([], 0.0, tl.float64)
     kept_eta = valid & ~positive
-    tl.store(state + _state.STEP, tl.load(state + _state.STEP) + 1)
-    taken = tl.load(state + _state.TAKEN) + finite.to(tl.float64)
-    tl.store(state + _state.TAKEN, taken)
-    tl.store(state + _state.SKIPPED, tl.load(state + _state.SKIPPED) + (~finite).to(tl.float64))
-    tl.store(state + _state.LAST_SKIPPED, (~finite).to(tl.float64))
+    taken = count_step(state, finite, g_sq)
     tl.store(state + _state.LAST_MEASURED, valid.to(tl.float64))
     tl.store(state + _state.LAST_CLIPPED, kept_eta.to(tl.float64))
     tl.store(state + _state.CLIPPED, tl.load(state + _state.CLIPPED) + kept_eta.to(tl.float64))
     tl.store(state + _state.MEASURED, tl.load(state + _state.MEASURED) + valid.to(tl.float64))
-    tl.store(state + _state.G_SQ, g_sq)
     tl.store(state + _state.DOT, tl.where(valid, a, tl.load(state + _state.DOT)))
     tl.store(state + _state.S_SQ, tl.where(valid, b, tl.load(state + _state.S_SQ)))
     tl.store(state + _state.Y_SQ, tl.where(valid, y_sq, tl.load(state + _state.Y_SQ)))
@@ -176,22 +170,13 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     p2 = tl.load(state + _state.BETA2_POWER)
     tl.store(state + _state.BETA1_POWER, tl.where(finite, p1 * b1, p1))
     tl.store(state + _state.BETA2_POWER, tl.where(finite, p2 * b2, p2))
-    # the applied step, clipped by the whole model's gradient norm as secant_alpha does
-    tiny = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
-    clip_g_sq = g_sq + tl.load(state + _state.CLIP_G_SQ_OTHERS)
-    clip = tl.load(state + _state.MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + tiny)
-    clip = tl.where(clip < 1.0, clip, one)  # NaN (skipped step) and inf / inf give 1
-    step = new_eta * tl.load(state + _state.LR) * clip
-    tl.store(state + _state.STEP_SIZE, step)
+    step = finish_step_size(state, g_sq, new_eta, taken)
     if RECORD:
         kept = step
     else:
         kept = zero
     prev_scale = tl.load(state + _state.PREV_STEP_SCALE)
     tl.store(state + _state.PREV_STEP_SCALE, tl.where(finite, kept, prev_scale))
-    weight = tl.where(taken > 0, 1.0 / taken, one)
-    floor = tl.load(state + _state.AVG_FLOOR)
-    tl.store(state + _state.AVG_WEIGHT, tl.where(weight > floor, weight, floor))
 
 
 

@@ -44,15 +44,45 @@ def column_sums(table, n_rows, row_stride, col_stride, RBLOCK: tl.constexpr):
 
 
 @triton.jit
+def count_step(state, finite, g_sq):
+    """The counters every step-size phase keeps (``reference._count_step``): the step, the
+    steps taken and skipped, and ``|g|^2``; returns the steps taken, this one included."""
+    tl.store(state + _state.STEP, tl.load(state + _state.STEP) + 1)
+    taken = tl.load(state + _state.TAKEN) + finite.to(tl.float64)
+    tl.store(state + _state.TAKEN, taken)
+    tl.store(state + _state.SKIPPED, tl.load(state + _state.SKIPPED) + (~finite).to(tl.float64))
+    tl.store(state + _state.LAST_SKIPPED, (~finite).to(tl.float64))
+    tl.store(state + _state.G_SQ, g_sq)
+    return taken
+
+
+@triton.jit
+def finish_step_size(state, g_sq, rate, taken):
+    """The end every step-size phase shares (``reference._finish_step_size``): the applied
+    step ``rate * lr * clip`` (torch's ``clip_grad_norm_`` coefficient, with the norm over
+    the whole model: the other param groups' ``|g|^2`` added, 0 with one group) into
+    ``STEP_SIZE``, and the averaged iterate's weight, 1 / steps taken floored, into
+    ``AVG_WEIGHT``; returns the applied step."""
+    eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
+    clip_g_sq = g_sq + tl.load(state + _state.CLIP_G_SQ_OTHERS)
+    clip = tl.load(state + _state.MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + eps)
+    clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
+    step = rate * tl.load(state + _state.LR) * clip
+    tl.store(state + _state.STEP_SIZE, step)
+    weight = tl.where(taken > 0, 1.0 / taken, 1.0)
+    floor = tl.load(state + _state.AVG_FLOOR)
+    tl.store(state + _state.AVG_WEIGHT, tl.where(weight > floor, weight, floor))
+    return step
+
+
+@triton.jit
 def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
                   RULE: tl.constexpr, SAFEGUARD: tl.constexpr, RBLOCK: tl.constexpr,
                   RULE_SECANT: tl.constexpr, RULE_STEFFENSEN: tl.constexpr, MEASURE: tl.constexpr):
     a, b, c, g_sq = column_sums(table, n_rows, row_stride, col_stride, RBLOCK)
     finite = _finite(a) & _finite(b) & _finite(c) & _finite(g_sq)
     prev = tl.load(state + _state.ALPHA)
-    step = tl.load(state + _state.STEP)
     taken = tl.load(state + _state.TAKEN)
-    skipped = tl.load(state + _state.SKIPPED)
     n_clipped = tl.load(state + _state.CLIPPED)
     if RULE == RULE_SECANT:        # b / (a + b), curvature clipped at 0 by the safeguard
         clipped = (a < 0) & SAFEGUARD
@@ -68,14 +98,10 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
         keep = (b == 0) | clipped
     alpha = tl.where(keep, prev, alpha)
     clipped = clipped & finite & (b != 0) & MEASURE
-    tl.store(state + _state.STEP, step + 1)
-    tl.store(state + _state.TAKEN, taken + finite.to(tl.float64))
-    tl.store(state + _state.SKIPPED, skipped + (~finite).to(tl.float64))
-    tl.store(state + _state.LAST_SKIPPED, (~finite).to(tl.float64))
+    taken_now = count_step(state, finite, g_sq)
     tl.store(state + _state.LAST_CLIPPED, clipped.to(tl.float64))
     tl.store(state + _state.LAST_MEASURED, tl.full([], 1.0 if MEASURE else 0.0, tl.float64))
     tl.store(state + _state.MOMENTUM_READY, (taken >= 1).to(tl.float64))
-    tl.store(state + _state.G_SQ, g_sq)
     if MEASURE:
         new_alpha = tl.where(finite, alpha, prev)
         tl.store(state + _state.ALPHA, new_alpha)
@@ -97,18 +123,7 @@ def _alpha_kernel(table, n_rows, row_stride, col_stride, state,
     else:  # no lookahead: the bias-corrected EMA of the measured alphas
         carry = tl.load(state + _state.ALPHA_EMA) / (1.0 - tl.load(state + _state.BETA_POWER))
         applied = tl.where(tl.load(state + _state.MEASURED) > 0, carry, prev)
-    # the applied step: alpha * lr * clip (torch's clip_grad_norm_ coefficient), with the
-    # norm over the whole model (the other param groups' |g|^2 added; 0 with one group)
-    eps = tl.full([], 1e-6, tl.float64)  # a bare literal would be an fp32 constant
-    clip_g_sq = g_sq + tl.load(state + _state.CLIP_G_SQ_OTHERS)
-    clip = tl.load(state + _state.MAX_GRAD_NORM) / (tl.sqrt(clip_g_sq) + eps)
-    clip = tl.where(clip < 1.0, clip, 1.0)  # NaN (skipped step) and inf / inf give 1
-    tl.store(state + _state.STEP_SIZE, applied * tl.load(state + _state.LR) * clip)
-    # the averaged iterate's weight for this step: 1 / steps taken, floored (average=True)
-    taken_now = taken + finite.to(tl.float64)
-    weight = tl.where(taken_now > 0, 1.0 / taken_now, 1.0)
-    floor = tl.load(state + _state.AVG_FLOOR)
-    tl.store(state + _state.AVG_WEIGHT, tl.where(weight > floor, weight, floor))
+    finish_step_size(state, g_sq, applied, taken_now)
 
 
 # The rule codes _alpha_kernel compares with (the layout it reads from _state).
