@@ -102,7 +102,7 @@ struct Lanes {
 // block of the chunk. Measured on bf16 input: a plain running sum over 1023 elements erred
 // 3.5 times more than torch.sum (which cascades too); this keeps the error at torch's
 // level for the cost of a counter. Deterministic: the levels fold at fixed block counts.
-template <typename scalar_t, int kSums, int kGroups = 2>
+template <typename scalar_t, int kSums, int kGroups = 1>
 struct CascadeSum {
   using L = Lanes<scalar_t>;
   using fVec = typename L::fVec;
@@ -131,10 +131,11 @@ struct CascadeSum {
   // add's latency per block, so runs of kGroups whole groups of kFold blocks go into
   // kGroups sets of accumulators side by side: each group's sum starts from zero, as level
   // 0 does after a fold, and the groups are folded in their order, so every sum keeps its
-  // bits (measured: the fp32 statistics of an MNIST MLP's 269,322 elements in half the
-  // time). The groups are kFold blocks apart, so each input is read as kGroups streams:
-  // from memory one stream per input is faster (docs/PERFORMANCE.md, 'SecantAdam's
-  // memory'); a kernel chooses kGroups for where its inputs come from.
+  // bits. The groups are kFold blocks apart, so each input is read as kGroups streams: in
+  // a step, where the inputs come from memory, one stream per input was faster for every
+  // size measured (docs/PERFORMANCE.md, 'SecantAdam's memory'), so one group is the
+  // default; a microbenchmark on warm data favours two (an MNIST MLP's 269,322 elements
+  // in half the time).
   template <typename F>
   void add_blocks(int64_t begin, int64_t end, const F& add) {
     constexpr int64_t kWidth = L::kWidth;
