@@ -67,11 +67,11 @@ def _timed_step(opt, closure) -> Callable[[], float]:
 
 def secant_adam_cases(elements, tensors, backend: str) -> Dict[str, Callable[[], float]]:
     """SecantAdam's three kinds of step, each on parameters of its own: the plain step
-    (neither measures nor keeps u: 7 steps in 8 of the default schedule), the step before a
-    measurement (keeps u) and the measuring step (the look-back, its statistics, the
-    update). ``curvature_every=2`` without a warm-up alternates the last two (a measuring
-    step then does not keep u, as after the default warm-up); each of those cases first
-    steps past the other kind, untimed, when it is due."""
+    (6 steps in 8 of the default schedule), the step before a measurement (the same passes;
+    it keeps the step size of u for the next one) and the measuring step (u recomputed, the
+    look-back, its statistics, the update). ``curvature_every=2`` without a warm-up
+    alternates the last two; each of those cases first steps past the other kind, untimed,
+    when it is due."""
     params, grad_sets = make_problem(elements, tensors)
     plain = secant_ext.SecantAdam(params, backend=backend, average=False,
                                   curvature_every=1 << 40, curvature_warmup=0)

@@ -361,9 +361,10 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg:
     The bias corrections multiply by their reciprocals (formed in float64), so the one
     division left is the one by the denominator: divisions bound the kernels' speed.
 
-    and, when ``u`` is given, ``u <- eta (d + weight_decay x)``: the step, kept for the next
-    measurement; when ``avg`` is given, ``average(avg, x, state)`` on the new ``x`` (in the
-    same pass in the kernels). Nothing changes when the group state says the step was
+    When ``u`` is given, ``u <- eta (d + weight_decay x)``: the step written out (the tests
+    hold ``adam_previous_step`` to it; SecantAdam recomputes it rather than keep it). When
+    ``avg`` is given, ``average(avg, x, state)`` on the new ``x`` (in the same pass in the
+    kernels). Nothing changes when the group state says the step was
     skipped."""
     skip = state[_layout.LAST_SKIPPED] != 0
     for i, (xi, gi, mi, vi) in enumerate(zip(x, g, m, v)):

@@ -4,8 +4,8 @@ and ``adam_update`` (docs/ALGORITHM.md, 'SecantAdam').
 - ``adam_stats``: row ``r`` of the ``[P, NUM_STATS]`` table sums ``<u, y>, <u, s>, |y|^2,
   |g|^2`` (``y = g_plus - s``) over a fixed run of chunks, as ``stats`` does: no atomics.
 - ``adam_alpha``: one program sums the table in float64 and writes the group state.
-- ``adam_update``: one program per chunk: Adam's moments, the step, the kept step ``u`` and
-  the averaged iterate.
+- ``adam_update``: one program per chunk: Adam's moments, the step and the averaged
+  iterate (and ``u`` written out when asked: the tests' record of the update's step).
 - ``adam_previous_step``: one program per chunk: the step ``u`` the last update took,
   recomputed from ``x``, ``m``, ``v`` and the state.
 
