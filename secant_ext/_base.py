@@ -9,8 +9,8 @@ One step, for every param group:
    point ``x_t + offset`` (the rule's ``_lookahead_offsets``: the SGD family's probe
    gradient ``s``, SecantAdam's previous step ``u``). ``_lookahead`` restores the
    parameters exactly and replays the RNG.
-3. The rule's ``_apply`` runs its three phases on the device (statistics, step size,
-   update), with the statistics summed over ranks and groups by the driver in between.
+3. ``_apply`` runs the rule's three phases on the device (``_statistics``, ``_step_size``,
+   ``_update``), with the statistics summed over ranks and groups in between.
 
 The buckets the kernels take come from ``_plan`` (kept from step to step while nothing
 changes). Gradients are *moved* out of ``p.grad`` after each evaluation, never copied;
@@ -25,7 +25,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from . import _checkpoint, _layout as layout, _options, _plan
+from . import _backends, _checkpoint, _layout as layout, _options, _plan
 from . import distributed as _distributed
 from ._grads import GradientLedger
 from ._lookahead import Lookahead, RngState
@@ -74,10 +74,10 @@ class SecantOptimizer(Optimizer):
     The driver runs the closures, keeps the gradients, evaluates the lookahead point and
     sums the statistics over ranks; it is the only code that touches ``p.grad`` and
     ``p.data``. A rule (``SecantAdam``, ``_sgd_family.SecantSGDFamily``) is a subclass that
-    builds its ``defaults`` and says, through four hooks, which steps measure
+    builds its ``defaults`` and says, through its hooks, which steps measure
     (``_due_to_measure``), where the lookahead point is (``_lookahead_offsets``), what a
-    fresh group state holds (``_initial_state_values``) and how the statistics, step size
-    and update run on the device (``_apply``).
+    fresh group state holds (``_initial_state_values``) and how its three phases run on the
+    device (``_statistics``, ``_step_size``, ``_update``), which ``_apply`` calls in order.
     """
 
     # How the plan lays out the per-tensor sums: only the scaled sign step has any.
@@ -126,9 +126,18 @@ class SecantOptimizer(Optimizer):
         empty: they stay at ``x_t``."""
         raise NotImplementedError
 
-    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
-        """The statistics, the step size and the update of every group whose gradients are
-        in. ``separate_grads``: the training gradient is not the probe gradient."""
+    def _statistics(self, w: _plan.GroupWork, b, separate_grads: bool) -> torch.Tensor:
+        """Phase 1 on one bucket: its table of partial sums. ``separate_grads``: the
+        training gradient is not the probe gradient."""
+        raise NotImplementedError
+
+    def _step_size(self, i: int, w: _plan.GroupWork) -> None:
+        """Phase 2 of the ``i``-th group's work, on the device, from its summed statistics
+        ``w.combined`` (``_backend_of(w)`` runs it)."""
+        raise NotImplementedError
+
+    def _update(self, w: _plan.GroupWork, b) -> None:
+        """Phase 3 on one bucket: the parameters (and the rule's buffers) moved."""
         raise NotImplementedError
 
     def _initial_state_values(self) -> List[float]:
@@ -372,6 +381,34 @@ class SecantOptimizer(Optimizer):
                 "Trainer, which calls step() without one, use "
                 "secant_ext.huggingface.SecantTrainer; docs/INTEGRATIONS.md shows a plain "
                 "loop, Lightning, accelerate and the Trainer.")
+
+    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
+        """The rule's three phases for every group whose gradients are in: the statistics
+        of each bucket, summed per group (and over ranks); every group's step size (and
+        ``nonfinite="raise"`` check) before any update, so a raise leaves all groups at
+        ``x_t``, not only the offending one; then the update of each bucket."""
+        for w in work:
+            w.state = self._group_state(w.group)
+            _write_step_inputs(w.state, w.group, self._inputs_written)
+            for b in w.buckets:
+                b.table = self._statistics(w, b, separate_grads)
+        self._reduce_tables(work)
+        self._share_grad_norm(work)
+        for i, w in enumerate(work):
+            self._step_size(i, w)
+        for w in work:
+            if w.group["nonfinite"] == "raise":
+                self._raise_if_skipped(w.state, work)
+        for w in work:
+            for b in w.buckets:
+                self._update(w, b)
+
+    @staticmethod
+    def _backend_of(w: _plan.GroupWork):
+        """The backend of a group's step-size phase: its buckets', or (no bucket on this
+        rank) the one its option resolves to for the state's device."""
+        return w.buckets[0].backend if w.buckets else \
+            _backends.resolve(w.group["backend"], w.state.device)
 
     def _share_grad_norm(self, work: List[_plan.GroupWork]) -> None:
         """``max_grad_norm`` clips by the norm over the whole model, as

@@ -12,8 +12,8 @@ from typing import List
 
 import torch
 
-from . import _backends, _layout as layout, _options, _plan
-from ._base import SecantOptimizer, _write_step_inputs
+from . import _layout as layout, _options, _plan
+from ._base import SecantOptimizer
 
 
 class SecantSGDFamily(SecantOptimizer):
@@ -51,39 +51,22 @@ class SecantSGDFamily(SecantOptimizer):
             w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
         return any(w.measure for w in work) or not work
 
-    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
-        """The statistics, alpha and the update of every group whose gradients are in.
-        ``separate_grads``: the training gradient is not the probe gradient."""
-        options = {}
-        for w in work:
-            w.state = self._group_state(w.group)
-            _write_step_inputs(w.state, w.group, self._inputs_written)
-            options[id(w)] = opts = w.options
-            for b in w.buckets:
-                b.momenta = self._kernel_buffers(b, "momentum_buffer") \
-                    if opts["momentum"] > 0 else []
-                # x and m form the direction, which only the scaled sign step's sums read:
-                # other steps pass none (each list costs a conversion per tensor)
-                sign = w.sign_mode == layout.SIGN_SCALED
-                b.table = b.backend.secant_stats(
-                    b.probes, b.lookahead_grads, b.grads if separate_grads else [],
-                    b.tensors if sign else [], b.momenta if sign else [], w.state, **opts)
-        self._reduce_tables(work)
-        self._share_grad_norm(work)
-        # Every group's alpha (and nonfinite="raise" check) before any update, so a raise
-        # leaves all groups at x_t, not only the offending one.
-        for w in work:
-            backend = w.buckets[0].backend if w.buckets else \
-                _backends.resolve(w.group["backend"], w.state.device)
-            backend.secant_alpha(w.combined, w.state, rule=layout.RULES[w.group["rule"]],
-                                 safeguard=w.group["safeguard"], measure=w.measure)
-        for w in work:
-            if w.group["nonfinite"] == "raise":
-                self._raise_if_skipped(w.state, work)
-        for w in work:
-            for b in w.buckets:
-                b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state,
-                                 **options[id(w)])
-                if w.group["average"]:
-                    b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors,
-                                      w.state)
+    def _statistics(self, w: _plan.GroupWork, b, separate_grads: bool) -> torch.Tensor:
+        b.momenta = self._kernel_buffers(b, "momentum_buffer") \
+            if w.group.get("momentum", 0.0) > 0 else []
+        # x and m form the direction, which only the scaled sign step's sums read: other
+        # steps pass none (each list costs a conversion per tensor)
+        sign = w.sign_mode == layout.SIGN_SCALED
+        return b.backend.secant_stats(
+            b.probes, b.lookahead_grads, b.grads if separate_grads else [],
+            b.tensors if sign else [], b.momenta if sign else [], w.state, **w.options)
+
+    def _step_size(self, i: int, w: _plan.GroupWork) -> None:
+        self._backend_of(w).secant_alpha(
+            w.combined, w.state, rule=layout.RULES[w.group["rule"]],
+            safeguard=w.group["safeguard"], measure=w.measure)
+
+    def _update(self, w: _plan.GroupWork, b) -> None:
+        b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state, **w.options)
+        if w.group["average"]:
+            b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors, w.state)

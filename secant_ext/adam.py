@@ -5,8 +5,8 @@ from typing import List
 
 import torch
 
-from . import _backends, _layout as layout, _options, _plan
-from ._base import SecantOptimizer, _write_step_inputs
+from . import _layout as layout, _options, _plan
+from ._base import SecantOptimizer
 from ._stats import SecantAdamStats
 
 
@@ -62,8 +62,10 @@ class SecantAdam(SecantOptimizer):
     and ``average_buffer`` with ``average=True``: 12 bytes per fp32 parameter, 8 (AdamW's)
     without the average. The previous step ``u`` is recomputed from them on a measuring
     step, which alone holds one more buffer, for ``u`` and the lookahead point (4 bytes,
-    let go at its end; 8 with the in-place lookahead's backup). ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta, ``step_size`` the
-    applied step (``eta * lr * clip``), ``a`` and ``b`` the latest measurement (also in
+    let go at its end; 8 with the in-place lookahead's backup).
+
+    ``last_stats`` (a ``SecantAdamStats``): ``alpha`` is eta, ``step_size`` the applied step
+    (``eta * lr * clip``), ``a`` and ``b`` the latest measurement (also in
     ``dot``/``curvature`` and ``s_sq``), ``avg_a`` and ``avg_c`` the averages that set eta,
     ``measured`` whether the step measured, ``guarded`` whether a measurement moved eta by
     the growth factor because an average was not positive.
@@ -113,7 +115,7 @@ class SecantAdam(SecantOptimizer):
         """The previous step ``u``: the lookahead point is the previous iterate. ``u`` is
         not kept between steps: ``adam_previous_step`` recomputes it from ``x``, ``m``, ``v``
         and the group state into a buffer this step alone holds. The swap lookahead then
-        writes ``x + u`` over it, and ``_apply`` recomputes ``u`` there for the
+        writes ``x + u`` over it, and ``_statistics`` recomputes ``u`` there for the
         statistics: one buffer for the step, not two. A group that does not measure on
         this step (another group's schedule does) stays at ``x_t``: its last step may not
         be the one its state describes, and moving it would disturb the measuring groups'
@@ -139,39 +141,26 @@ class SecantAdam(SecantOptimizer):
         return values
 
     # -- the phases ---------------------------------------------------------------------
-    def _apply(self, work: List[_plan.GroupWork], separate_grads: bool) -> None:
-        for w in work:
-            w.state = self._group_state(w.group)
-            _write_step_inputs(w.state, w.group, self._inputs_written)
-            for b in w.buckets:  # (b.offsets: u on a measuring step, else empty)
-                if w.measure and w.lookahead == "swap":  # x + u is there: u again
-                    self._previous_step(w, b, b.offsets)
-                b.table = b.backend.adam_stats(
-                    b.offsets, b.lookahead_grads if w.measure else [], b.probes,
-                    b.grads if separate_grads else [], w.state)
-        self._reduce_tables(work)
-        self._share_grad_norm(work)
-        for i, w in enumerate(work):
-            self._step_size(i, w)
-        for w in work:
-            if w.group["nonfinite"] == "raise":
-                self._raise_if_skipped(w.state, work)
-        for w in work:
-            beta1, beta2 = w.group["betas"]
-            for b in w.buckets:
-                b.backend.adam_update(  # the average in the same pass (4 bytes fewer)
-                    b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
-                    self._kernel_buffers(b, "exp_avg_sq"), [],
-                    self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
-                    w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
-                    weight_decay=w.group["weight_decay"])
+    def _statistics(self, w: _plan.GroupWork, b, separate_grads: bool) -> torch.Tensor:
+        # (b.offsets: u on a measuring step, else empty)
+        if w.measure and w.lookahead == "swap":  # x + u is there: u again
+            self._previous_step(w, b, b.offsets)
+        return b.backend.adam_stats(b.offsets, b.lookahead_grads if w.measure else [],
+                                    b.probes, b.grads if separate_grads else [], w.state)
 
     def _step_size(self, i: int, w: _plan.GroupWork) -> None:
-        """The step-size phase of the ``i``-th group's work: ``adam_alpha`` on the device,
-        from the group's summed statistics ``w.combined``."""
-        backend = w.buckets[0].backend if w.buckets else \
-            _backends.resolve(w.group["backend"], w.state.device)
+        """``adam_alpha`` on the device, from the group's summed statistics (the one method
+        a variant of the rule replaces: ``experiments/adam_rules.py``)."""
         beta1, beta2 = w.group["betas"]
-        backend.adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
-                           ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
-                           measure=w.measure, record=w.record)
+        self._backend_of(w).adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
+                                       ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
+                                       measure=w.measure, record=w.record)
+
+    def _update(self, w: _plan.GroupWork, b) -> None:
+        beta1, beta2 = w.group["betas"]
+        b.backend.adam_update(  # the average in the same pass (4 bytes fewer)
+            b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
+            self._kernel_buffers(b, "exp_avg_sq"), [],
+            self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
+            w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
+            weight_decay=w.group["weight_decay"])
