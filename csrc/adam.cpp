@@ -75,6 +75,16 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
   for (int64_t k = 0; k < layout::NUM_STATS; ++k) row[k] = sums.total(static_cast<int>(k));
 }
 
+// Adam's direction d = (m c1) / (sqrt(v c2) + eps) (+ wd x with kDecay): adam_update's and
+// adam_previous_step's, in their one order of operations (the reference's _adam_direction).
+template <bool kDecay, typename fVec>
+inline fVec adam_direction(const fVec& m, const fVec& v, const fVec& x, const fVec& c1,
+                           const fVec& c2, const fVec& eps, const fVec& wd) {
+  fVec d = (m * c1) / ((v * c2).sqrt() + eps);
+  if constexpr (kDecay) d = d + wd * x;
+  return d;
+}
+
 // x, m, v (u when kRecord, the average when kAverage) over [begin, end) of one tensor.
 // kDecay: weight_decay != 0.
 template <bool kDecay, bool kRecord, bool kAverage, typename scalar_t, typename opmath_t>
@@ -99,9 +109,7 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
     for (int j = 0; j < L::kVecs; ++j) {
       mv[j] = vb1 * mv[j] + vomb1 * gv[j];
       vv[j] = vb2 * vv[j] + vomb2 * (gv[j] * gv[j]);
-      fVec d = (mv[j] * vc1) / ((vv[j] * vc2).sqrt() + veps);
-      if constexpr (kDecay) d = d + vwd * xv[j];
-      uv[j] = vstep * d;
+      uv[j] = vstep * adam_direction<kDecay>(mv[j], vv[j], xv[j], vc1, vc2, veps, vwd);
       xv[j] = xv[j] - uv[j];
     }
     L::store(x + i, cnt, xv);
@@ -133,9 +141,7 @@ void adam_previous_step_segment(const scalar_t* x, const scalar_t* m, const scal
     L::load(m + i, cnt, mv);
     L::load(v + i, cnt, vv);
     for (int j = 0; j < L::kVecs; ++j) {
-      fVec d = (mv[j] * vc1) / ((vv[j] * vc2).sqrt() + veps);  // adam_update's own order
-      if constexpr (kDecay) d = d + vwd * xv[j];
-      uv[j] = vstep * d;
+      uv[j] = vstep * adam_direction<kDecay>(mv[j], vv[j], xv[j], vc1, vc2, veps, vwd);
       if constexpr (kDecay) uv[j] = uv[j] * vr;
     }
     L::store(u + i, cnt, uv);

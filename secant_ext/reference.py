@@ -321,6 +321,20 @@ def _sqrt_rn(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64).sqrt().to(t.dtype)
 
 
+def _adam_direction(m: torch.Tensor, v: torch.Tensor, x: torch.Tensor, state: torch.Tensor,
+                    eps: float, weight_decay: float) -> torch.Tensor:
+    """``d = (m c1) / (sqrt(v c2) + eps) + weight_decay x`` in ``x``'s dtype, the bias
+    corrections' reciprocals formed in float64: ``adam_update``'s direction and
+    ``adam_previous_step``'s, in their one order of operations."""
+    dt = x.dtype
+    c1 = (1 / (1 - state[_layout.BETA1_POWER])).to(dt)
+    c2 = (1 / (1 - state[_layout.BETA2_POWER])).to(dt)
+    d = (m * c1) / (_sqrt_rn(v * c2) + eps)
+    if weight_decay != 0:
+        d = d + weight_decay * x
+    return d
+
+
 def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: torch.Tensor, *,
                        eps: float, weight_decay: float) -> None:
     """``u``: the step the last applied ``adam_update`` took, recomputed from what it left
@@ -337,15 +351,9 @@ def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: to
     ``PREV_STEP_SCALE == 0`` (no step to look back along) gives ``u = 0``."""
     scale = state[_layout.PREV_STEP_SCALE]
     for xi, mi, vi, ui in zip(x, m, v, u):
-        dt = xi.dtype
-        c1 = (1 / (1 - state[_layout.BETA1_POWER])).to(dt)
-        c2 = (1 / (1 - state[_layout.BETA2_POWER])).to(dt)
-        d = (mi * c1) / (_sqrt_rn(vi * c2) + eps)
+        step = scale.to(xi.dtype) * _adam_direction(mi, vi, xi, state, eps, weight_decay)
         if weight_decay != 0:
-            d = d + weight_decay * xi
-        step = scale.to(dt) * d
-        if weight_decay != 0:
-            step = step * (1 / (1 - scale * weight_decay)).to(dt)
+            step = step * (1 / (1 - scale * weight_decay)).to(xi.dtype)
         ui.copy_(step)
 
 
@@ -368,16 +376,10 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg:
     skipped."""
     skip = state[_layout.LAST_SKIPPED] != 0
     for i, (xi, gi, mi, vi) in enumerate(zip(x, g, m, v)):
-        dt = xi.dtype
-        step = state[_layout.STEP_SIZE].to(dt)
-        c1 = (1 / (1 - state[_layout.BETA1_POWER])).to(dt)
-        c2 = (1 / (1 - state[_layout.BETA2_POWER])).to(dt)
+        step = state[_layout.STEP_SIZE].to(xi.dtype)
         m_new = beta1 * mi + (1 - beta1) * gi
         v_new = beta2 * vi + (1 - beta2) * (gi * gi)
-        d = (m_new * c1) / (_sqrt_rn(v_new * c2) + eps)
-        if weight_decay != 0:
-            d = d + weight_decay * xi
-        ui = step * d
+        ui = step * _adam_direction(m_new, v_new, xi, state, eps, weight_decay)
         if len(u):
             u[i].copy_(torch.where(skip, u[i], ui))
         xi.copy_(torch.where(skip, xi, xi - ui))

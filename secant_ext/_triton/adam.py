@@ -216,6 +216,17 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
 
 # --- adam_update --------------------------------------------------------------------------
 @triton.jit
+def _adam_direction(m, v, c1, c2, eps, ACC: tl.constexpr):
+    """``(m c1) / (sqrt(v c2) + eps)``: adam_update's and adam_previous_step's direction in
+    their one order of operations (before weight decay)."""
+    if ACC == tl.float64:  # fp64 division and square root are correctly rounded as they are
+        d = (m * c1) / (tl.sqrt(v * c2) + eps)
+    else:
+        d = tl.div_rn(m * c1, tl.sqrt_rn(v * c2) + eps)
+    return d
+
+
+@triton.jit
 def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, n_left, b1,
                        omb1, b2, omb2, c1, c2, eps, wd, step, w, MASKED: tl.constexpr,
                        ALIGNED: tl.constexpr, DTYPE: tl.constexpr, ACC: tl.constexpr,
@@ -229,10 +240,7 @@ def _adam_update_block(x_ptr, g_ptr, m_ptr, v_ptr, u_ptr, avg_ptr, off, lanes, n
     v = load_block(v_base, lanes, n_left, MASKED, ACC)
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * (g * g)
-    if ACC == tl.float64:  # fp64 division and square root are correctly rounded as they are
-        d = (m * c1) / (tl.sqrt(v * c2) + eps)
-    else:
-        d = tl.div_rn(m * c1, tl.sqrt_rn(v * c2) + eps)
+    d = _adam_direction(m, v, c1, c2, eps, ACC)
     if HAS_WD:
         d = d + wd * x
     u = step * d
@@ -325,10 +333,7 @@ def _adam_previous_step_block(x_ptr, m_ptr, v_ptr, u_ptr, off, lanes, n_left, c1
                               DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_WD: tl.constexpr):
     m = load_block(block_base(m_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
     v = load_block(block_base(v_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
-    if ACC == tl.float64:  # adam_update's order of operations
-        d = (m * c1) / (tl.sqrt(v * c2) + eps)
-    else:
-        d = tl.div_rn(m * c1, tl.sqrt_rn(v * c2) + eps)
+    d = _adam_direction(m, v, c1, c2, eps, ACC)
     if HAS_WD:
         d = d + wd * load_block(block_base(x_ptr, off, ALIGNED), lanes, n_left, MASKED, ACC)
     u = step * d
