@@ -15,7 +15,7 @@
 
 #include "float_lanes.h"
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 #include "step_size_end.h"
 
 namespace secant_ext {
@@ -312,11 +312,11 @@ void adam_previous_step_cpu(at::TensorList x, at::TensorList m, at::TensorList v
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("adam_stats", &secant_ext::adam_stats_cpu);
-  m.impl("adam_alpha", &secant_ext::adam_alpha_cpu);
-  m.impl("adam_update", &secant_ext::adam_update_cpu);
-  m.impl("adam_previous_step", &secant_ext::adam_previous_step_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::adam_stats_cpu>(m, "adam_stats");
+  secant_ext::direct_calls::impl<&secant_ext::adam_alpha_cpu>(m, "adam_alpha");
+  secant_ext::direct_calls::impl<&secant_ext::adam_update_cpu>(m, "adam_update");
+  secant_ext::direct_calls::impl<&secant_ext::adam_previous_step_cpu>(m, "adam_previous_step");
 }

@@ -7,7 +7,7 @@
 
 #include "float_lanes.h"
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 
 namespace secant_ext {
 
@@ -42,8 +42,8 @@ void average_cpu(at::TensorList avg, at::TensorList x, const at::Tensor& state) 
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("average", &secant_ext::average_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::average_cpu>(m, "average");
 }

@@ -17,6 +17,7 @@
 //   keyword, or no tensor at all;
 // - a torch function or dispatch mode, extra dispatch keys in this thread's local set, or
 //   grad mode on (where the autograd fallback may act).
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/record_function.h>
 #include <ATen/PythonTorchFunctionTLS.h>
@@ -26,44 +27,98 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/object_ptr.h>
 
-#include <array>
-#include <vector>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
 
 #include "direct_calls.h"
-#include "ops.h"
 
 namespace secant_ext {
+namespace direct_calls {
 
 namespace {
 
-enum class Kind { kTensors, kTensor, kFloat, kInt, kBool };
-
 struct Param {
-  const char* name;
+  std::string name;
   Kind kind;
   int default_bool = -1;  // the default of an optional bool (measure=True), or -1: required
 };
 
-constexpr int kMaxParams = 11;
-
-// An op's schema, as register.cpp defines it: `positional` leading parameters, the rest
+// An op's parameters, as its registered schema has them: `positional` leading ones, the rest
 // keyword-only.
 struct Signature {
-  const char* op;         // the name under torch.ops.secant_ext
-  const char* qualified;  // the profiler's name of the op
-  int positional;
+  std::string qualified;  // "secant_ext::<op>", the profiler's name of the op
+  int positional = 0;
   std::vector<Param> params;
 };
 
-// One call's converted arguments, by parameter index.
-struct Values {
-  std::array<std::vector<at::Tensor>, kMaxParams> lists;
-  std::array<at::Tensor, kMaxParams> tensors;
-  std::array<double, kMaxParams> floats{};
-  std::array<int64_t, kMaxParams> ints{};
-  std::array<bool, kMaxParams> bools{};
-  bool any_tensor = false;  // without one the dispatcher has no device to choose a kernel by
+// One registered direct call.
+struct Entry {
+  const char* name;  // the op's name under torch.ops.secant_ext
+  Run run;
+  std::vector<Kind> kinds;  // of the kernel's arguments
+  bool returns_tensor;
+  std::once_flag once;
+  std::optional<Signature> signature;  // read from the dispatcher on the first call
 };
+
+std::deque<Entry>& entries() {  // a deque: the entries' addresses outlive later additions
+  static std::deque<Entry> all;
+  return all;
+}
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::kTensors: return "Tensor[]";
+    case Kind::kTensor: return "Tensor";
+    case Kind::kFloat: return "float";
+    case Kind::kInt: return "int";
+    case Kind::kBool: return "bool";
+  }
+  return "?";
+}
+
+std::optional<Kind> kind_of(const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::ListType &&
+      type->expectRef<c10::ListType>().getElementType()->kind() == c10::TypeKind::TensorType) {
+    return Kind::kTensors;
+  }
+  switch (type->kind()) {
+    case c10::TypeKind::TensorType: return Kind::kTensor;
+    case c10::TypeKind::FloatType: return Kind::kFloat;
+    case c10::TypeKind::IntType: return Kind::kInt;
+    case c10::TypeKind::BoolType: return Kind::kBool;
+    default: return std::nullopt;
+  }
+}
+
+// The op's signature from the schema it is registered under, checked against the kernel's
+// argument kinds (the dispatcher checked the types when the kernel was registered).
+Signature signature_of(const Entry& entry) {
+  const std::string qualified = std::string("secant_ext::") + entry.name;
+  const auto op = c10::Dispatcher::singleton().findSchema({qualified, ""});
+  TORCH_CHECK(op.has_value(), qualified, " is not defined: the ops are defined by "
+              "secant_ext._ops.load_cpp() (import secant_ext, then use an optimizer)");
+  const auto& args = op->schema().arguments();
+  TORCH_CHECK(args.size() == entry.kinds.size() && args.size() <= kMaxParams, qualified,
+              " takes ", args.size(), " arguments, its CPU kernel ", entry.kinds.size());
+  Signature sig{qualified, 0, {}};
+  for (size_t j = 0; j < args.size(); ++j) {
+    const auto kind = kind_of(args[j].type());
+    TORCH_CHECK(kind == entry.kinds[j], qualified, ": argument ", args[j].name(), " is ",
+                args[j].type()->str(), " in the schema, ", kind_name(entry.kinds[j]),
+                " in the CPU kernel");
+    Param param{args[j].name(), *kind, -1};
+    if (args[j].default_value().has_value()) {
+      TORCH_CHECK(*kind == Kind::kBool, qualified, ": only a bool argument may have a default");
+      param.default_bool = args[j].default_value()->toBool() ? 1 : 0;
+    }
+    sig.positional += args[j].kwarg_only() ? 0 : 1;
+    sig.params.push_back(std::move(param));
+  }
+  return sig;
+}
 
 // The dispatch keys of a plain dense CPU tensor.
 c10::DispatchKeySet plain_cpu_keys() {
@@ -140,7 +195,7 @@ bool parse(const Signature& sig, PyObject* const* args, Py_ssize_t nargs, PyObje
   for (Py_ssize_t k = 0; k < nkw; ++k) {
     PyObject* name = PyTuple_GET_ITEM(kwnames, k);
     int j = 0;
-    while (j < n && PyUnicode_CompareWithASCIIString(name, sig.params[j].name) != 0) ++j;
+    while (j < n && PyUnicode_CompareWithASCIIString(name, sig.params[j].name.c_str()) != 0) ++j;
     if (j == n || given[j] != nullptr) return false;
     given[j] = args[nargs + k];
   }
@@ -164,14 +219,14 @@ bool dispatcher_would_only_call_the_kernel() {
 }
 
 // The call, made as torch.ops.secant_ext.<op>(*args, **kwargs).
-PyObject* call_op(const Signature& sig, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+PyObject* call_op(const char* name, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   THPObjectPtr torch_module(PyImport_ImportModule("torch"));
   if (!torch_module) return nullptr;
   THPObjectPtr ops(PyObject_GetAttrString(torch_module.get(), "ops"));
   if (!ops) return nullptr;
   THPObjectPtr ns(PyObject_GetAttrString(ops.get(), "secant_ext"));
   if (!ns) return nullptr;
-  THPObjectPtr op(PyObject_GetAttrString(ns.get(), sig.op));
+  THPObjectPtr op(PyObject_GetAttrString(ns.get(), name));
   if (!op) return nullptr;
   return PyObject_Vectorcall(op.get(), args, nargsf, kwnames);
 }
@@ -188,139 +243,55 @@ class WithoutGil {
   PyThreadState* state_;
 };
 
-PyObject* result(std::nullptr_t) { Py_RETURN_NONE; }
-PyObject* result(at::Tensor t) { return THPVariable_Wrap(std::move(t)); }
-
-// The vectorcall of one op: `run(values)` calls its kernel.
-template <const Signature* sig, auto run>
-PyObject* direct(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+// The vectorcall of every direct call; `self` is a capsule holding the op's Entry.
+PyObject* direct(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   HANDLE_TH_ERRORS
+  auto* entry = static_cast<Entry*>(PyCapsule_GetPointer(self, nullptr));
+  if (entry == nullptr) return nullptr;
+  std::call_once(entry->once, [entry] { entry->signature = signature_of(*entry); });
+  const Signature& sig = *entry->signature;
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   Values v;
-  if (!dispatcher_would_only_call_the_kernel() || !parse(*sig, args, nargs, kwnames, v)) {
-    return call_op(*sig, args, static_cast<size_t>(nargsf), kwnames);
+  if (!dispatcher_would_only_call_the_kernel() || !parse(sig, args, nargs, kwnames, v)) {
+    return call_op(entry->name, args, static_cast<size_t>(nargsf), kwnames);
   }
-  RECORD_FUNCTION(sig->qualified, std::vector<c10::IValue>());
-  auto out = [&] {
+  RECORD_FUNCTION(sig.qualified.c_str(), std::vector<c10::IValue>());
+  at::Tensor out;
+  {
     WithoutGil released;
-    return run(v);
-  }();
-  return result(std::move(out));
+    out = entry->run(v);
+  }
+  if (!entry->returns_tensor) Py_RETURN_NONE;
+  return THPVariable_Wrap(std::move(out));
   END_HANDLE_TH_ERRORS
-}
-
-// The schemas of secant_ext/_op_table.py (tests/test_op_table.py checks each against it, and
-// tests/test_direct_calls.py compares each call with torch.ops).
-using K = Kind;
-const Signature kLookahead{"lookahead", "secant_ext::lookahead", 3,
-                           {{"x", K::kTensors}, {"s", K::kTensors}, {"out", K::kTensors}}};
-const Signature kLookaheadInplace{
-    "lookahead_inplace", "secant_ext::lookahead_inplace", 3,
-    {{"x", K::kTensors}, {"s", K::kTensors}, {"backup", K::kTensors}}};
-const Signature kRestore{"restore", "secant_ext::restore", 2,
-                         {{"x", K::kTensors}, {"backup", K::kTensors}}};
-const Signature kAverage{"average", "secant_ext::average", 3,
-                         {{"avg", K::kTensors}, {"x", K::kTensors}, {"state", K::kTensor}}};
-const Signature kSecantStats{
-    "secant_stats", "secant_ext::secant_stats", 6,
-    {{"s", K::kTensors}, {"g_plus", K::kTensors}, {"g", K::kTensors}, {"x", K::kTensors},
-     {"m", K::kTensors}, {"state", K::kTensor}, {"momentum", K::kFloat},
-     {"nesterov", K::kBool}, {"weight_decay", K::kFloat}, {"sign_mode", K::kInt}}};
-const Signature kSecantAlpha{"secant_alpha", "secant_ext::secant_alpha", 2,
-                             {{"stats", K::kTensor}, {"state", K::kTensor}, {"rule", K::kInt},
-                              {"safeguard", K::kBool}, {"measure", K::kBool, 1}}};
-const Signature kUpdate{
-    "update", "secant_ext::update", 5,
-    {{"x", K::kTensors}, {"g", K::kTensors}, {"m", K::kTensors}, {"stats", K::kTensor},
-     {"state", K::kTensor}, {"momentum", K::kFloat}, {"nesterov", K::kBool},
-     {"weight_decay", K::kFloat}, {"sign_mode", K::kInt}}};
-const Signature kAdamStats{"adam_stats", "secant_ext::adam_stats", 5,
-                           {{"u", K::kTensors}, {"g_plus", K::kTensors}, {"s", K::kTensors},
-                            {"g", K::kTensors}, {"state", K::kTensor}}};
-const Signature kAdamAlpha{
-    "adam_alpha", "secant_ext::adam_alpha", 2,
-    {{"stats", K::kTensor}, {"state", K::kTensor}, {"beta1", K::kFloat}, {"beta2", K::kFloat},
-     {"ema", K::kFloat}, {"growth", K::kFloat}, {"measure", K::kBool}, {"record", K::kBool}}};
-const Signature kAdamUpdate{
-    "adam_update", "secant_ext::adam_update", 7,
-    {{"x", K::kTensors}, {"g", K::kTensors}, {"m", K::kTensors}, {"v", K::kTensors},
-     {"u", K::kTensors}, {"avg", K::kTensors}, {"state", K::kTensor}, {"beta1", K::kFloat},
-     {"beta2", K::kFloat}, {"eps", K::kFloat}, {"weight_decay", K::kFloat}}};
-const Signature kAdamPreviousStep{
-    "adam_previous_step", "secant_ext::adam_previous_step", 5,
-    {{"x", K::kTensors}, {"m", K::kTensors}, {"v", K::kTensors}, {"u", K::kTensors},
-     {"state", K::kTensor}, {"eps", K::kFloat}, {"weight_decay", K::kFloat}}};
-
-std::nullptr_t run_lookahead(Values& v) {
-  lookahead_cpu(v.lists[0], v.lists[1], v.lists[2]);
-  return nullptr;
-}
-std::nullptr_t run_lookahead_inplace(Values& v) {
-  lookahead_inplace_cpu(v.lists[0], v.lists[1], v.lists[2]);
-  return nullptr;
-}
-std::nullptr_t run_restore(Values& v) {
-  restore_cpu(v.lists[0], v.lists[1]);
-  return nullptr;
-}
-std::nullptr_t run_average(Values& v) {
-  average_cpu(v.lists[0], v.lists[1], v.tensors[2]);
-  return nullptr;
-}
-at::Tensor run_secant_stats(Values& v) {
-  return secant_stats_cpu(v.lists[0], v.lists[1], v.lists[2], v.lists[3], v.lists[4],
-                          v.tensors[5], v.floats[6], v.bools[7], v.floats[8], v.ints[9]);
-}
-std::nullptr_t run_secant_alpha(Values& v) {
-  secant_alpha_cpu(v.tensors[0], v.tensors[1], v.ints[2], v.bools[3], v.bools[4]);
-  return nullptr;
-}
-std::nullptr_t run_update(Values& v) {
-  update_cpu(v.lists[0], v.lists[1], v.lists[2], v.tensors[3], v.tensors[4], v.floats[5],
-             v.bools[6], v.floats[7], v.ints[8]);
-  return nullptr;
-}
-at::Tensor run_adam_stats(Values& v) {
-  return adam_stats_cpu(v.lists[0], v.lists[1], v.lists[2], v.lists[3], v.tensors[4]);
-}
-std::nullptr_t run_adam_alpha(Values& v) {
-  adam_alpha_cpu(v.tensors[0], v.tensors[1], v.floats[2], v.floats[3], v.floats[4],
-                 v.floats[5], v.bools[6], v.bools[7]);
-  return nullptr;
-}
-std::nullptr_t run_adam_update(Values& v) {
-  adam_update_cpu(v.lists[0], v.lists[1], v.lists[2], v.lists[3], v.lists[4], v.lists[5],
-                  v.tensors[6], v.floats[7], v.floats[8], v.floats[9], v.floats[10]);
-  return nullptr;
-}
-std::nullptr_t run_adam_previous_step(Values& v) {
-  adam_previous_step_cpu(v.lists[0], v.lists[1], v.lists[2], v.lists[3], v.tensors[4],
-                         v.floats[5], v.floats[6]);
-  return nullptr;
-}
-
-template <const Signature* sig, auto run>
-PyMethodDef entry(const char* doc) {
-  return {sig->op, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&direct<sig, run>)),
-          METH_FASTCALL | METH_KEYWORDS, doc};
 }
 
 }  // namespace
 
-PyMethodDef kDirectCalls[] = {
-    entry<&kLookahead, run_lookahead>("torch.ops.secant_ext.lookahead, called directly"),
-    entry<&kLookaheadInplace, run_lookahead_inplace>(
-        "torch.ops.secant_ext.lookahead_inplace, called directly"),
-    entry<&kRestore, run_restore>("torch.ops.secant_ext.restore, called directly"),
-    entry<&kAverage, run_average>("torch.ops.secant_ext.average, called directly"),
-    entry<&kSecantStats, run_secant_stats>("torch.ops.secant_ext.secant_stats, called directly"),
-    entry<&kSecantAlpha, run_secant_alpha>("torch.ops.secant_ext.secant_alpha, called directly"),
-    entry<&kUpdate, run_update>("torch.ops.secant_ext.update, called directly"),
-    entry<&kAdamStats, run_adam_stats>("torch.ops.secant_ext.adam_stats, called directly"),
-    entry<&kAdamAlpha, run_adam_alpha>("torch.ops.secant_ext.adam_alpha, called directly"),
-    entry<&kAdamUpdate, run_adam_update>("torch.ops.secant_ext.adam_update, called directly"),
-    entry<&kAdamPreviousStep, run_adam_previous_step>(
-        "torch.ops.secant_ext.adam_previous_step, called directly"),
-    {nullptr, nullptr, 0, nullptr}};
+void add(const char* name, Run run, std::vector<Kind> kinds, bool returns_tensor) {
+  Entry& entry = entries().emplace_back();
+  entry.name = name;
+  entry.run = run;
+  entry.kinds = std::move(kinds);
+  entry.returns_tensor = returns_tensor;
+}
 
+int add_to_module(PyObject* module) {
+  static std::deque<PyMethodDef> defs;  // a function keeps a pointer to its definition
+  THPObjectPtr module_name(PyObject_GetAttrString(module, "__name__"));
+  if (!module_name) return -1;
+  for (Entry& entry : entries()) {
+    PyMethodDef& def = defs.emplace_back();
+    def = {entry.name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&direct)),
+           METH_FASTCALL | METH_KEYWORDS,
+           "The op of this name in torch.ops.secant_ext, called without the dispatcher"};
+    THPObjectPtr capsule(PyCapsule_New(&entry, nullptr, nullptr));
+    if (!capsule) return -1;
+    THPObjectPtr function(PyCFunction_NewEx(&def, capsule.get(), module_name.get()));
+    if (!function || PyModule_AddObjectRef(module, entry.name, function.get()) < 0) return -1;
+  }
+  return 0;
+}
+
+}  // namespace direct_calls
 }  // namespace secant_ext

@@ -6,7 +6,7 @@
 
 #include "float_lanes.h"
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 
 namespace secant_ext {
 
@@ -86,10 +86,10 @@ void restore_cpu(at::TensorList x, at::TensorList backup) {
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("lookahead", &secant_ext::lookahead_cpu);
-  m.impl("lookahead_inplace", &secant_ext::lookahead_inplace_cpu);
-  m.impl("restore", &secant_ext::restore_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::lookahead_cpu>(m, "lookahead");
+  secant_ext::direct_calls::impl<&secant_ext::lookahead_inplace_cpu>(m, "lookahead_inplace");
+  secant_ext::direct_calls::impl<&secant_ext::restore_cpu>(m, "restore");
 }

@@ -1,13 +1,13 @@
 // The Python module secant_ext._C: importing it loads this library, and with it the CPU
-// kernels each kernel file registers (TORCH_LIBRARY_IMPL). The ops' schemas are
-// secant_ext/_op_table.py's, defined from Python by secant_ext._ops.load_cpp().
+// kernels each kernel file registers (TORCH_LIBRARY_IMPL), which the module offers as direct
+// calls too (direct_calls.h). The ops' schemas are secant_ext/_op_table.py's, defined from
+// Python by secant_ext._ops.load_cpp().
 #include <Python.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include "direct_calls.h"
 #include "flat_lists.h"
 #include "host_passes.h"
-#include "ops.h"
 
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "secant_ext._C",
@@ -17,7 +17,7 @@ PyMODINIT_FUNC PyInit__C(void) {
                                -1, secant_ext::kHostPasses};
   PyObject* mod = PyModule_Create(&module);
   if (mod == nullptr) return nullptr;
-  if (PyModule_AddFunctions(mod, secant_ext::kDirectCalls) < 0) {
+  if (secant_ext::direct_calls::add_to_module(mod) < 0) {
     Py_DECREF(mod);
     return nullptr;
   }

@@ -13,7 +13,7 @@
 #include <torch/library.h>
 
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 #include "step_size_end.h"
 
 namespace secant_ext {
@@ -83,8 +83,8 @@ void secant_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, int64
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("secant_alpha", &secant_ext::secant_alpha_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::secant_alpha_cpu>(m, "secant_alpha");
 }

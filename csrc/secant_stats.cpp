@@ -9,7 +9,7 @@
 
 #include "float_lanes.h"
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 
 namespace secant_ext {
 
@@ -154,8 +154,8 @@ at::Tensor secant_stats_cpu(at::TensorList s, at::TensorList g_plus, at::TensorL
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("secant_stats", &secant_ext::secant_stats_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::secant_stats_cpu>(m, "secant_stats");
 }

@@ -9,7 +9,7 @@
 
 #include "float_lanes.h"
 #include "flat_lists.h"
-#include "ops.h"
+#include "direct_calls.h"
 
 namespace secant_ext {
 
@@ -132,8 +132,8 @@ void update_cpu(at::TensorList x, at::TensorList g, at::TensorList m, const at::
 
 }  // namespace secant_ext
 
-// The CPU kernels of this file's ops; their schemas are secant_ext/_op_table.py's, which
-// secant_ext._ops defines before the ops are used.
+// The CPU kernels of this file's ops and their direct calls (direct_calls.h); their schemas
+// are secant_ext/_op_table.py's, which secant_ext._ops defines before the ops are used.
 TORCH_LIBRARY_IMPL(secant_ext, CPU, m) {
-  m.impl("update", &secant_ext::update_cpu);
+  secant_ext::direct_calls::impl<&secant_ext::update_cpu>(m, "update");
 }

@@ -3,15 +3,17 @@
 Every backend implements each of them under the same name and signature: the reference
 (``reference.py``), Triton (``_triton/``) and C++ (``csrc/``, as the custom ops
 ``torch.ops.secant_ext.<name>``). What is derived from this table: the ops' definitions
-(``_ops.load_cpp``; C++ registers kernels only), the fake kernels of the ops that return
-nothing (``_fake``), the phases a backend must have (``_backends.PHASES``) and the ops the
-Triton launchers serve on CUDA (``_cuda_registration``). What is checked against it, by
-``tests/test_op_table.py``, which names the line to change: the direct-call signatures of
-``csrc/direct_calls.cpp`` and the fakes written out for the ops that return a tensor.
+(``_ops.load_cpp``; C++ registers kernels only), the parameters of the C++ direct calls
+(read from the registered schema on the first call), the fake kernels of the ops that
+return nothing (``_fake``), the phases a backend must have (``_backends.PHASES``), the
+launchers ``_triton`` exports and the ops they serve on CUDA (``_cuda_registration``).
+``tests/test_op_table.py`` checks the rest against it and names what to change.
 
-A new op: a row here and its kernels (the reference, a Triton launcher exported by
-``_triton/__init__``, a C++ kernel registered at the end of its file and declared in
-``csrc/ops.h``), and its direct call in ``csrc/direct_calls.cpp``, which the test names.
+A new op: a row here and its kernels. The reference function; a Triton launcher of the
+op's name in a kernel file of ``_triton.KERNEL_FILES``, with its launches listed in that
+file's ``aot_variants``; a C++ kernel registered at the end of its file in ``csrc/`` with
+``direct_calls::impl<&kernel>(m, "name")``. An op that returns a tensor also writes its
+fake kernel in ``_fake.py``.
 """
 from __future__ import annotations
 

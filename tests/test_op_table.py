@@ -1,8 +1,7 @@
 """The op table (secant_ext/_op_table.py) is where the ops' schemas are written: the ops are
-defined from it, their fake kernels derived from it where they return nothing, and the
-places that repeat it (the direct-call signatures of csrc/direct_calls.cpp, the fakes of
-the ops that return a tensor, the three backends) agree with it. A mismatch names the file
-and line to change."""
+defined from it, their direct calls' parameters read from it, their fake kernels derived
+from it where they return nothing, and what repeats it (the fakes of the ops that return a
+tensor, the three backends) agrees with it. A mismatch names what to change."""
 import pathlib
 import re
 
@@ -14,16 +13,10 @@ from secant_ext import _backends, _op_table, reference
 
 ROOT = pathlib.Path(secant_ext.__file__).parent.parent
 CSRC = ROOT / "csrc"
-DIRECT_CALLS = ROOT / "csrc" / "direct_calls.cpp"
 FAKE = ROOT / "secant_ext" / "_fake.py"
 
 needs_cpp = pytest.mark.skipif(not _backends.cpp_available(),
                                reason="the C++ extension secant_ext._C is not built")
-
-# the direct calls' argument kinds (csrc/direct_calls.cpp, enum Kind) for each schema type
-KINDS = {"Tensor[]": "kTensors", "Tensor": "kTensor", "float": "kFloat", "bool": "kBool",
-         "int": "kInt"}
-
 
 def _line_of(path: pathlib.Path, pattern: str) -> str:
     for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -62,27 +55,18 @@ def test_no_schema_is_written_in_cpp():
     assert not defining, f"schemas written in C++ at {defining}: they belong in _op_table.py"
 
 
-def _direct_call_signatures():
-    """name -> (positional count, [(argument, kind, has a default)]) from direct_calls.cpp."""
-    text = DIRECT_CALLS.read_text()
-    found = {}
-    for m in re.finditer(r'const Signature k\w+\{\s*"(\w+)", "secant_ext::(\w+)", (\d+),\s*'
-                         r'\{(.*?)\}\};', text, re.S):
-        assert m.group(1) == m.group(2), m.group(0)
-        params = re.findall(r'\{"(\w+)", K::(\w+)(, \d+)?\}', m.group(4))
-        found[m.group(1)] = (int(m.group(3)), [(a, k, bool(d)) for a, k, d in params])
-    return found
-
-
-@pytest.mark.parametrize("op", _op_table.OPS, ids=lambda op: op.name)
-def test_the_direct_calls_take_the_tables_arguments(op):
-    schema = _schema(op)
-    want = (sum(not a.kwarg_only for a in schema.arguments),
-            [(a.name, KINDS[str(a.type).replace("List[Tensor]", "Tensor[]")],
-              a.default_value is not None) for a in schema.arguments])
-    got = _direct_call_signatures().get(op.name)
-    where = _line_of(DIRECT_CALLS, rf'"{op.name}", "secant_ext::{op.name}"')
-    assert got == want, f"{where}: the direct call's signature is {got}, the table's {want}"
+@needs_cpp
+def test_each_op_has_a_direct_call():
+    """Registering a CPU kernel with ``direct_calls::impl`` makes it a function of ``_C`` of
+    the op's name, whose parameters are read from the table's schema (tests/
+    test_direct_calls.py calls each with positional and keyword arguments)."""
+    from secant_ext import _ops
+    secant_ext._backends._cpp()
+    module = _ops.extension()
+    missing = [name for name in _op_table.NAMES if not callable(getattr(module, name, None))]
+    assert not missing, (
+        f"secant_ext._C has no direct call of {missing}: register the CPU kernel with "
+        "secant_ext::direct_calls::impl<&kernel>(m, name) in its file's TORCH_LIBRARY_IMPL")
 
 
 @needs_cpp

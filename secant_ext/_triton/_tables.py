@@ -40,6 +40,9 @@ CHUNK = 16384     # elements per chunk: one program of lookahead/update, a unit 
 MAX_ROWS = 1024   # rows of the stats partial table, at most (programs of the stats launch);
                   # chosen, not measured: 8 programs an SM on an H200 at 2^26 elements
 CACHE_SIZE = 64   # a few launches per bucket and step: plenty for stable addresses
+# The pointer table's launch arguments as Triton's ahead-of-time compiler types them (``_aot``).
+AOT_SIGNATURE = {"ptrs": "*i64", "n_tensors": "i32", "numels": "*i64", "first_chunk": "*i64",
+                 "chunk_tensor": "*i64"}
 
 Tensors = Sequence[torch.Tensor]
 

@@ -14,6 +14,8 @@ The update's fp32 divisions and square roots are the correctly rounded ``div_rn`
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -390,3 +392,35 @@ def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: to
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
             state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+
+
+# --- compile variants ---------------------------------------------------------------------
+def aot_variants(dtypes, full: bool):
+    """The launches this file makes, for ``_aot``: (kernel, label, signature, constexprs).
+    Without ``full``, the flags all on and all off."""
+    def flags(n):
+        return itertools.product([False, True], repeat=n) if full else [(True,) * n,
+                                                                        (False,) * n]
+    for dtype in dtypes:
+        dt, acc = types_of(dtype)
+        base = dict(DTYPE=dt, ACC=acc, ALIGNED=True, CHUNK=_tables.CHUNK, BLOCK=BLOCK)
+        table = _tables.AOT_SIGNATURE
+        stats = {**table, "n_chunks": "i32", "span": "i32",
+                 "table": "*fp64" if acc == tl.float64 else "*fp32"}
+        for measure, has_g in flags(2):  # with or without a measurement, g apart or not
+            s_slot = 2 if measure else 0
+            yield _adam_stats_kernel, f"{dt} measure={measure} g={has_g}", stats, \
+                dict(MEASURE=measure, HAS_G=has_g, S_SLOT=s_slot,
+                     G_SLOT=s_slot + 1 if has_g else s_slot, **base)
+        update = {**table, "hyper": "*i64", "state": "*fp64"}
+        for has_wd, record, average in flags(3):
+            yield _adam_update_kernel, f"{dt} wd={has_wd} record={record} avg={average}", \
+                update, dict(HAS_WD=has_wd, RECORD=record, AVERAGE=average, **base)
+        for has_wd in [False, True]:
+            yield _adam_previous_step_kernel, f"{dt} wd={has_wd}", update, \
+                dict(HAS_WD=has_wd, **base)
+    alpha = {"table": "*fp64", "n_rows": "i32", "row_stride": "i32", "col_stride": "i32",
+             "state": "*fp64", "beta1": "*i64", "beta2": "*i64", "ema": "*i64", "growth": "*i64"}
+    for measure, record in itertools.product([True, False], repeat=2):
+        yield _adam_alpha_kernel, f"measure={measure} record={record}", alpha, \
+            dict(MEASURE=measure, RECORD=record, RBLOCK=RBLOCK, REACH=_layout.ADAM_REACH)

@@ -7,6 +7,8 @@ same table gives the same bits), applies the rule and the safeguard exactly as
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -152,3 +154,14 @@ def secant_alpha(stats: torch.Tensor, state: torch.Tensor, *, rule: int,
                             RULE=rule, SAFEGUARD=bool(safeguard), MEASURE=bool(measure),
                             RBLOCK=RBLOCK, num_warps=4,
                             **RULE_CODES)
+
+
+def aot_variants(dtypes, full: bool):
+    """The launches this file makes, for ``_aot``: (kernel, label, signature, constexprs);
+    one launch per step, whatever the parameters' dtype."""
+    signature = {"table": "*fp64", "n_rows": "i32", "row_stride": "i32", "col_stride": "i32",
+                 "state": "*fp64"}
+    for rule, safeguard, measure in itertools.product(_layout.RULES.values(), [False, True],
+                                                      [True, False]):
+        yield _alpha_kernel, f"rule={rule} safeguard={safeguard} measure={measure}", signature, \
+            dict(RULE=rule, SAFEGUARD=safeguard, MEASURE=measure, RBLOCK=RBLOCK, **RULE_CODES)

@@ -176,3 +176,17 @@ def average(avg: Tensors, x: Tensors, state: torch.Tensor) -> None:
             tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, state,
             DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
             num_warps=NUM_WARPS)
+
+
+def aot_variants(dtypes, full: bool):
+    """The launches this file makes, for ``_aot``: (kernel, label, signature, constexprs)."""
+    table = _tables.AOT_SIGNATURE
+    for dtype in dtypes:
+        dt, acc = types_of(dtype)
+        base = dict(ALIGNED=True, CHUNK=_tables.CHUNK, BLOCK=BLOCK)
+        yield _lookahead_kernel, f"{dt}", table, dict(DTYPE=dt, ACC=acc, **base)
+        yield _lookahead_inplace_kernel, f"{dt}", table, dict(DTYPE=dt, BITS=_BITS[dtype],
+                                                              ACC=acc, **base)
+        yield _restore_kernel, f"{dt}", table, dict(BITS=_BITS[dtype], **base)
+        yield _average_kernel, f"{dt}", {**table, "state": "*fp64"}, dict(DTYPE=dt, ACC=acc,
+                                                                            **base)

@@ -12,6 +12,8 @@ written as zeros, so the table needs no zero-filling launch.
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -160,3 +162,21 @@ def secant_stats(s: Tensors, g_plus: Tensors, g: Tensors, x: Tensors, m: Tensors
             NESTEROV=bool(nesterov), HAS_WD=sign and has_wd, X_SLOT=x_slot, M_SLOT=m_slot,
             CHUNK=_tables.CHUNK, BLOCK=BLOCK, TBLOCK=TBLOCK, num_warps=NUM_WARPS)
     return table
+
+
+def aot_variants(dtypes, full: bool):
+    """The launches this file makes, for ``_aot``: (kernel, label, signature, constexprs).
+    Without ``full``, the flags all on and all off."""
+    flags = itertools.product([False, True], repeat=5) if full else [(True,) * 5, (False,) * 5]
+    flags = [f for f in flags if f[1] or not any(f[2:])]  # m, nesterov, wd: sign variant only
+    for dtype in dtypes:
+        dt, acc = types_of(dtype)
+        signature = {**_tables.AOT_SIGNATURE, "hyper": "*i64", "n_chunks": "i32", "span": "i32",
+                     "table": "*fp64" if acc == tl.float64 else "*fp32", "n_cols": "i32",
+                     "state": "*fp64"}
+        for has_g, sign, has_m, nesterov, has_wd in flags:
+            yield _stats_kernel, \
+                f"{dt} g={has_g} sign={sign} m={has_m} nest={nesterov} wd={has_wd}", signature, \
+                dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_G=has_g, SIGN=sign, HAS_M=has_m,
+                     NESTEROV=nesterov, HAS_WD=has_wd, X_SLOT=2 + has_g,
+                     M_SLOT=2 + has_g + has_wd, CHUNK=_tables.CHUNK, BLOCK=BLOCK, TBLOCK=TBLOCK)

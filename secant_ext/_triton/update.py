@@ -7,6 +7,8 @@ written. The scaled sign step reads its tensor's ``sum |v|`` column of the stats
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -126,3 +128,23 @@ def update(x: Tensors, g: Tensors, m: Tensors, stats: torch.Tensor, state: torch
             NESTEROV=bool(nesterov) and has_m, HAS_WD=weight_decay != 0, SIGN_MODE=sign_mode,
             SIGN_NONE=_layout.SIGN_NONE, SIGN_SCALED=_layout.SIGN_SCALED, CHUNK=_tables.CHUNK,
             BLOCK=BLOCK, RBLOCK=RBLOCK, num_warps=NUM_WARPS)
+
+
+def aot_variants(dtypes, full: bool):
+    """The launches this file makes, for ``_aot``: (kernel, label, signature, constexprs).
+    Without ``full``, the flags all on (scaled sign) and all off."""
+    signs = [_layout.SIGN_NONE, _layout.SIGN_SCALED, _layout.SIGN_UNSCALED]
+    modes = [(m, n, w, s) for m, n, w, s in itertools.product(
+        [False, True], [False, True], [False, True], signs) if m or not n] if full \
+        else [(True, True, True, _layout.SIGN_SCALED), (False, False, False, _layout.SIGN_NONE)]
+    for dtype in dtypes:
+        dt, acc = types_of(dtype)
+        signature = {**_tables.AOT_SIGNATURE, "hyper": "*i64",
+                     "table": "*fp64" if acc == tl.float64 else "*fp32", "n_rows": "i32",
+                     "row_stride": "i32", "col_stride": "i32", "state": "*fp64"}
+        for has_m, nesterov, has_wd, sign_mode in modes:
+            yield _update_kernel, f"{dt} m={has_m} nest={nesterov} wd={has_wd} sign={sign_mode}", \
+                signature, dict(DTYPE=dt, ACC=acc, ALIGNED=True, HAS_M=has_m, NESTEROV=nesterov,
+                                HAS_WD=has_wd, SIGN_MODE=sign_mode, SIGN_NONE=_layout.SIGN_NONE,
+                                SIGN_SCALED=_layout.SIGN_SCALED, CHUNK=_tables.CHUNK,
+                                BLOCK=BLOCK, RBLOCK=RBLOCK)
