@@ -50,8 +50,8 @@ def held_bytes(opt, params: List[torch.Tensor], during_step: bool = False) -> in
         tensors += [t for b in buckets for ts in b.cache.values() for t in ts]
         if during_step:  # the offsets the step made (SecantAdam's u), not gradients moved
             own |= {t.untyped_storage().data_ptr() for b in buckets
-                    for t in b.grads + b.own_grads + b.probes + b.taken_grads}
-            tensors += [t for b in buckets for t in b.offsets]
+                    for t in b.now.grads + b.now.own_grads + b.now.probes + b.now.taken_grads}
+            tensors += [t for b in buckets for t in b.now.offsets]
     return sum(n for ptr, n in _storages(tensors).items() if ptr not in own)
 
 

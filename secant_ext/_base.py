@@ -117,7 +117,7 @@ class SecantOptimizer(Optimizer):
 
     # -- the rule's hooks ---------------------------------------------------------------
     def _due_to_measure(self, work: List[_plan.GroupWork]) -> bool:
-        """Mark each group's work (``w.measure``) for this step; True when the step
+        """Mark each group's work (``w.now.measure``) for this step; True when the step
         evaluates the lookahead point (one closure call for every group)."""
         raise NotImplementedError
 
@@ -133,7 +133,7 @@ class SecantOptimizer(Optimizer):
 
     def _step_size(self, i: int, w: _plan.GroupWork) -> None:
         """Phase 2 of the ``i``-th group's work, on the device, from its summed statistics
-        ``w.combined`` (``_backend_of(w)`` runs it)."""
+        ``w.now.combined`` (``_backend_of(w)`` runs it)."""
         raise NotImplementedError
 
     def _update(self, w: _plan.GroupWork, b) -> None:
@@ -305,18 +305,18 @@ class SecantOptimizer(Optimizer):
                 rng_paired = RngState(devices)
                 _grad_mode.call_with_grad(probe_closure)
             for b in buckets:
-                b.probes = b.take_grads() if probe_closure is not None and measuring \
-                    else b.own_grads
+                b.now.probes = b.take_grads() if probe_closure is not None and measuring \
+                    else b.now.own_grads
             for w in work:
                 for b in w.buckets:
-                    b.offsets = self._lookahead_offsets(w, b) if measuring else []
+                    b.now.offsets = self._lookahead_offsets(w, b) if measuring else []
             if measuring:
                 self._lookahead.evaluate(work, probe_closure or closure, rng_paired,
                                          self._keeps_lookahead_buffers,
                                          self._lookahead_into_offsets)
             else:  # no lookahead: the statistics give |g|^2 (and the sign sums) alone
                 for b in buckets:
-                    b.lookahead_grads = b.own_grads
+                    b.now.lookahead_grads = b.now.own_grads
             self._apply(work, separate_grads=(probe_closure is not None and measuring)
                         or bool(accumulated))
             # a step whose closure raised leaves the clock with the rest of the state
@@ -325,7 +325,7 @@ class SecantOptimizer(Optimizer):
             try:
                 self._grads.after_step(params, buckets)  # p.grad: the training gradients
             finally:
-                for w in work:  # the plan's records, empty again for the next step
+                for w in work:  # this step's records dropped: the next starts fresh ones
                     w.clear()
         self._warn_if_unmeasured()
         return loss
@@ -343,7 +343,7 @@ class SecantOptimizer(Optimizer):
             for b in buckets:
                 if not b.take_if_planned():
                     for t in taken:
-                        t.put_back(t.raw)
+                        t.put_back(t.now.raw)
                     break
                 taken.append(b)
             else:
@@ -388,17 +388,17 @@ class SecantOptimizer(Optimizer):
         ``nonfinite="raise"`` check) before any update, so a raise leaves all groups at
         ``x_t``, not only the offending one; then the update of each bucket."""
         for w in work:
-            w.state = self._group_state(w.group)
-            _write_step_inputs(w.state, w.group, self._inputs_written)
+            w.now.state = self._group_state(w.group)
+            _write_step_inputs(w.now.state, w.group, self._inputs_written)
             for b in w.buckets:
-                b.table = self._statistics(w, b, separate_grads)
+                b.now.table = self._statistics(w, b, separate_grads)
         self._reduce_tables(work)
         self._share_grad_norm(work)
         for i, w in enumerate(work):
             self._step_size(i, w)
         for w in work:
             if w.group["nonfinite"] == "raise":
-                self._raise_if_skipped(w.state, work)
+                self._raise_if_skipped(w.now.state, work)
         for w in work:
             for b in w.buckets:
                 self._update(w, b)
@@ -408,7 +408,7 @@ class SecantOptimizer(Optimizer):
         """The backend of a group's step-size phase: its buckets', or (no bucket on this
         rank) the one its option resolves to for the state's device."""
         return w.buckets[0].backend if w.buckets else \
-            _backends.resolve(w.group["backend"], w.state.device)
+            _backends.resolve(w.group["backend"], w.now.state.device)
 
     def _share_grad_norm(self, work: List[_plan.GroupWork]) -> None:
         """``max_grad_norm`` clips by the norm over the whole model, as
@@ -420,13 +420,13 @@ class SecantOptimizer(Optimizer):
         if not work or len(self.param_groups) < 2 or \
                 all(g["max_grad_norm"] is None for g in self.param_groups):
             return
-        own = [w.combined[:, layout.COL_G_SQ].to(torch.float64).sum() for w in work]
-        device = work[0].state.device
+        own = [w.now.combined[:, layout.COL_G_SQ].to(torch.float64).sum() for w in work]
+        device = work[0].now.state.device
         total = torch.stack([g.to(device) for g in own]).sum()
         for w, g in zip(work, own):
             others = total - g.to(device)
             others = torch.where(torch.isfinite(others), others, torch.inf)
-            w.state[layout.CLIP_G_SQ_OTHERS].copy_(others.clamp(min=0))
+            w.now.state[layout.CLIP_G_SQ_OTHERS].copy_(others.clamp(min=0))
 
     def _warn_if_unmeasured(self) -> None:
         """Warn once for each way a closure can keep alpha from being measured. Read from the
@@ -487,8 +487,8 @@ class SecantOptimizer(Optimizer):
             _distributed.reduce_tables(work, self.process_group)
             return
         for w in work:
-            tables = [b.table for b in w.buckets]
-            w.combined = tables[0] if len(tables) == 1 else \
+            tables = [b.now.table for b in w.buckets]
+            w.now.combined = tables[0] if len(tables) == 1 else \
                 torch.cat([t[:, :layout.NUM_STATS].to(torch.float64) for t in tables])
 
     # -- state --------------------------------------------------------------------------
@@ -540,7 +540,7 @@ class SecantOptimizer(Optimizer):
         for label, field in (("gradient", "grads"), ("probe gradient", "probes"),
                              ("lookahead gradient", "lookahead_grads")):
             for b in buckets:
-                for p, t in zip(b.params, getattr(b, field)):
+                for p, t in zip(b.params, getattr(b.now, field)):
                     if not torch.isfinite(t).all():
                         raise FloatingPointError(
                             f"non-finite {label} in parameter {names[p]} (shape "

@@ -64,11 +64,11 @@ class GradientLedger:
         stepped = 0
         for b in buckets:
             # (a step that raised before the training gradients were taken has none)
-            ps = b.params if len(b.taken_grads) == len(b.params) else \
-                b.params[:len(b.taken_grads)]
-            left_versions += b.passes.put_grads(ps, b.taken_grads)
+            ps = b.params if len(b.now.taken_grads) == len(b.params) else \
+                b.params[:len(b.now.taken_grads)]
+            left_versions += b.passes.put_grads(ps, b.now.taken_grads)
             left_params += ps
-            left_grads += b.taken_grads
+            left_grads += b.now.taken_grads
             stepped += len(b.params)
         if stepped < len(params):
             ids = {id(p) for b in buckets for p in b.params}

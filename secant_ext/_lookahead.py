@@ -78,21 +78,21 @@ class Lookahead:
         measures on few steps holds them for those steps alone). ``into_offsets``: a
         swapped bucket's lookahead point is written over its offsets (the rule recomputes
         them afterwards), so it needs no buffer of its own."""
-        swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets if b.offsets]
-        inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.offsets]
-        staying = [b for w in work for b in w.buckets if not b.offsets]  # evaluated at x_t
+        swapped = [b for w in work if w.lookahead == "swap" for b in w.buckets if b.now.offsets]
+        inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.now.offsets]
+        staying = [b for w in work for b in w.buckets if not b.now.offsets]  # evaluated at x_t
         buckets = swapped + inplace + staying
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params]) \
             if inplace else _distributed.NO_RESHARDING
-        points = {id(b): b.offsets if into_offsets else self._buffers(b) for b in swapped}
+        points = {id(b): b.now.offsets if into_offsets else self._buffers(b) for b in swapped}
         for b in swapped:  # (out may be s: the kernels read each block before writing it)
-            b.backend.lookahead(b.tensors, b.offsets, points[id(b)])
+            b.backend.lookahead(b.tensors, b.now.offsets, points[id(b)])
         moved = []
         pointed_back = 0  # swapped buckets whose p.data is the parameters' own again
         try:
             fsdp.reshard()  # so the closure all-gathers the shards written below
             for b in inplace:
-                b.backend.lookahead_inplace(b.tensors, b.offsets, self._buffers(b))
+                b.backend.lookahead_inplace(b.tensors, b.now.offsets, self._buffers(b))
                 moved.append(b)
             for b in swapped:
                 b.passes.set_data(b.params, self._swap_targets(b, points[id(b)]))
@@ -101,10 +101,10 @@ class Lookahead:
             _grad_mode.call_with_grad(
                 (lambda: self._in_contexts(closure)) if self.contexts else closure)
             for b in swapped:  # leaves p.grad None, p.data the parameter's own
-                b.lookahead_grads = b.take_grads_and_point_back()
+                b.now.lookahead_grads = b.take_grads_and_point_back()
                 pointed_back += 1
             for b in inplace + staying:
-                b.lookahead_grads = b.take_grads()
+                b.now.lookahead_grads = b.take_grads()
         except BaseException:
             for b in buckets:
                 for p in b.params:

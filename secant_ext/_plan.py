@@ -3,9 +3,11 @@
 ``plan`` groups each param group's parameters that have a gradient into buckets the
 kernels can take in one call (one dtype, dense storage), as torch.optim's
 ``_group_tensors_by_device_and_dtype`` does for its foreach paths; parameters the kernels
-cannot walk as flat storage go to the eager reference. The step then fills the buckets:
-the gradients of each evaluation, the momentum buffers, the stats table; it empties them
-when it ends, and the next step reuses the records while the plan holds.
+cannot walk as flat storage go to the eager reference. That plan is kept from step to
+step while it holds. What a step computes goes in a record of its own, made anew each
+step: ``GroupWork.now`` (whether it measures, the group state, the combined sums) and
+``Bucket.now`` (the gradients of each evaluation, the lookahead offsets, the momentum
+buffers, the stats table).
 """
 from __future__ import annotations
 
@@ -44,12 +46,9 @@ def _as_kernel_grad(t, x):
 
 
 @dataclass
-class Bucket:
-    """Parameters of one param group that one backend call takes together."""
-    backend: SimpleNamespace
-    params: List[torch.Tensor]    # as the group lists them (p.grad, state, names)
-    tensors: List[torch.Tensor]   # what the kernels walk: params, or their local shards
-    ptrs: List[int] = field(default_factory=list)  # the params' data_ptr() when planned
+class BucketStep:
+    """What one step puts in a bucket (``Bucket.now``), made anew for every step: nothing
+    of one step's is there for the next to read."""
     # Gradients as the kernels take them (local, with the strides of tensors): g, s, g_plus.
     grads: List[torch.Tensor] = field(default_factory=list)
     own_grads: List[torch.Tensor] = field(default_factory=list)        # the closure's alone
@@ -58,24 +57,32 @@ class Bucket:
     lookahead_grads: List[torch.Tensor] = field(default_factory=list)  # g_plus, at x + s
     taken_grads: List[torch.Tensor] = field(default_factory=list)      # p.grad again after the step
     momenta: List[torch.Tensor] = field(default_factory=list)          # empty without momentum
-    table: Optional[torch.Tensor] = None                               # secant_stats' [P, K] sums
-    # Kept from step to step while the plan is (SecantOptimizer._plan_template; the fields
-    # above are emptied when each step ends, see ``clear``): the strides of plain tensors
-    # (None when some are DTensors or complex views), and ``cache``: the lookahead buffers,
-    # the parameters' own storage, the momentum buffers as the kernels take them.
-    strides: Optional[List[tuple]] = None
-    cache: Dict[str, list] = field(default_factory=dict)
+    table: Optional[torch.Tensor] = None                               # the statistics' [P, K] sums
     raw: List[torch.Tensor] = field(default_factory=list)  # taken by take_if_planned
     raw_fits: bool = False  # raw needs no copy nor restriding (checked while taking)
+
+
+@dataclass
+class Bucket:
+    """Parameters of one param group that one backend call takes together: the plan, kept
+    from step to step while it holds (``SecantOptimizer._plan_template``), and ``now``,
+    this step's record."""
+    backend: SimpleNamespace
+    params: List[torch.Tensor]    # as the group lists them (p.grad, state, names)
+    tensors: List[torch.Tensor]   # what the kernels walk: params, or their local shards
+    ptrs: List[int] = field(default_factory=list)  # the params' data_ptr() when planned
+    # the strides of plain tensors (None when some are DTensors or complex views)
+    strides: Optional[List[tuple]] = None
+    # the lookahead buffers, the parameters' own storage, the momentum buffers as the
+    # kernels take them
+    cache: Dict[str, list] = field(default_factory=dict)
     # the passes over p.grad and p.data (_host): C++ for plain tensors, else Python
     passes: SimpleNamespace = field(default_factory=lambda: _host.PYTHON)
+    now: BucketStep = field(default_factory=BucketStep)
 
     def clear(self) -> None:
-        """Drop what a step put here (gradients, tables), leaving the layout and caches for
-        the next one. A step assigns new lists to these fields, never changes one in place."""
-        self.grads, self.own_grads, self.probes, self.offsets = [], [], [], []
-        self.lookahead_grads, self.taken_grads, self.momenta, self.raw = [], [], [], []
-        self.table, self.raw_fits = None, False
+        """Drop what a step put here, leaving the plan and its caches for the next one."""
+        self.now = BucketStep()
 
     def take_if_planned(self, check: bool = True) -> bool:
         """Move the closure's gradients out of ``p.grad`` while checking (``check``), in the
@@ -87,14 +94,14 @@ class Bucket:
         take: with 10,000 small tensors each pass costs mostly the cache misses of reaching
         every tensor, which a pass that does more per tensor does not add."""
         if not check:
-            self.raw = _host.move_grads_out_raw(self.params)
-            self.raw_fits = False
+            self.now.raw = _host.move_grads_out_raw(self.params)
+            self.now.raw_fits = False
             return True
         taken = self.passes.take_grads(self.params, self.ptrs)
         if taken is None:
             return False
-        self.raw, fits = taken
-        self.raw_fits = fits and self.strides is not None
+        self.now.raw, fits = taken
+        self.now.raw_fits = fits and self.strides is not None
         return True
 
     def put_back(self, raw) -> None:
@@ -104,17 +111,17 @@ class Bucket:
         """From the gradients ``take_if_planned`` moved out: the closure's own gradients as
         the kernels take them, and the training gradients: the same, or with the earlier
         gradients of ``accumulated`` (``{id(p): gradient}``) added."""
-        if self.raw_fits:  # checked while taking: no view, the kernels' strides
-            own = self.own_grads = self.raw
+        if self.now.raw_fits:  # checked while taking: no view, the kernels' strides
+            own = self.now.own_grads = self.now.raw
         else:
-            own = _host.copied_views(self.raw)
-            self.own_grads = for_kernels(own, self.tensors, self.strides)
+            own = _host.copied_views(self.now.raw)
+            self.now.own_grads = for_kernels(own, self.tensors, self.strides)
         if not accumulated:
-            self.taken_grads, self.grads = own, self.own_grads
+            self.now.taken_grads, self.now.grads = own, self.now.own_grads
             return
-        self.taken_grads = [g if id(p) not in accumulated else accumulated[id(p)].add_(g)
+        self.now.taken_grads = [g if id(p) not in accumulated else accumulated[id(p)].add_(g)
                             for p, g in zip(self.params, own)]
-        self.grads = for_kernels(self.taken_grads, self.tensors, self.strides)
+        self.now.grads = for_kernels(self.now.taken_grads, self.tensors, self.strides)
 
     def take_grads(self) -> List[torch.Tensor]:
         """The gradients of the evaluation that just ran, moved out of ``p.grad``."""
@@ -131,20 +138,28 @@ class Bucket:
 
 
 @dataclass
+class GroupStep:
+    """What one step decides and computes for a param group (``GroupWork.now``), made anew
+    for every step."""
+    measure: bool = True                     # this step measures the curvature
+    record: bool = False                     # SecantAdam: keep this step for the next measurement
+    state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
+    combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table the step size reads
+
+
+@dataclass
 class GroupWork:
-    """One param group's part of a step."""
+    """One param group's part of a step: its plan (the group, its buckets, the lookahead
+    mode) and ``now``, this step's record."""
     group: dict
     sign_mode: int
     buckets: List[Bucket]
     lookahead: str = "swap"                  # "swap" or "inplace"
-    measure: bool = True                     # this step measures the curvature
-    record: bool = False                     # SecantAdam: keep this step for the next measurement
-    state: Optional[torch.Tensor] = None     # the float64 group state, set when applying
-    combined: Optional[torch.Tensor] = None  # the [R, NUM_STATS] table secant_alpha reads
+    now: GroupStep = field(default_factory=GroupStep)
 
     def clear(self) -> None:
-        """Drop what a step put here and in the buckets (see ``Bucket.clear``)."""
-        self.measure, self.record, self.state, self.combined = True, False, None, None
+        """Drop what a step put here and in the buckets."""
+        self.now = GroupStep()
         for b in self.buckets:
             b.clear()
 

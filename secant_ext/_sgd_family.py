@@ -38,7 +38,7 @@ class SecantSGDFamily(SecantOptimizer):
     def _lookahead_offsets(self, work, bucket) -> List[torch.Tensor]:
         """The ``s`` of the lookahead point ``x_t + s``: the probe gradient. Empty: the
         bucket's parameters stay at ``x_t`` for the lookahead evaluation."""
-        return bucket.probes
+        return bucket.now.probes
 
     def _due_to_measure(self, work) -> bool:
         """Mark the groups that measure the curvature this step (each of the first
@@ -48,25 +48,26 @@ class SecantSGDFamily(SecantOptimizer):
         n = self._curvature_clock  # (advanced by _step once the step is through)
         for w in work:
             g = w.group
-            w.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
-        return any(w.measure for w in work) or not work
+            w.now.measure = n < g["curvature_warmup"] or n % g["curvature_every"] == 0
+        return any(w.now.measure for w in work) or not work
 
     def _statistics(self, w: _plan.GroupWork, b, separate_grads: bool) -> torch.Tensor:
-        b.momenta = self._kernel_buffers(b, "momentum_buffer") \
+        b.now.momenta = self._kernel_buffers(b, "momentum_buffer") \
             if w.group.get("momentum", 0.0) > 0 else []
         # x and m form the direction, which only the scaled sign step's sums read: other
         # steps pass none (each list costs a conversion per tensor)
         sign = w.sign_mode == layout.SIGN_SCALED
         return b.backend.secant_stats(
-            b.probes, b.lookahead_grads, b.grads if separate_grads else [],
-            b.tensors if sign else [], b.momenta if sign else [], w.state, **w.options)
+            b.now.probes, b.now.lookahead_grads, b.now.grads if separate_grads else [],
+            b.tensors if sign else [], b.now.momenta if sign else [], w.now.state, **w.options)
 
     def _step_size(self, i: int, w: _plan.GroupWork) -> None:
         self._backend_of(w).secant_alpha(
-            w.combined, w.state, rule=layout.RULES[w.group["rule"]],
-            safeguard=w.group["safeguard"], measure=w.measure)
+            w.now.combined, w.now.state, rule=layout.RULES[w.group["rule"]],
+            safeguard=w.group["safeguard"], measure=w.now.measure)
 
     def _update(self, w: _plan.GroupWork, b) -> None:
-        b.backend.update(b.tensors, b.grads, b.momenta, b.table, w.state, **w.options)
+        b.backend.update(b.tensors, b.now.grads, b.now.momenta, b.now.table, w.now.state,
+                         **w.options)
         if w.group["average"]:
-            b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors, w.state)
+            b.backend.average(self._kernel_buffers(b, "average_buffer"), b.tensors, w.now.state)

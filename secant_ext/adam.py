@@ -105,8 +105,8 @@ class SecantAdam(SecantOptimizer):
     def _due_to_measure(self, work) -> bool:
         n = self._curvature_clock  # (advanced by _step once the step is through)
         for w in work:
-            w.measure = self._measures(w.group, n)
-            w.record = self._measures(w.group, n + 1)  # the next step looks back at this one
+            w.now.measure = self._measures(w.group, n)
+            w.now.record = self._measures(w.group, n + 1)  # the next step looks back at this one
         # from the groups, not the work: every rank runs the closure as often, whichever
         # parameters have gradients there
         return any(self._measures(g, n) for g in self.param_groups)
@@ -120,7 +120,7 @@ class SecantAdam(SecantOptimizer):
         this step (another group's schedule does) stays at ``x_t``: its last step may not
         be the one its state describes, and moving it would disturb the measuring groups'
         evaluation."""
-        if not work.measure:
+        if not work.now.measure:
             return []
         u = [torch.empty_like(t, memory_format=torch.preserve_format) for t in bucket.tensors]
         self._previous_step(work, bucket, u)
@@ -142,25 +142,26 @@ class SecantAdam(SecantOptimizer):
 
     # -- the phases ---------------------------------------------------------------------
     def _statistics(self, w: _plan.GroupWork, b, separate_grads: bool) -> torch.Tensor:
-        # (b.offsets: u on a measuring step, else empty)
-        if w.measure and w.lookahead == "swap":  # x + u is there: u again
-            self._previous_step(w, b, b.offsets)
-        return b.backend.adam_stats(b.offsets, b.lookahead_grads if w.measure else [],
-                                    b.probes, b.grads if separate_grads else [], w.state)
+        # (b.now.offsets: u on a measuring step, else empty)
+        if w.now.measure and w.lookahead == "swap":  # x + u is there: u again
+            self._previous_step(w, b, b.now.offsets)
+        now = b.now
+        return b.backend.adam_stats(now.offsets, now.lookahead_grads if w.now.measure else [],
+                                    now.probes, now.grads if separate_grads else [], w.now.state)
 
     def _step_size(self, i: int, w: _plan.GroupWork) -> None:
         """``adam_alpha`` on the device, from the group's summed statistics (the one method
         a variant of the rule replaces: ``experiments/adam_rules.py``)."""
         beta1, beta2 = w.group["betas"]
-        self._backend_of(w).adam_alpha(w.combined, w.state, beta1=beta1, beta2=beta2,
+        self._backend_of(w).adam_alpha(w.now.combined, w.now.state, beta1=beta1, beta2=beta2,
                                        ema=layout.ADAM_EMA, growth=layout.ADAM_GROWTH,
-                                       measure=w.measure, record=w.record)
+                                       measure=w.now.measure, record=w.now.record)
 
     def _update(self, w: _plan.GroupWork, b) -> None:
         beta1, beta2 = w.group["betas"]
         b.backend.adam_update(  # the average in the same pass (4 bytes fewer)
-            b.tensors, b.grads, self._kernel_buffers(b, "exp_avg"),
+            b.tensors, b.now.grads, self._kernel_buffers(b, "exp_avg"),
             self._kernel_buffers(b, "exp_avg_sq"), [],
             self._kernel_buffers(b, "average_buffer") if w.group["average"] else [],
-            w.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
+            w.now.state, beta1=beta1, beta2=beta2, eps=w.group["eps"],
             weight_decay=w.group["weight_decay"])

@@ -102,12 +102,12 @@ def reduce_tables(work, process_group) -> None:
     import torch.distributed as dist
 
     f64 = torch.float64
-    device = work[0].state.device
+    device = work[0].now.state.device
     pieces, sign_layouts = [], []
     for w in work:
-        tables = [b.table for b in w.buckets]
+        tables = [b.now.table for b in w.buckets]
         stats = torch.cat([t[:, :layout.NUM_STATS].to(f64) for t in tables]).sum(0) \
-            if tables else torch.zeros(layout.NUM_STATS, dtype=f64, device=w.state.device)
+            if tables else torch.zeros(layout.NUM_STATS, dtype=f64, device=w.now.state.device)
         pieces.append(stats.to(device))
         sign_layout = None
         if w.sign_mode == layout.SIGN_SCALED:
@@ -116,7 +116,7 @@ def reduce_tables(work, process_group) -> None:
             abs_sums = torch.zeros(len(index), dtype=f64, device=device)
             counts = [0.0] * len(index)
             for pos, b in zip(positions, w.buckets):
-                _put(abs_sums, pos, b.table[:, layout.NUM_STATS:].to(f64).sum(0).to(device))
+                _put(abs_sums, pos, b.now.table[:, layout.NUM_STATS:].to(f64).sum(0).to(device))
                 for i, t in zip(pos, b.tensors):
                     counts[i] = float(t.numel())  # this rank's elements of the tensor
             local_counts = _host_vector(counts, device)
@@ -140,9 +140,9 @@ def reduce_tables(work, process_group) -> None:
             sign_columns = [_take(abs_sums, pos) * _take(local_counts, pos)
                             / _take(counts, pos).clamp(min=1) for pos in positions]
         for b, cols in zip(w.buckets, sign_columns):
-            b.table = torch.cat([stats, cols]).to(device=b.table.device,
-                                                  dtype=b.table.dtype).unsqueeze(0)
-        w.combined = stats.unsqueeze(0).to(w.state.device)
+            b.now.table = torch.cat([stats, cols]).to(device=b.now.table.device,
+                                                      dtype=b.now.table.dtype).unsqueeze(0)
+        w.now.combined = stats.unsqueeze(0).to(w.now.state.device)
 
 
 def _runs(positions):

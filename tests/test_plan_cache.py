@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import secant_ext
+from secant_ext import _plan
 
 
 def _run(forget_every_step, events, lookahead="swap"):
@@ -95,11 +96,10 @@ def test_the_kept_plan_holds_no_gradient_between_steps(lookahead_raises):
         with pytest.raises(ValueError, match="lookahead"):
             opt.step(lambda: closure(raise_at_lookahead=True))
     assert seen and all(ref() is None for ref in seen)  # no lookahead gradient kept
-    for work in opt._plan_template:
-        assert work.state is None and work.combined is None
+    for work in opt._plan_template:  # the step's records dropped: fresh, empty ones
+        assert work.now == _plan.GroupStep()
         for b in work.buckets:
-            assert b.table is None and not (b.grads or b.probes or b.lookahead_grads
-                                            or b.taken_grads or b.raw)
+            assert b.now == _plan.BucketStep()
     opt.step(closure)
 
     w2, fresh = setup()

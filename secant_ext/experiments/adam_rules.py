@@ -122,7 +122,7 @@ class SecantAdamRule(SecantAdam):
         return values
 
     def _step_size(self, i: int, w) -> None:
-        self._rule(i, w.combined, w.state, w.group["betas"], w.measure, w.record)
+        self._rule(i, w.now.combined, w.now.state, w.group["betas"], w.now.measure, w.now.record)
 
     def _next_eta(self, mine: Dict[str, float], eta: float, scale: float, uy: float,
                   us: float, g_sq: float) -> float:
