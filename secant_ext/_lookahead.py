@@ -82,15 +82,17 @@ class Lookahead:
         inplace = [b for w in work if w.lookahead == "inplace" for b in w.buckets if b.now.offsets]
         staying = [b for w in work for b in w.buckets if not b.now.offsets]  # evaluated at x_t
         buckets = swapped + inplace + staying
+        # (FSDP2 shards change in place only with the in-place lookahead)
         fsdp = _distributed.FsdpResharding([p for b in inplace for p in b.params]) \
-            if inplace else _distributed.NO_RESHARDING
+            if inplace else None
         points = {id(b): b.now.offsets if into_offsets else self._buffers(b) for b in swapped}
         for b in swapped:  # (out may be s: the kernels read each block before writing it)
             b.backend.lookahead(b.tensors, b.now.offsets, points[id(b)])
         moved = []
         pointed_back = 0  # swapped buckets whose p.data is the parameters' own again
         try:
-            fsdp.reshard()  # so the closure all-gathers the shards written below
+            if fsdp is not None:  # so the closure all-gathers the shards written below
+                fsdp.reshard()
             for b in inplace:
                 b.backend.lookahead_inplace(b.tensors, b.now.offsets, self._buffers(b))
                 moved.append(b)
@@ -117,7 +119,8 @@ class Lookahead:
                     p.data = x
             for b in moved:
                 b.backend.restore(b.tensors, b.cache["buffers"])
-            fsdp.reshard()  # no module keeps the gathered x_t + s
+            if fsdp is not None:  # no module keeps the gathered x_t + s
+                fsdp.reshard()
             if not keep_buffers:
                 self._let_go(swapped + inplace)
 

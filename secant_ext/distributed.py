@@ -81,9 +81,6 @@ class FsdpResharding:
                 module.reshard()
 
 
-NO_RESHARDING = FsdpResharding([])  # for a step with no parameter changed in place
-
-
 def reduce_tables(work, process_group) -> None:
     """The statistics of every param group summed over the ranks of ``process_group``, in
     ONE float64 all-reduce, before the division.

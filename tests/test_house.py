@@ -56,3 +56,48 @@ def test_the_host_fast_path_is_fenced_in_its_package():
     inside = "\n".join(p.read_text() for p in (PACKAGE / "_host").glob("*.py"))
     missing = [pattern for pattern in _FENCED if not re.search(pattern, inside)]
     assert not missing, f"no longer used, drop from the fence: {missing}"
+
+
+def _modules_a_step_runs(opt, closure, steps):
+    """{package file: calls} of the package code run by ``steps`` steps (kernels aside)."""
+    import collections
+    import sys
+    ran = collections.Counter()
+
+    def profile(frame, event, arg):
+        path = pathlib.Path(frame.f_code.co_filename)
+        if event == "call" and PACKAGE in path.parents:
+            ran[path.relative_to(PACKAGE).as_posix()] += 1
+    sys.setprofile(profile)
+    try:
+        for _ in range(steps):
+            opt.step(closure)
+    finally:
+        sys.setprofile(None)
+    return ran
+
+
+def test_a_secant_adam_step_runs_the_five_modules_house_md_names():
+    """docs/HOUSE.md's reading list for one step: a single-process ``SecantAdam`` step on
+    CPU, measuring or not, runs code of these five modules and of the fenced ``_host/``
+    alone (the layout, the backends and the distributed code are not entered)."""
+    import pytest
+    import torch
+    if not secant_ext.cpp_available():
+        pytest.fail("secant_ext._C is not built: the step's CPU path runs the C++ backend")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = secant_ext.SecantAdam(model.parameters(), curvature_warmup=0, curvature_every=4)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+    for _ in range(3):  # the plan made, the state created
+        opt.step(closure)
+    ran = _modules_a_step_runs(opt, closure, steps=8)  # 2 measuring steps, 6 plain
+    core = sorted(m for m in ran if not m.startswith("_host/"))
+    lines = {m: len((PACKAGE / m).read_text().splitlines()) for m in ran}
+    assert core == ["_base.py", "_grads.py", "_lookahead.py", "_plan.py", "adam.py"], lines
