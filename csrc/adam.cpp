@@ -63,8 +63,8 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
       for (int j = 0; j < L::kVecs; ++j) {
         if constexpr (kMeasure) {
           const fVec y = gpv[j] - sv[j];
-          acc[layout::COL_DOT][j] = acc[layout::COL_DOT][j] + uv[j] * y;
-          acc[layout::COL_S_SQ][j] = acc[layout::COL_S_SQ][j] + uv[j] * sv[j];
+          acc[layout::COL_UY][j] = acc[layout::COL_UY][j] + uv[j] * y;
+          acc[layout::COL_US][j] = acc[layout::COL_US][j] + uv[j] * sv[j];
           acc[layout::COL_Y_SQ][j] = acc[layout::COL_Y_SQ][j] + y * y;
         }
         const fVec& gj = kHasG ? gv[j] : sv[j];
@@ -186,7 +186,7 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
   check_state(op, state);
   double sums[layout::NUM_STATS];
   stats_column_sums(op, stats_in, sums);
-  const double uy = sums[layout::COL_DOT], us = sums[layout::COL_S_SQ];
+  const double uy = sums[layout::COL_UY], us = sums[layout::COL_US];
   const double y_sq = sums[layout::COL_Y_SQ], g_sq = sums[layout::COL_G_SQ];
   bool finite = true;
   for (double x : sums) finite = finite && std::isfinite(x);
@@ -212,12 +212,12 @@ void adam_alpha_cpu(const at::Tensor& stats_in, const at::Tensor& state, double 
 
   count_step(st, finite, g_sq);
   st[layout::LAST_MEASURED] = valid ? 1.0 : 0.0;
-  st[layout::LAST_CLIPPED] = valid && !positive ? 1.0 : 0.0;
-  st[layout::CLIPPED] += valid && !positive ? 1.0 : 0.0;
+  st[layout::LAST_GUARDED] = valid && !positive ? 1.0 : 0.0;
+  st[layout::GUARDED] += valid && !positive ? 1.0 : 0.0;
   st[layout::MEASURED] += valid ? 1.0 : 0.0;
   if (valid) {
-    st[layout::DOT] = a;
-    st[layout::S_SQ] = b;
+    st[layout::ADAM_LAST_A] = a;
+    st[layout::ADAM_LAST_B] = b;
     st[layout::Y_SQ] = y_sq;
     st[layout::STALLED] += y_sq == 0 ? 1.0 : 0.0;
     st[layout::ADAM_A] = big_a;

@@ -34,7 +34,11 @@ constexpr int64_t ALPHA = 0, STEP = 1, TAKEN = 2, SKIPPED = 3, CLIPPED = 4, LAST
                   CARRY_BETA = 20, AVG_WEIGHT = 21, AVG_FLOOR = 22,
                   CLIP_G_SQ_OTHERS = 23, ADAM_A = 24, ADAM_C = 25, PREV_STEP_SCALE = 26,
                   BETA1_POWER = 27, BETA2_POWER = 28, STATE_SIZE = 29;
+// SecantAdam's names for the slots it shares with the SGD family
+constexpr int64_t ADAM_LAST_A = DOT, ADAM_LAST_B = S_SQ, GUARDED = CLIPPED,
+                  LAST_GUARDED = LAST_CLIPPED;
 constexpr int64_t COL_DOT = 0, COL_S_SQ = 1, COL_Y_SQ = 2, COL_G_SQ = 3, NUM_STATS = 4;
+constexpr int64_t COL_UY = COL_DOT, COL_US = COL_S_SQ;  // adam_stats' names
 // _layout.RULES["secant"], ["steffensen"], ["bb2"]
 constexpr int64_t RULE_SECANT = 0, RULE_STEFFENSEN = 1, RULE_BB2 = 2;
 constexpr int64_t SIGN_NONE = 0, SIGN_SCALED = 1, SIGN_UNSCALED = 2;
@@ -55,8 +59,10 @@ constexpr NamedConstant kExported[] = {
     {"CLIP_G_SQ_OTHERS", CLIP_G_SQ_OTHERS}, {"ADAM_A", ADAM_A}, {"ADAM_C", ADAM_C},
     {"PREV_STEP_SCALE", PREV_STEP_SCALE}, {"BETA1_POWER", BETA1_POWER},
     {"BETA2_POWER", BETA2_POWER}, {"STATE_SIZE", STATE_SIZE},
+    {"ADAM_LAST_A", ADAM_LAST_A}, {"ADAM_LAST_B", ADAM_LAST_B}, {"GUARDED", GUARDED},
+    {"LAST_GUARDED", LAST_GUARDED},
     {"COL_DOT", COL_DOT}, {"COL_S_SQ", COL_S_SQ}, {"COL_Y_SQ", COL_Y_SQ},
-    {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS},
+    {"COL_G_SQ", COL_G_SQ}, {"NUM_STATS", NUM_STATS}, {"COL_UY", COL_UY}, {"COL_US", COL_US},
     {"RULE_SECANT", RULE_SECANT}, {"RULE_STEFFENSEN", RULE_STEFFENSEN},
     {"RULE_BB2", RULE_BB2},
     {"SIGN_NONE", SIGN_NONE}, {"SIGN_SCALED", SIGN_SCALED}, {"SIGN_UNSCALED", SIGN_UNSCALED},

@@ -17,13 +17,12 @@ ALPHA = 0          # current learning rate alpha_t (1.0 before the first step); 
 STEP = 1           # steps attempted (skipped ones included)
 TAKEN = 2          # steps whose update was applied
 SKIPPED = 3        # steps skipped for a non-finite statistic
-CLIPPED = 4        # steps whose curvature was clipped by the safeguard; Adam: measurements
-                   # whose averages A, C were not both positive (eta grown or shrunk x growth)
+CLIPPED = 4        # steps whose curvature was clipped by the safeguard (Adam: GUARDED)
 LAST_SKIPPED = 5   # 1.0 if the latest step was skipped
-LAST_CLIPPED = 6   # 1.0 if the latest step's curvature was clipped (Adam: as CLIPPED)
+LAST_CLIPPED = 6   # 1.0 if the latest step's curvature was clipped (Adam: LAST_GUARDED)
 MOMENTUM_READY = 7 # 1.0 if the momentum buffer held an average before the latest step
-DOT = 8            # a = <s, y> of the latest step; Adam: a = <u, y> / scale^2
-S_SQ = 9           # b = |s|^2; Adam: b = <u, s> / scale
+DOT = 8            # a = <s, y> of the latest step (Adam: ADAM_LAST_A)
+S_SQ = 9           # b = |s|^2 (Adam: ADAM_LAST_B)
 Y_SQ = 10          # c = |y|^2 (Adam too)
 G_SQ = 11          # |g|^2 of the training gradient
 STALLED = 12       # steps whose lookahead did not move: |s|^2 > 0 but |y|^2 == 0 exactly
@@ -60,13 +59,21 @@ PREV_STEP_SCALE = 26  # step size of the kept previous step u (0: none kept, no 
 BETA1_POWER = 27   # beta1 ** (applied steps): Adam's bias corrections, as running products
 BETA2_POWER = 28   # beta2 ** (applied steps)
 STATE_SIZE = 29
+# SecantAdam's names for the fields it shares with the SGD family (the same slots):
+ADAM_LAST_A = DOT           # a = <u, y> / scale^2 of the latest measurement
+ADAM_LAST_B = S_SQ          # b = <u, s> / scale
+GUARDED = CLIPPED           # measurements whose A, C were not both positive
+LAST_GUARDED = LAST_CLIPPED # 1.0 if the latest step was such a measurement
 
 # --- stats table columns -------------------------------------------------------------
-COL_DOT = 0        # <s, y>; Adam (adam_stats): <u, y>
-COL_S_SQ = 1       # |s|^2; Adam: <u, s>
+COL_DOT = 0        # <s, y> (adam_stats: COL_UY)
+COL_S_SQ = 1       # |s|^2 (adam_stats: COL_US)
 COL_Y_SQ = 2       # |y|^2
 COL_G_SQ = 3       # |g|^2 of the training gradient
 NUM_STATS = 4      # column NUM_STATS + i: sum |v_i| of tensor i (sign variant only)
+# adam_stats' names for the columns it fills (the same columns):
+COL_UY = COL_DOT   # <u, y>
+COL_US = COL_S_SQ  # <u, s>
 
 # --- codes passed to the ops ---------------------------------------------------------
 RULES = {"secant": 0, "steffensen": 1, "bb2": 2}

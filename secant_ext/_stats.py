@@ -69,6 +69,8 @@ class SecantAdamStats(SecantStats):
     def from_states(cls, states: torch.Tensor) -> "SecantAdamStats":
         base = SecantStats.from_states(states)
         base.curvature = base.dot  # a is already per unit step along d
-        return cls(**vars(base), a=base.dot, b=base.s_sq, avg_a=states[..., layout.ADAM_A],
-                   avg_c=states[..., layout.ADAM_C], guarded=base.clipped,
-                   guarded_total=base.clipped_total)
+        return cls(**vars(base), a=states[..., layout.ADAM_LAST_A],
+                   b=states[..., layout.ADAM_LAST_B], avg_a=states[..., layout.ADAM_A],
+                   avg_c=states[..., layout.ADAM_C],
+                   guarded=states[..., layout.LAST_GUARDED] != 0,
+                   guarded_total=states[..., layout.GUARDED])

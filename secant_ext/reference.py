@@ -261,10 +261,10 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     likewise. Then ``eta <- min(2 C / A, growth * eta)`` while both are positive,
     ``growth * eta`` when only ``C`` is (negative curvature: descent with no minimum in
     sight), and ``eta / growth`` when ``C`` is not (the step went uphill); the last two
-    are counted in ``CLIPPED``. The step applies ``eta * lr * clip``. ``record``: the update
+    are counted in ``GUARDED``. The step applies ``eta * lr * clip``. ``record``: the update
     keeps this step as the next measurement's ``u``. A non-finite sum skips the step."""
     sums = stats.to(torch.float64).sum(dim=0)
-    uy, us, y_sq, g_sq = (sums[k] for k in (_layout.COL_DOT, _layout.COL_S_SQ,
+    uy, us, y_sq, g_sq = (sums[k] for k in (_layout.COL_UY, _layout.COL_US,
                                              _layout.COL_Y_SQ, _layout.COL_G_SQ))
     finite = torch.isfinite(sums[: _layout.NUM_STATS]).all()
     scale = state[_layout.PREV_STEP_SCALE]
@@ -289,11 +289,11 @@ def adam_alpha(stats: torch.Tensor, state: torch.Tensor, *, beta1: float, beta2:
     new = state.clone()
     _count_step(new, finite, g_sq)
     new[_layout.LAST_MEASURED] = valid.to(torch.float64)
-    new[_layout.LAST_CLIPPED] = (valid & ~positive).to(torch.float64)
-    new[_layout.CLIPPED] += (valid & ~positive).to(torch.float64)
+    new[_layout.LAST_GUARDED] = (valid & ~positive).to(torch.float64)
+    new[_layout.GUARDED] += (valid & ~positive).to(torch.float64)
     new[_layout.MEASURED] += valid.to(torch.float64)
-    new[_layout.DOT] = torch.where(valid, a, state[_layout.DOT])
-    new[_layout.S_SQ] = torch.where(valid, b, state[_layout.S_SQ])
+    new[_layout.ADAM_LAST_A] = torch.where(valid, a, state[_layout.ADAM_LAST_A])
+    new[_layout.ADAM_LAST_B] = torch.where(valid, b, state[_layout.ADAM_LAST_B])
     new[_layout.Y_SQ] = torch.where(valid, y_sq, state[_layout.Y_SQ])
     new[_layout.STALLED] += (valid & (y_sq == 0)).to(torch.float64)
     new[_layout.ADAM_A] = torch.where(valid, big_a, state[_layout.ADAM_A])

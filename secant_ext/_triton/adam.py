@@ -84,8 +84,8 @@ def _adam_stats_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, n_chu
             acc_uy, acc_us, acc_yy, acc_gg = _adam_stats_block(
                 u_ptr, gp_ptr, s_ptr, g_ptr, off, lanes, end - off, acc_uy, acc_us, acc_yy,
                 acc_gg, True, False, ACC, MEASURE, HAS_G)
-    tl.store(out + _state.COL_DOT, tl.sum(acc_uy))
-    tl.store(out + _state.COL_S_SQ, tl.sum(acc_us))
+    tl.store(out + _state.COL_UY, tl.sum(acc_uy))
+    tl.store(out + _state.COL_US, tl.sum(acc_us))
     tl.store(out + _state.COL_Y_SQ, tl.sum(acc_yy))
     tl.store(out + _state.COL_G_SQ, tl.sum(acc_gg))
 
@@ -156,11 +156,11 @@ def _adam_alpha_kernel(table, n_rows, row_stride, col_stride, state, beta1, beta
     kept_eta = valid & ~positive
     taken = count_step(state, finite, g_sq)
     tl.store(state + _state.LAST_MEASURED, valid.to(tl.float64))
-    tl.store(state + _state.LAST_CLIPPED, kept_eta.to(tl.float64))
-    tl.store(state + _state.CLIPPED, tl.load(state + _state.CLIPPED) + kept_eta.to(tl.float64))
+    tl.store(state + _state.LAST_GUARDED, kept_eta.to(tl.float64))
+    tl.store(state + _state.GUARDED, tl.load(state + _state.GUARDED) + kept_eta.to(tl.float64))
     tl.store(state + _state.MEASURED, tl.load(state + _state.MEASURED) + valid.to(tl.float64))
-    tl.store(state + _state.DOT, tl.where(valid, a, tl.load(state + _state.DOT)))
-    tl.store(state + _state.S_SQ, tl.where(valid, b, tl.load(state + _state.S_SQ)))
+    tl.store(state + _state.ADAM_LAST_A, tl.where(valid, a, tl.load(state + _state.ADAM_LAST_A)))
+    tl.store(state + _state.ADAM_LAST_B, tl.where(valid, b, tl.load(state + _state.ADAM_LAST_B)))
     tl.store(state + _state.Y_SQ, tl.where(valid, y_sq, tl.load(state + _state.Y_SQ)))
     stalled = tl.load(state + _state.STALLED)
     tl.store(state + _state.STALLED, stalled + (valid & (y_sq == 0)).to(tl.float64))

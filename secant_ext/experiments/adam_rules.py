@@ -160,7 +160,7 @@ class SecantAdamRule(SecantAdam):
         """``adam_alpha`` with the variant's rule for ``eta``; every other field as the
         kernels write it."""
         sums = stats.to(torch.float64).sum(dim=0).tolist()
-        uy, us, y_sq, g_sq = (sums[k] for k in (layout.COL_DOT, layout.COL_S_SQ,
+        uy, us, y_sq, g_sq = (sums[k] for k in (layout.COL_UY, layout.COL_US,
                                                  layout.COL_Y_SQ, layout.COL_G_SQ))
         finite = all(math.isfinite(x) for x in sums[: layout.NUM_STATS])
         st = state.tolist()
@@ -177,12 +177,12 @@ class SecantAdamRule(SecantAdam):
         g_sq_t = torch.tensor(g_sq, dtype=torch.float64)
         reference._count_step(new, torch.tensor(finite), g_sq_t)
         new[layout.LAST_MEASURED] = float(valid)
-        new[layout.LAST_CLIPPED] = float(valid and not positive)
-        new[layout.CLIPPED] += float(valid and not positive)
+        new[layout.LAST_GUARDED] = float(valid and not positive)
+        new[layout.GUARDED] += float(valid and not positive)
         new[layout.MEASURED] += float(valid)
         if valid:
-            new[layout.DOT] = uy / (scale * scale)
-            new[layout.S_SQ] = us / scale
+            new[layout.ADAM_LAST_A] = uy / (scale * scale)
+            new[layout.ADAM_LAST_B] = us / scale
             new[layout.Y_SQ] = y_sq
             new[layout.STALLED] += float(y_sq == 0)
             new[layout.ADAM_A], new[layout.ADAM_C] = mine["A"], mine["C"]
