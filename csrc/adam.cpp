@@ -36,9 +36,8 @@ void adam_stats_row(opmath_t* row, const Segment* seg, const Segment* seg_end,
   using L = Lanes<scalar_t>;
   using fVec = typename L::fVec;
   // One chain of blocks at a time: in a step the inputs come from memory, where each group
-  // side by side is one more stream per input (2^22 fp32, one thread, from memory: |g|^2
-  // in a step 0.8-1.2 ms with one group, 1.5-1.8 with four; the measurement's three inputs
-  // 2.0 ms with one, 3.7 with two). Warm in cache, more groups would hide the adds' latency.
+  // side by side is one more stream per input, and slower (docs/PERFORMANCE.md, "SecantAdam's
+  // memory"). Warm in cache, more groups would hide the adds' latency.
   CascadeSum<scalar_t, layout::NUM_STATS, 1> sums;
   for (; seg != seg_end; ++seg) {
     const int64_t t = seg->tensor;
@@ -99,7 +98,8 @@ void adam_update_segment(scalar_t* x, const scalar_t* g, scalar_t* m, scalar_t* 
   L::blocks(begin, end, [&](int64_t i, int64_t cnt) {
     typename L::Block xv, gv, mv, vv, uv, av;
     L::prefetch(x + i);  // (bound by its division and root, the loop alone runs too few
-    L::prefetch(g + i);  // loads ahead to hide memory: 4.4 -> 3.1 ms in a step, 2^22 fp32)
+    L::prefetch(g + i);  // loads ahead to hide memory: docs/PERFORMANCE.md, "SecantAdam's
+                         // memory")
     L::prefetch(m + i);
     L::prefetch(v + i);
     L::load(x + i, cnt, xv);

@@ -31,8 +31,7 @@ void stats_row(opmath_t* row, int64_t K, const Segment* seg, const Segment* seg_
   std::fill(row, row + K, opmath_t(0));
   // dot, |s|^2, |y|^2, |g|^2 of the chunk, in one chain of blocks: in a step its inputs
   // come from memory, where two chains side by side (two streams per input) were slower
-  // (SecantSGD's step, torch.profiler over 20 steps: 2^22 fp32 2.1-2.3 -> 1.3-1.5 ms;
-  // an MNIST MLP's 269,312 elements 0.08-0.10 -> 0.04 ms)
+  // (docs/PERFORMANCE.md, "SecantAdam's memory", the statistics' chains)
   CascadeSum<scalar_t, layout::NUM_STATS, 1> sums;
   for (; seg != seg_end; ++seg) {
     const int64_t t = seg->tensor;
