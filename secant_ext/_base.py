@@ -256,7 +256,8 @@ class SecantOptimizer(Optimizer):
 
         If a closure raises, the parameters are back at ``x_t``, ``p.grad`` holds the
         training gradient (if it was computed), the optimizer state (the step clock of
-        ``curvature_every`` too) is untouched, and the exception propagates. After a step ``p.grad`` is the training gradient, or None.
+        ``curvature_every`` too) is untouched, and the exception propagates. After a step
+        ``p.grad`` is the training gradient, or None.
         """
         self._refuse_unsupported_call(closure)
         if self._training_weights is not None:
