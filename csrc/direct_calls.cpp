@@ -101,7 +101,7 @@ Signature signature_of(const Entry& entry) {
   TORCH_CHECK(op.has_value(), qualified, " is not defined: the ops are defined by "
               "secant_ext._ops.load_cpp() (import secant_ext, then use an optimizer)");
   const auto& args = op->schema().arguments();
-  TORCH_CHECK(args.size() == entry.kinds.size() && args.size() <= kMaxParams, qualified,
+  TORCH_CHECK(args.size() == entry.kinds.size() && args.size() <= size_t{kMaxParams}, qualified,
               " takes ", args.size(), " arguments, its CPU kernel ", entry.kinds.size());
   Signature sig{qualified, 0, {}};
   for (size_t j = 0; j < args.size(); ++j) {
@@ -195,7 +195,9 @@ bool parse(const Signature& sig, PyObject* const* args, Py_ssize_t nargs, PyObje
   for (Py_ssize_t k = 0; k < nkw; ++k) {
     PyObject* name = PyTuple_GET_ITEM(kwnames, k);
     int j = 0;
-    while (j < n && PyUnicode_CompareWithASCIIString(name, sig.params[j].name.c_str()) != 0) ++j;
+    while (j < n && PyUnicode_CompareWithASCIIString(name, sig.params[j].name.c_str()) != 0) {
+      ++j;
+    }
     if (j == n || given[j] != nullptr) return false;
     given[j] = args[nargs + k];
   }

@@ -120,7 +120,7 @@ class Bucket:
             self.now.taken_grads, self.now.grads = own, self.now.own_grads
             return
         self.now.taken_grads = [g if id(p) not in accumulated else accumulated[id(p)].add_(g)
-                            for p, g in zip(self.params, own)]
+                                for p, g in zip(self.params, own)]
         self.now.grads = for_kernels(self.now.taken_grads, self.tensors, self.strides)
 
     def take_grads(self) -> List[torch.Tensor]:
