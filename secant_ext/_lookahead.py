@@ -14,7 +14,7 @@ import torch
 from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
-from . import _backends, distributed as _distributed
+from . import _backends, _plan, distributed as _distributed
 from ._host import grad_mode as _grad_mode
 
 
@@ -159,15 +159,14 @@ class Lookahead:
         the bucket's cache while its plan is)."""
         if "buffers" in bucket.cache:
             return bucket.cache["buffers"]
-        out = []
-        for p, t in zip(bucket.params, bucket.tensors):
-            buf = self.buffers.get(p)
-            if buf is None or buf.shape != t.shape or buf.dtype != t.dtype or \
-                    buf.device != t.device or buf.stride() != t.stride():
-                buf = torch.empty_like(t, memory_format=torch.preserve_format)
-                self.buffers[p] = buf
-            out.append(buf)
-        bucket.cache["buffers"] = out
+        stale = [(p, t) for p, t in zip(bucket.params, bucket.tensors)
+                 if p not in self.buffers or self.buffers[p].shape != t.shape or
+                 self.buffers[p].dtype != t.dtype or self.buffers[p].device != t.device or
+                 self.buffers[p].stride() != t.stride()]
+        if stale:
+            fresh = _plan.empty_like_together([t for _, t in stale])
+            self.buffers.update((p, buf) for (p, _), buf in zip(stale, fresh))
+        out = bucket.cache["buffers"] = [self.buffers[p] for p in bucket.params]
         return out
 
 

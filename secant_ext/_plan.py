@@ -45,6 +45,35 @@ def _as_kernel_grad(t, x):
     return t
 
 
+_ALIGN_BYTES = 16  # wide (16-byte) loads and stores need every tensor to start on one
+
+
+def empty_like_together(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Uninitialized tensors like ``tensors`` (sizes, strides, dtype, device), carved from
+    ONE allocation when they share a dtype and a device and each fills its storage span
+    (else one allocation each). Why one: a step's scratch memory is freed when the step
+    ends; glibc gives many freed blocks of a megabyte back to the system, and a
+    measuring step then faults in fresh pages every time (as much time as its
+    arithmetic, docs/PERFORMANCE.md, "SecantAdam's memory"), while one block of their
+    total size it keeps for the next request. Each tensor starts 16-byte aligned."""
+    if not tensors:
+        return []
+    first = tensors[0]
+    together = all(t.dtype == first.dtype and t.device == first.device and
+                   (t.numel() == 0 or 1 + sum((n - 1) * st for n, st in
+                                              zip(t.shape, t.stride())) == t.numel())
+                   for t in tensors)
+    if not together:
+        return [torch.empty_like(t, memory_format=torch.preserve_format) for t in tensors]
+    unit = max(1, _ALIGN_BYTES // first.element_size())
+    offsets, total = [], 0
+    for t in tensors:
+        offsets.append(total)
+        total += -(-t.numel() // unit) * unit
+    flat = torch.empty(total, dtype=first.dtype, device=first.device)
+    return [flat.as_strided(t.shape, t.stride(), offset) for t, offset in zip(tensors, offsets)]
+
+
 @dataclass
 class BucketStep:
     """What one step puts in a bucket (``Bucket.now``), made anew for every step: nothing

@@ -122,7 +122,7 @@ class SecantAdam(SecantOptimizer):
         evaluation."""
         if not work.now.measure:
             return []
-        u = [torch.empty_like(t, memory_format=torch.preserve_format) for t in bucket.tensors]
+        u = _plan.empty_like_together(bucket.tensors)
         self._previous_step(work, bucket, u)
         return u
 

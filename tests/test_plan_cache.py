@@ -112,3 +112,24 @@ def test_the_kept_plan_holds_no_gradient_between_steps(lookahead_raises):
     fresh.step(closure2)
     fresh.step(closure2)
     assert torch.equal(w.detach(), w2.detach())
+
+
+def test_scratch_tensors_are_carved_from_one_allocation():
+    """A step's scratch tensors (the previous step, the lookahead's buffers) come from one
+    block per bucket, each laid out as its tensor and 16-byte aligned for the wide loads;
+    tensors that do not fill their storage span, or differ in dtype, get their own."""
+    like = [torch.empty(3, 5), torch.empty(1), torch.empty(2, 3, 4, 4).to(
+        memory_format=torch.channels_last), torch.empty(0), torch.empty(7)]
+    out = _plan.empty_like_together(like)
+    assert len({t.untyped_storage().data_ptr() for t in out}) == 1
+    for t, x in zip(out, like):
+        assert (t.shape, t.stride(), t.dtype) == (x.shape, x.stride(), x.dtype)
+        assert t.data_ptr() % 16 == 0
+    spans = sorted((t.storage_offset(), t.storage_offset() + t.numel()) for t in out)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))  # no overlap
+    gapped = [torch.empty(4, 6)[:, :3], torch.empty(5)]  # a slice does not fill its span
+    apart = _plan.empty_like_together(gapped)
+    assert len({t.untyped_storage().data_ptr() for t in apart}) == 2
+    assert [t.shape for t in apart] == [x.shape for x in gapped]
+    mixed = _plan.empty_like_together([torch.empty(3), torch.empty(3, dtype=torch.float64)])
+    assert [t.dtype for t in mixed] == [torch.float32, torch.float64]
