@@ -159,11 +159,13 @@ class Lookahead:
         the bucket's cache while its plan is)."""
         if "buffers" in bucket.cache:
             return bucket.cache["buffers"]
+
+        def fits(buf, t):
+            return (buf.shape, buf.stride(), buf.dtype, buf.device) == \
+                (t.shape, t.stride(), t.dtype, t.device)
         stale = [(p, t) for p, t in zip(bucket.params, bucket.tensors)
-                 if p not in self.buffers or self.buffers[p].shape != t.shape or
-                 self.buffers[p].dtype != t.dtype or self.buffers[p].device != t.device or
-                 self.buffers[p].stride() != t.stride()]
-        if stale:
+                 if p not in self.buffers or not fits(self.buffers[p], t)]
+        if stale:  # (in one allocation: _plan.empty_like_together says why)
             fresh = _plan.empty_like_together([t for _, t in stale])
             self.buffers.update((p, buf) for (p, _), buf in zip(stale, fresh))
         out = bucket.cache["buffers"] = [self.buffers[p] for p in bucket.params]
