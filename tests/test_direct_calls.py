@@ -231,3 +231,29 @@ def test_the_profiler_records_the_op_by_name():
             torch.profiler.ProfilerActivity.CPU]) as prof:
         _C.update(*clones_of(args), **kwargs)
     assert "secant_ext::update" in {e.key for e in prof.key_averages()}
+
+
+def test_a_call_before_the_ops_are_defined_says_so():
+    """The direct calls read their parameters from the ops' registered schemas: called
+    before ``_ops.load_cpp()`` defined them (the extension imported on its own), a call
+    raises naming the op and what defines it, and works once they are defined."""
+    import subprocess
+    import sys
+    code = (
+        "import torch\n"
+        "torch.set_grad_enabled(False)\n"  # (else the call goes to the op in any case)
+        "import secant_ext._C as C\n"
+        "x, b = [torch.zeros(3)], [torch.ones(3)]\n"
+        "try:\n"
+        "    C.restore(x, b)\n"
+        "except RuntimeError as e:\n"
+        "    print('raised:', str(e).splitlines()[0])\n"
+        "from secant_ext import _ops\n"
+        "_ops.load_cpp()\n"
+        "C.restore(x, b)\n"
+        "print('then:', x[0].tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "raised: secant_ext::restore is not defined" in proc.stdout, proc.stdout
+    assert "then: [1.0, 1.0, 1.0]" in proc.stdout, proc.stdout
