@@ -4,7 +4,7 @@ and an eager reference every fast path is tested against."""
 from ._backends import cpp_available, triton_available
 from .adam import SecantAdam
 from ._base import SecantOptimizer
-from ._lookahead import frozen_batchnorm
+from .contexts import frozen_batchnorm
 from ._stats import SecantAdamStats, SecantStats
 from .history import StepHistory
 from .probes import slice_probe

@@ -2,16 +2,15 @@
 exactly (docs/ALGORITHM.md, 'The step'), by a pointer swap or in place (``Lookahead``).
 The closure replays the random-number state of the evaluation it pairs with, so dropout
 masks match and ``y = g_plus - s`` measures curvature, not noise.
-Context managers registered by the user (``frozen_batchnorm``) wrap the evaluation.
+Context managers registered by the user (``contexts.frozen_batchnorm``) wrap the evaluation.
 """
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, Iterator
+from typing import Callable, Dict, Iterable
 
 import torch
-from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
 from . import _backends, _plan, distributed as _distributed
@@ -170,28 +169,3 @@ class Lookahead:
             self.buffers.update((p, buf) for (p, _), buf in zip(stale, fresh))
         out = bucket.cache["buffers"] = [self.buffers[p] for p in bucket.params]
         return out
-
-
-@contextlib.contextmanager
-def frozen_batchnorm(model: torch.nn.Module) -> Iterator[None]:
-    """Keep the running statistics (mean, var, batch count) of every BatchNorm /
-    InstanceNorm module of ``model`` as they were on entry. Exact: buffers are restored
-    with ``copy_``. The lookahead forward pass runs the model at ``x + s``, a point the
-    optimizer never steps to; statistics updated there would describe the wrong weights.
-    Register it with the optimizer so it wraps each lookahead evaluation::
-
-        opt.register_lookahead_context(lambda: secant_ext.frozen_batchnorm(model))
-    """
-    saved = []
-    for module in model.modules():
-        if isinstance(module, _NormBase) and module.track_running_stats:
-            buffers = [b for b in (module.running_mean, module.running_var,
-                                   module.num_batches_tracked) if b is not None]
-            saved.append((buffers, [b.clone() for b in buffers]))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffers, copies in saved:
-                for b, c in zip(buffers, copies):
-                    b.copy_(c)
