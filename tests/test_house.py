@@ -101,3 +101,13 @@ def test_a_secant_adam_step_runs_the_five_modules_house_md_names():
     core = sorted(m for m in ran if not m.startswith("_host/"))
     lines = {m: len((PACKAGE / m).read_text().splitlines()) for m in ran}
     assert core == ["_base.py", "_grads.py", "_lookahead.py", "_plan.py", "adam.py"], lines
+
+
+def test_the_house_map_names_every_module():
+    """docs/HOUSE.md is the newcomer's map of the package: every module is named there."""
+    import re
+    house = (PACKAGE.parent / "docs" / "HOUSE.md").read_text()
+    missing = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                     if p.stem not in ("__init__", "__main__")
+                     and not re.search(rf"(?<![\w]){re.escape(p.stem)}(?![\w])", house))
+    assert not missing, f"docs/HOUSE.md does not name {missing}: add a line for each"
