@@ -1,5 +1,6 @@
-"""What the phase launchers share: dtype codes, argument checks, the device guard, and
-the jit helper that turns a pointer-table entry into a typed pointer."""
+"""What the phase launchers share: dtype codes, argument checks, the device guard, the
+launch of a kernel with a program per chunk, and the jit helper that turns a pointer-table
+entry into a typed pointer."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ from typing import Sequence
 import torch
 import triton
 import triton.language as tl
+
+from . import _tables
 
 Tensors = Sequence[torch.Tensor]
 
@@ -67,6 +70,27 @@ def device_guard(device: torch.device):
     if device.type == "cuda":
         return torch.cuda.device(device)
     return contextlib.nullcontext()
+
+
+def launch_per_chunk(kernel, names: Sequence[str], lists: Sequence[Tensors], *, hyper=None,
+                     state=None, **constexprs) -> None:
+    """One launch of ``kernel``, a program per chunk, over the equal-length ``lists``
+    (checked; nothing to do when they are empty). Its arguments: the pointer table, then
+    the hyperparameters' table when ``hyper`` is given (``launch_tables``' momentum, weight
+    decay and extra values), then ``state`` when given, then ``constexprs``."""
+    check_lists(names, lists)
+    x = lists[0]
+    if not len(x):
+        return
+    tab = _tables.launch_tables(lists, x[0].device, *(hyper or ()))
+    if tab.n_chunks == 0:
+        return
+    args = [tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor]
+    args += [tab.hyper] if hyper is not None else []
+    args += [state] if state is not None else []
+    with device_guard(x[0].device):
+        kernel[(tab.n_chunks,)](*args, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
+                                num_warps=NUM_WARPS, **constexprs)
 
 
 @triton.jit

@@ -23,7 +23,7 @@ import triton.language as tl
 from .. import _layout
 from . import _state, _tables
 from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
-    device_guard, f64_from_bits, load_block, store_block, typed_ptr, types_of
+    device_guard, f64_from_bits, launch_per_chunk, load_block, store_block, typed_ptr, types_of
 from .alpha import RBLOCK, _finite, column_sums, count_step, finish_step_size
 
 
@@ -312,20 +312,11 @@ def adam_update(x: Tensors, g: Tensors, m: Tensors, v: Tensors, u: Tensors, avg:
         names.append("u"), lists.append(u)
     if average:
         names.append("avg"), lists.append(avg)
-    check_lists(names, lists)
     _check_state(state)
-    if not len(x):
-        return
-    elem, acc = types_of(x[0].dtype)
-    tab = _tables.launch_tables(lists, x[0].device, beta1, weight_decay, (beta2, eps))
-    if tab.n_chunks == 0:
-        return
-    with device_guard(x[0].device):
-        _adam_update_kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
-            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
-            RECORD=record, AVERAGE=average,
-            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    elem, acc = types_of(x[0].dtype) if len(x) else (None, None)
+    launch_per_chunk(_adam_update_kernel, names, lists,
+                     hyper=(beta1, weight_decay, (beta2, eps)), state=state, DTYPE=elem,
+                     ACC=acc, HAS_WD=weight_decay != 0, RECORD=record, AVERAGE=average)
 
 
 # --- adam_previous_step -------------------------------------------------------------------
@@ -378,20 +369,11 @@ def adam_previous_step(x: Tensors, m: Tensors, v: Tensors, u: Tensors, state: to
                        eps: float, weight_decay: float) -> None:
     """``u``: the step the last ``adam_update`` took, from ``x``, ``m``, ``v`` and the state
     (``reference.adam_previous_step``)."""
-    lists = [x, m, v, u]
-    check_lists(["x", "m", "v", "u"], lists)
     _check_state(state)
-    if not len(x):
-        return
-    elem, acc = types_of(x[0].dtype)
-    tab = _tables.launch_tables(lists, x[0].device, 0.0, weight_decay, (eps,))
-    if tab.n_chunks == 0:
-        return
-    with device_guard(x[0].device):
-        _adam_previous_step_kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, tab.hyper,
-            state, DTYPE=elem, ACC=acc, ALIGNED=tab.aligned, HAS_WD=weight_decay != 0,
-            CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    elem, acc = types_of(x[0].dtype) if len(x) else (None, None)
+    launch_per_chunk(_adam_previous_step_kernel, ("x", "m", "v", "u"), (x, m, v, u),
+                     hyper=(0.0, weight_decay, (eps,)), state=state, DTYPE=elem, ACC=acc,
+                     HAS_WD=weight_decay != 0)
 
 
 # --- compile variants ---------------------------------------------------------------------

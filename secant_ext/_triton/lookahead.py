@@ -9,8 +9,8 @@ import triton.language as tl
 
 from .. import _layout
 from . import _state, _tables
-from ._common import BLOCK, NUM_WARPS, Tensors, block_base, check_lists, chunk_bounds, \
-    device_guard, load_block, store_block, typed_ptr, types_of
+from ._common import BLOCK, Tensors, block_base, chunk_bounds, launch_per_chunk, load_block, \
+    store_block, typed_ptr, types_of
 
 
 @triton.jit
@@ -38,27 +38,10 @@ def _lookahead_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor,
         _lookahead_block(x, s, out, off, lanes, end - off, True, False, DTYPE, ACC)
 
 
-def _launch_elementwise(kernel, names, lists, **constexprs) -> None:
-    """One launch of ``kernel`` (a program per chunk) over equal-length ``lists``."""
-    check_lists(names, lists)
-    x = lists[0]
-    if not len(x):
-        return
-    tab = _tables.launch_tables(lists, x[0].device)
-    if tab.n_chunks == 0:
-        return
-    with device_guard(x[0].device):
-        kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor,
-            ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK, num_warps=NUM_WARPS,
-            **constexprs)
-
-
 def lookahead(x: Tensors, s: Tensors, out: Tensors) -> None:
     """``out = x + s`` (``x`` untouched, so restoring it is exact)."""
     dtype, acc = types_of(x[0].dtype) if len(x) else (None, None)
-    _launch_elementwise(_lookahead_kernel, ("x", "s", "out"), (x, s, out), DTYPE=dtype,
-                        ACC=acc)
+    launch_per_chunk(_lookahead_kernel, ("x", "s", "out"), (x, s, out), DTYPE=dtype, ACC=acc)
 
 
 # Same-width integer types: the backup and the restore copy bits, never values, so no
@@ -122,14 +105,14 @@ def _restore_kernel(ptrs, n_tensors, numels, first_chunk, chunk_tensor, BITS: tl
 def lookahead_inplace(x: Tensors, s: Tensors, backup: Tensors) -> None:
     """``backup = x`` (bits), then ``x = x + s`` in place, in one pass."""
     dtype, acc = types_of(x[0].dtype) if len(x) else (None, None)
-    _launch_elementwise(_lookahead_inplace_kernel, ("x", "s", "backup"), (x, s, backup),
-                        DTYPE=dtype, ACC=acc, BITS=_BITS.get(x[0].dtype) if len(x) else None)
+    launch_per_chunk(_lookahead_inplace_kernel, ("x", "s", "backup"), (x, s, backup),
+                     DTYPE=dtype, ACC=acc, BITS=_BITS.get(x[0].dtype) if len(x) else None)
 
 
 def restore(x: Tensors, backup: Tensors) -> None:
     """``x = backup``, bit for bit."""
-    _launch_elementwise(_restore_kernel, ("x", "backup"), (x, backup),
-                        BITS=_BITS.get(x[0].dtype) if len(x) else None)
+    launch_per_chunk(_restore_kernel, ("x", "backup"), (x, backup),
+                     BITS=_BITS.get(x[0].dtype) if len(x) else None)
 
 
 @triton.jit
@@ -164,18 +147,8 @@ def average(avg: Tensors, x: Tensors, state: torch.Tensor) -> None:
     if state.dtype != torch.float64 or state.numel() != _layout.STATE_SIZE:
         raise ValueError(f"state must be a float64 tensor of {_layout.STATE_SIZE} values, got "
                          f"{state.dtype} of shape {tuple(state.shape)}")
-    check_lists(("avg", "x"), (avg, x))
-    if not len(avg):
-        return
-    tab = _tables.launch_tables((avg, x), avg[0].device)
-    if tab.n_chunks == 0:
-        return
-    dtype, acc = types_of(avg[0].dtype)
-    with device_guard(avg[0].device):
-        _average_kernel[(tab.n_chunks,)](
-            tab.ptrs, tab.n_tensors, tab.numels, tab.first_chunk, tab.chunk_tensor, state,
-            DTYPE=dtype, ACC=acc, ALIGNED=tab.aligned, CHUNK=_tables.CHUNK, BLOCK=BLOCK,
-            num_warps=NUM_WARPS)
+    dtype, acc = types_of(avg[0].dtype) if len(avg) else (None, None)
+    launch_per_chunk(_average_kernel, ("avg", "x"), (avg, x), state=state, DTYPE=dtype, ACC=acc)
 
 
 def aot_variants(dtypes, full: bool):
